@@ -1,0 +1,3 @@
+from remsguard.entrypoints.cli import main
+
+main()

@@ -1,0 +1,28 @@
+"""The one place remsguard reads its environment; bad values fail at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting, read from `REMSGUARD_*` variables (or a `.env` file)."""
+
+    model_config = SettingsConfigDict(env_prefix="REMSGUARD_", env_file=".env", extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    database_url: str = "sqlite:///remsguard.db"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    metrics_port: int = Field(default=9400, ge=0, le=65535)
+    default_protocol: str = "spravato-rems"
+    signing_key: SecretStr | None = None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

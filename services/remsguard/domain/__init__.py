@@ -1,0 +1,1 @@
+"""The pure monitoring engine: events in, decisions out. Imports only the standard library."""

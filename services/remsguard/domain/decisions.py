@@ -1,0 +1,80 @@
+"""What the engine decides: alerts for staff, audit records for the compliance log."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class AuditKind(StrEnum):
+    """Every kind of fact the compliance log records."""
+
+    EVENT_ACCEPTED = "event.accepted"
+    EVENT_REJECTED = "event.rejected"
+    ALERT_RAISED = "alert.raised"
+    SESSION_OPENED = "session.opened"
+    SESSION_DOSED = "session.dosed"
+    WINDOW_SATISFIED = "session.window_satisfied"
+    SESSION_DISCHARGED = "session.discharged"
+
+
+def stable_id(*parts: str) -> str:
+    """A deterministic id, so re-processing the same input yields the same ids."""
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+    return digest[:32]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Alert:
+    alert_id: str
+    rule: str
+    severity: Severity
+    session_id: str
+    clinic_id: str
+    triggered_at: datetime
+    message: str
+    evidence: tuple[str, ...]
+    protocol: str
+    protocol_version: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejection:
+    """An input that broke the event contract; `reason` is a stable machine-readable code."""
+
+    reason: str
+    detail: str
+    event_id: str | None = None
+    session_id: str | None = None
+    clinic_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditRecord:
+    record_id: str
+    kind: AuditKind
+    subject_id: str
+    session_id: str | None
+    clinic_id: str | None
+    occurred_at: datetime | None
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Decisions:
+    """The output of one engine step, in the order the engine made them."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    audit: list[AuditRecord] = field(default_factory=list)
+
+    def extend(self, other: Decisions) -> None:
+        self.alerts.extend(other.alerts)
+        self.audit.extend(other.audit)

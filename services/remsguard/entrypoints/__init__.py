@@ -1,0 +1,1 @@
+"""Entry points: decode the outside world's input, build a command, hand it on."""
