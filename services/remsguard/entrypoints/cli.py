@@ -14,6 +14,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def root() -> None:
+    """REMS-style monitoring compliance for esketamine and ketamine sessions."""
+
+
 @app.command()
 def version() -> None:
     """Print the installed version."""
