@@ -68,12 +68,22 @@ class AuditRecord:
     detail: dict[str, object] = field(default_factory=dict)
 
 
+class Outcome(StrEnum):
+    """What became of one input."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+
+
 @dataclass(slots=True)
 class Decisions:
     """The output of one engine step, in the order the engine made them."""
 
     alerts: list[Alert] = field(default_factory=list)
     audit: list[AuditRecord] = field(default_factory=list)
+    outcome: Outcome = Outcome.ACCEPTED
+    rejection: Rejection | None = None
 
     def extend(self, other: Decisions) -> None:
         self.alerts.extend(other.alerts)

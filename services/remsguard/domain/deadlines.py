@@ -1,0 +1,278 @@
+"""Deadline checks: rules about what should have happened by a time, decided once it is past.
+
+Each check comes due at its deadline plus the protocol's allowed lateness, so an event that
+arrives late (but within the lateness) still counts.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from remsguard.domain.decisions import AuditKind
+from remsguard.domain.findings import Finding, clock_time
+from remsguard.domain.protocol import MonitoringProtocol
+from remsguard.domain.session import BPReading, Mark, Session
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Check:
+    due: datetime
+    kind: str  # pre | post | window | open | discharge | gap
+    subject: Mark
+
+    @property
+    def key(self) -> str:
+        return f"check:{self.kind}:{self.subject.event_id}"
+
+
+@dataclass(slots=True)
+class CheckOutcome:
+    findings: list[Finding] = field(default_factory=list)
+    changes: list[tuple[AuditKind, datetime, str]] = field(default_factory=list)
+
+
+def due_checks(session: Session, protocol: MonitoringProtocol) -> list[Check]:
+    """The session's outstanding checks, each with the clock time at which it is decided."""
+    late = protocol.allowed_lateness
+    doses = _doses_in_session(session)
+    if not doses:
+        return []
+    first, latest, done = doses[0], doses[-1], session.fired
+    rules = protocol.rules
+    candidates = [
+        Check(first.at + late, "pre", first),
+        Check(
+            latest.at + rules["POST_DOSE_BP_MISSED"].minutes("until_minutes") + late, "post", latest
+        ),
+        Check(latest.at + protocol.observation_window + late, "window", latest),
+        Check(
+            latest.at + rules["SESSION_NOT_CLOSED"].minutes("after_minutes") + late, "open", latest
+        ),
+    ]
+    discharge = session.discharge
+    if discharge is not None:
+        candidates.append(Check(discharge.at + late, "discharge", discharge))
+    point = _next_gap_point(session, first)
+    if point is not None:
+        gap = rules["VITALS_GAP"].minutes("max_minutes")
+        candidates.append(Check(point.at + gap + late, "gap", point))
+    return [c for c in candidates if c.kind == "gap" or c.key not in done]
+
+
+def run_check(session: Session, protocol: MonitoringProtocol, check: Check) -> CheckOutcome:
+    """Decide one due check and mark it done."""
+    if check.kind == "gap":
+        session.gap_cursor = check.subject
+    else:
+        session.fired.add(check.key)
+    return _RUNNERS[check.kind](session, protocol, check.subject)
+
+
+def _pre_dose(session: Session, protocol: MonitoringProtocol, dose: Mark) -> CheckOutcome:
+    missing, elevated = protocol.rule("PRE_DOSE_BP_MISSING"), protocol.rule("PRE_DOSE_BP_ELEVATED")
+    lookback = missing.minutes("lookback_minutes")
+    readings = session.bp_between(dose.at - lookback, dose.at)
+    outcome = CheckOutcome()
+    if not readings:
+        if missing.enabled:
+            outcome.findings.append(
+                Finding.deadline(
+                    "PRE_DOSE_BP_MISSING",
+                    dose,
+                    dose.at,
+                    f"No blood pressure reading in the {lookback.seconds // 60} minutes before the "
+                    f"first dose at {clock_time(dose.at)}. Record one now.",
+                )
+            )
+        return outcome
+    last = readings[-1]
+    if elevated.enabled and (
+        last.systolic > elevated["systolic_above"] or last.diastolic > elevated["diastolic_above"]
+    ):
+        outcome.findings.append(
+            Finding.deadline(
+                "PRE_DOSE_BP_ELEVATED",
+                dose,
+                dose.at,
+                f"Pre-dose blood pressure {last.systolic:g}/{last.diastolic:g} mmHg was above "
+                f"{elevated['systolic_above']:g}/{elevated['diastolic_above']:g} when the first "
+                f"dose was given at {clock_time(dose.at)}. Document the benefit-risk decision.",
+                last.event_id,
+            )
+        )
+    return outcome
+
+
+def _post_dose(session: Session, protocol: MonitoringProtocol, dose: Mark) -> CheckOutcome:
+    rule = protocol.rule("POST_DOSE_BP_MISSED")
+    start = dose.at + rule.minutes("from_minutes")
+    end = dose.at + rule.minutes("until_minutes")
+    discharge = session.discharge
+    if not rule.enabled or (discharge is not None and discharge.at < start):
+        return CheckOutcome()
+    if discharge is not None:
+        end = min(end, discharge.at)
+    if session.bp_between(start, end):
+        return CheckOutcome()
+    message = (
+        f"No blood pressure reading between {rule['from_minutes']:g} and "
+        f"{rule['until_minutes']:g} minutes after the dose at {clock_time(dose.at)} "
+        "(the 40-minute check). Measure it now."
+    )
+    deadline = dose.at + rule.minutes("until_minutes")
+    return CheckOutcome([Finding.deadline("POST_DOSE_BP_MISSED", dose, deadline, message)])
+
+
+def _window(session: Session, protocol: MonitoringProtocol, dose: Mark) -> CheckOutcome:
+    end = dose.at + protocol.observation_window
+    if session.ended_before(end):
+        return CheckOutcome()
+    return CheckOutcome(changes=[(AuditKind.WINDOW_SATISFIED, end, dose.event_id)])
+
+
+def _not_closed(session: Session, protocol: MonitoringProtocol, dose: Mark) -> CheckOutcome:
+    rule = protocol.rule("SESSION_NOT_CLOSED")
+    limit = dose.at + rule.minutes("after_minutes")
+    discharge = session.discharge
+    if not rule.enabled or (discharge is not None and discharge.at <= limit):
+        return CheckOutcome()
+    message = (
+        f"No discharge recorded {rule['after_minutes']:g} minutes after the dose at "
+        f"{clock_time(dose.at)}. Close the session or record why monitoring continues."
+    )
+    return CheckOutcome([Finding.deadline("SESSION_NOT_CLOSED", dose, limit, message)])
+
+
+def _discharge(session: Session, protocol: MonitoringProtocol, discharge: Mark) -> CheckOutcome:
+    doses = [d for d in session.doses if d.at <= discharge.at]
+    outcome = CheckOutcome()
+    if not doses:
+        return outcome
+    dose, found = doses[-1], outcome.findings
+    if (
+        protocol.rule("EARLY_DISCHARGE").enabled
+        and discharge.at - dose.at < protocol.observation_window
+    ):
+        minutes = int((discharge.at - dose.at).total_seconds() // 60)
+        found.append(
+            Finding.deadline(
+                "EARLY_DISCHARGE",
+                discharge,
+                discharge.at,
+                f"Discharged {minutes} minutes after the dose at {clock_time(dose.at)}; "
+                f"at least {protocol.observation_window.seconds // 60} minutes of observation "
+                "are required.",
+                dose.event_id,
+            )
+        )
+    found.extend(_final_bp(session, protocol, discharge))
+    sedated = protocol.rule("DISCHARGE_SEDATED")
+    latest = session.latest_sedation_until(discharge.at)
+    if sedated.enabled and latest is not None and latest.value < sedated["moaas_below"]:
+        found.append(
+            Finding.deadline(
+                "DISCHARGE_SEDATED",
+                discharge,
+                discharge.at,
+                f"Discharged while the latest assessment ({clock_time(latest.at)}) had MOAA/S "
+                f"{latest.value:g}; the patient must be fully alert.",
+                latest.event_id,
+            )
+        )
+    return outcome
+
+
+def _final_bp(session: Session, protocol: MonitoringProtocol, discharge: Mark) -> list[Finding]:
+    missing = protocol.rule("DISCHARGE_WITHOUT_FINAL_BP")
+    lookback = missing.minutes("lookback_minutes")
+    readings = session.bp_between(discharge.at - lookback, discharge.at)
+    if not readings:
+        if not missing.enabled:
+            return []
+        message = (
+            f"Discharged at {clock_time(discharge.at)} without a blood pressure reading in the "
+            f"{lookback.seconds // 60} minutes before."
+        )
+        return [Finding.deadline("DISCHARGE_WITHOUT_FINAL_BP", discharge, discharge.at, message)]
+    last = readings[-1]
+    if protocol.rule("DISCHARGE_BP_ELEVATED").enabled and _elevated(session, protocol, last):
+        message = (
+            f"Discharged at {clock_time(discharge.at)} with blood pressure "
+            f"{last.systolic:g}/{last.diastolic:g} mmHg still in the crisis or rise range."
+        )
+        return [
+            Finding.deadline(
+                "DISCHARGE_BP_ELEVATED", discharge, discharge.at, message, last.event_id
+            )
+        ]
+    return []
+
+
+def _elevated(session: Session, protocol: MonitoringProtocol, reading: BPReading) -> bool:
+    crisis, rise = protocol.rule("BP_CRISIS"), protocol.rule("BP_RISE")
+    if (
+        reading.systolic >= crisis["systolic_at_least"]
+        or reading.diastolic >= crisis["diastolic_at_least"]
+    ):
+        return True
+    baseline, first = session.baseline(), session.first_dose
+    if baseline is None or first is None or reading.at <= first.at:
+        return False
+    return (
+        reading.systolic >= baseline.systolic + rise["systolic_rise"]
+        or reading.diastolic >= baseline.diastolic + rise["diastolic_rise"]
+    )
+
+
+def _gap(session: Session, protocol: MonitoringProtocol, point: Mark) -> CheckOutcome:
+    rule = protocol.rule("VITALS_GAP")
+    limit = rule.minutes("max_minutes")
+    following = _next_gap_point(session, session.doses[0])
+    discharge = session.discharge
+    if following is not None:
+        gap = following.at - point.at > limit
+    else:
+        gap = discharge is None or discharge.at - point.at > limit
+    if not (gap and rule.enabled):
+        return CheckOutcome()
+    message = (
+        f"No vitals recorded for more than {rule['max_minutes']:g} minutes after "
+        f"{clock_time(point.at)}. Check the patient and the devices."
+    )
+    return CheckOutcome([Finding.deadline("VITALS_GAP", point, point.at + limit, message)])
+
+
+def _next_gap_point(session: Session, first_dose: Mark) -> Mark | None:
+    """The first point after the gap cursor: the first dose, then each vitals reading."""
+    cursor = session.gap_cursor
+    if cursor is None:
+        return first_dose
+    index = bisect_right(session.vitals, cursor)
+    if index >= len(session.vitals):
+        return None
+    point = session.vitals[index]
+    discharge = session.discharge
+    if discharge is not None and point.at > discharge.at:
+        return None
+    return point
+
+
+def _doses_in_session(session: Session) -> list[Mark]:
+    discharge = session.discharge
+    if discharge is None:
+        return session.doses
+    return [d for d in session.doses if d.at <= discharge.at]
+
+
+_RUNNERS = {
+    "pre": _pre_dose,
+    "post": _post_dose,
+    "window": _window,
+    "open": _not_closed,
+    "discharge": _discharge,
+    "gap": _gap,
+}
+
+__all__ = ["Check", "CheckOutcome", "due_checks", "run_check", "timedelta"]

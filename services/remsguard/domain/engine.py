@@ -1,0 +1,402 @@
+"""MonitoringEngine: events in, decisions out, driven by event time and an explicit clock.
+
+Threshold rules are decided when a reading arrives, against the readings of the same kind
+known so far in event-time order. Everything that depends on the *absence* of an event (the
+pre-dose BP, the 40-minute check, discharge checks, gaps, the window) is a deadline, decided
+once the clock passes it plus the protocol's allowed lateness, so late events still count.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from datetime import datetime, timedelta
+from itertools import count
+
+from remsguard.domain.deadlines import due_checks, run_check
+from remsguard.domain.decisions import (
+    Alert,
+    AuditKind,
+    AuditRecord,
+    Decisions,
+    Outcome,
+    Rejection,
+    stable_id,
+)
+from remsguard.domain.events import (
+    AssessmentRecorded,
+    DoseAdministered,
+    Event,
+    Medication,
+    SessionDischarged,
+    SessionOpened,
+    VitalsRecorded,
+)
+from remsguard.domain.findings import Finding
+from remsguard.domain.protocol import MonitoringProtocol
+from remsguard.domain.session import BPReading, Mark, Measurement, Session, insert
+from remsguard.domain.thresholds import all_starts, starts_at
+
+
+class MonitoringEngine:
+    """The pure core shared by replay, the Kafka processor and embedded mode."""
+
+    def __init__(
+        self,
+        protocols: Mapping[str, MonitoringProtocol],
+        default_protocol: str = "spravato-rems",
+        sessions: MutableMapping[str, Session] | None = None,
+    ) -> None:
+        if default_protocol not in protocols:
+            raise ValueError(f"unknown default protocol {default_protocol!r}")
+        self._protocols = protocols
+        self._default = default_protocol
+        self._effective: dict[tuple[str, frozenset[Medication]], MonitoringProtocol] = {}
+        self.sessions: MutableMapping[str, Session] = {} if sessions is None else sessions
+        self.clock: datetime | None = None
+        self._queue: list[tuple[datetime, int, str]] = []
+        self._order = count()
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> Decisions:
+        """Apply one contract-valid event; duplicates (same event id) change nothing."""
+        session = self.sessions.get(event.session_id)
+        if session is None:
+            session = Session(event.session_id, event.clinic_id, self._default)
+        elif event.event_id in session.seen:
+            return Decisions(outcome=Outcome.DUPLICATE)
+        if isinstance(event, SessionOpened) and event.protocol not in (None, *self._protocols):
+            return self.reject(
+                Rejection(
+                    reason="unknown_protocol",
+                    detail=f"protocol {event.protocol!r} is not configured",
+                    event_id=event.event_id,
+                    session_id=event.session_id,
+                    clinic_id=event.clinic_id,
+                ),
+                source=f"{event.session_id}/{event.event_id}",
+            )
+        session.seen.add(event.event_id)
+        decisions = Decisions(audit=[_accepted(event)])
+        if not session.ended_before(event.occurred_at):
+            findings = self._apply(session, event, decisions)
+            self._raise(session, findings, decisions)
+        self.sessions[session.session_id] = session
+        self._schedule(session)
+        return decisions
+
+    def reject(self, rejection: Rejection, *, source: str) -> Decisions:
+        """Record an input that broke the contract; `source` says where it came from."""
+        record = AuditRecord(
+            record_id=stable_id(AuditKind.EVENT_REJECTED, source),
+            kind=AuditKind.EVENT_REJECTED,
+            subject_id=rejection.event_id or source,
+            session_id=rejection.session_id,
+            clinic_id=rejection.clinic_id,
+            occurred_at=self.clock,
+            detail={"reason": rejection.reason, "detail": rejection.detail, "source": source},
+        )
+        return Decisions(audit=[record], outcome=Outcome.REJECTED, rejection=rejection)
+
+    def advance_to(self, now: datetime) -> Decisions:
+        """Move the clock forward and decide every deadline that has come due."""
+        decisions = Decisions()
+        if self.clock is not None and now <= self.clock:
+            return decisions
+        self.clock = now
+        queue = self._queue
+        while queue and queue[0][0] <= now:
+            _, _, session_id = heapq.heappop(queue)
+            session = self.sessions.get(session_id)
+            if session is None:
+                continue
+            session.scheduled = None
+            decisions.extend(self._decide_due(session, now))
+        return decisions
+
+    def tick(self, session_id: str, now: datetime) -> Decisions:
+        """Decide one session's due deadlines at `now` (for adapters that own a few sessions)."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return Decisions()
+        return self._decide_due(session, now)
+
+    def next_due(self, session_id: str) -> datetime | None:
+        session = self.sessions.get(session_id)
+        if session is None:
+            return None
+        checks = due_checks(session, self.protocol_of(session))
+        return min((check.due for check in checks), default=None)
+
+    def protocol_of(self, session: Session) -> MonitoringProtocol:
+        key = (session.protocol, session.medications)
+        protocol = self._effective.get(key)
+        if protocol is None:
+            protocol = self._protocols[session.protocol].for_medications(session.medications)
+            self._effective[key] = protocol
+        return protocol
+
+    def rebuild_schedule(self) -> None:
+        """Queue every known session's next deadline (after loading state from elsewhere)."""
+        self._queue.clear()
+        for session in self.sessions.values():
+            session.scheduled = None
+            self._schedule(session)
+
+    # -- state changes -----------------------------------------------------------------------
+
+    def _apply(self, session: Session, event: Event, decisions: Decisions) -> list[Finding]:
+        protocol = self.protocol_of(session)
+        if isinstance(event, VitalsRecorded):
+            return self._vitals(session, event, protocol)
+        if isinstance(event, AssessmentRecorded):
+            return self._assessment(session, event, protocol)
+        if isinstance(event, DoseAdministered):
+            return self._dose(session, event, protocol, decisions)
+        if isinstance(event, SessionOpened):
+            session.opened = True
+            session.patient_ref = event.patient_ref
+            session.protocol = event.protocol or self._default
+            session.medications = frozenset(event.concomitant_medications)
+            decisions.audit.append(_state_change(AuditKind.SESSION_OPENED, event))
+            return []
+        if isinstance(event, SessionDischarged):
+            return self._discharge(session, event, decisions)
+        return []
+
+    def _vitals(
+        self, session: Session, event: VitalsRecorded, protocol: MonitoringProtocol
+    ) -> list[Finding]:
+        mark = Mark(event.occurred_at, event.event_id)
+        index = insert(session.vitals, mark)
+        cursor = session.gap_cursor
+        if cursor is not None and index + 1 < len(session.vitals) and mark < cursor:
+            session.gap_cursor = None  # a very late reading: re-decide the gaps
+        findings: list[Finding] = []
+        if event.systolic is not None and event.diastolic is not None:
+            reading = BPReading(event.occurred_at, event.event_id, event.systolic, event.diastolic)
+            findings += self._bp(session, reading, protocol)
+        if event.spo2 is not None:
+            findings += _spo2(session, Measurement(mark.at, mark.event_id, event.spo2), protocol)
+        if event.respiratory_rate is not None:
+            rate = Measurement(mark.at, mark.event_id, event.respiratory_rate)
+            rule = protocol.rule("RESPIRATORY_DEPRESSION")
+            if rule.enabled:
+                below = rule["rate_below"]
+                index = insert(session.respiratory_rate, rate)
+                for row in starts_at(session.respiratory_rate, index, lambda r: r.value < below):
+                    findings.append(Finding.respiratory_rate(row, below))
+            else:
+                insert(session.respiratory_rate, rate)
+        return findings
+
+    def _bp(
+        self, session: Session, reading: BPReading, protocol: MonitoringProtocol
+    ) -> list[Finding]:
+        baseline_before = session.baseline()
+        index = insert(session.bp, reading)
+        findings: list[Finding] = []
+        crisis = protocol.rule("BP_CRISIS")
+        if crisis.enabled:
+            meets = _crisis_condition(protocol)
+            findings += [Finding.bp_crisis(r, crisis) for r in starts_at(session.bp, index, meets)]
+        if protocol.rule("BP_RISE").enabled:
+            first = session.first_dose
+            if first is not None and reading.at <= first.at:
+                if session.baseline() != baseline_before:
+                    findings += self._rise_rescan(session, protocol)
+            else:
+                rise = _rise_condition(session, protocol)
+                if rise is not None:
+                    baseline = session.baseline()
+                    assert baseline is not None
+                    findings += [
+                        Finding.bp_rise(r, baseline) for r in starts_at(session.bp, index, rise)
+                    ]
+        return findings
+
+    def _rise_rescan(self, session: Session, protocol: MonitoringProtocol) -> list[Finding]:
+        """The first dose or the baseline moved: every post-dose reading is judged again."""
+        rise = _rise_condition(session, protocol)
+        baseline = session.baseline()
+        if rise is None or baseline is None:
+            return []
+        return [Finding.bp_rise(r, baseline) for r in all_starts(session.bp, rise)]
+
+    def _assessment(
+        self, session: Session, event: AssessmentRecorded, protocol: MonitoringProtocol
+    ) -> list[Finding]:
+        findings: list[Finding] = []
+        if event.sedation_moaas is not None:
+            row = Measurement(event.occurred_at, event.event_id, event.sedation_moaas)
+            index = insert(session.sedation, row)
+            deep = protocol.rule("DEEP_SEDATION")
+            if deep.enabled:
+                at_most = deep["moaas_at_most"]
+                for start in starts_at(session.sedation, index, lambda r: r.value <= at_most):
+                    findings.append(Finding.deep_sedation(start))
+        if event.respiratory_depression and protocol.rule("RESPIRATORY_DEPRESSION").enabled:
+            findings.append(Finding.respiratory_observed(event))
+        return findings
+
+    def _dose(
+        self,
+        session: Session,
+        event: DoseAdministered,
+        protocol: MonitoringProtocol,
+        decisions: Decisions,
+    ) -> list[Finding]:
+        first_before = session.first_dose
+        insert(session.doses, Mark(event.occurred_at, event.event_id))
+        decisions.audit.append(_state_change(AuditKind.SESSION_DOSED, event))
+        if session.first_dose == first_before:
+            return []
+        session.gap_cursor = None  # the monitored interval now starts elsewhere
+        if protocol.rule("BP_RISE").enabled:
+            return self._rise_rescan(session, protocol)
+        return []
+
+    def _discharge(
+        self, session: Session, event: SessionDischarged, decisions: Decisions
+    ) -> list[Finding]:
+        first_known = session.discharge is None
+        insert(session.discharges, Mark(event.occurred_at, event.event_id))
+        if first_known:
+            decisions.audit.append(_state_change(AuditKind.SESSION_DISCHARGED, event))
+        return []
+
+    # -- deadlines ---------------------------------------------------------------------------
+
+    def _decide_due(self, session: Session, now: datetime) -> Decisions:
+        decisions = Decisions()
+        protocol = self.protocol_of(session)
+        while True:
+            ready = sorted(c for c in due_checks(session, protocol) if c.due <= now)
+            if not ready:
+                break
+            for check in ready:
+                outcome = run_check(session, protocol, check)
+                self._raise(session, outcome.findings, decisions)
+                decisions.audit.extend(
+                    _state_change_at(kind, session, at, subject)
+                    for kind, at, subject in outcome.changes
+                )
+        self.sessions[session.session_id] = session
+        self._schedule(session)
+        return decisions
+
+    def _schedule(self, session: Session) -> None:
+        due = min((c.due for c in due_checks(session, self.protocol_of(session))), default=None)
+        if due is None or (session.scheduled is not None and session.scheduled <= due):
+            return
+        session.scheduled = due
+        heapq.heappush(self._queue, (due, next(self._order), session.session_id))
+
+    # -- alerts ------------------------------------------------------------------------------
+
+    def _raise(self, session: Session, findings: Iterable[Finding], decisions: Decisions) -> None:
+        protocol = self.protocol_of(session)
+        for finding in findings:
+            key = f"{finding.rule}:{finding.key}"
+            if key in session.fired:
+                continue
+            session.fired.add(key)
+            rule = protocol.rule(finding.rule)
+            alert = Alert(
+                alert_id=stable_id(session.session_id, finding.rule, finding.key),
+                rule=finding.rule,
+                severity=rule.severity,
+                session_id=session.session_id,
+                clinic_id=session.clinic_id,
+                triggered_at=finding.at,
+                message=finding.message,
+                evidence=finding.evidence,
+                protocol=protocol.name,
+                protocol_version=protocol.version,
+            )
+            decisions.alerts.append(alert)
+            decisions.audit.append(_alert_raised(alert))
+
+
+def _crisis_condition(protocol: MonitoringProtocol) -> Callable[[BPReading], bool]:
+    rule = protocol.rule("BP_CRISIS")
+    systolic, diastolic = rule["systolic_at_least"], rule["diastolic_at_least"]
+    return lambda r: r.systolic >= systolic or r.diastolic >= diastolic
+
+
+def _rise_condition(
+    session: Session, protocol: MonitoringProtocol
+) -> Callable[[BPReading], bool] | None:
+    first, baseline = session.first_dose, session.baseline()
+    if first is None or baseline is None:
+        return None
+    rule = protocol.rule("BP_RISE")
+    systolic = baseline.systolic + rule["systolic_rise"]
+    diastolic = baseline.diastolic + rule["diastolic_rise"]
+    start = first.at
+    return lambda r: r.at > start and (r.systolic >= systolic or r.diastolic >= diastolic)
+
+
+def _spo2(session: Session, row: Measurement, protocol: MonitoringProtocol) -> list[Finding]:
+    index = insert(session.spo2, row)
+    low, critical = protocol.rule("SPO2_LOW"), protocol.rule("SPO2_CRITICAL")
+    low_below, critical_below = low["below"], critical["below"]
+    findings: list[Finding] = []
+    if critical.enabled:
+        for start in starts_at(session.spo2, index, lambda r: r.value < critical_below):
+            findings.append(Finding.spo2("SPO2_CRITICAL", start, critical_below))
+    if low.enabled:
+        meets_low = lambda r: critical_below <= r.value < low_below  # noqa: E731
+        for start in starts_at(session.spo2, index, meets_low):
+            findings.append(Finding.spo2("SPO2_LOW", start, low_below))
+    return findings
+
+
+def _accepted(event: Event) -> AuditRecord:
+    return AuditRecord(
+        record_id=stable_id(AuditKind.EVENT_ACCEPTED, event.session_id, event.event_id),
+        kind=AuditKind.EVENT_ACCEPTED,
+        subject_id=event.event_id,
+        session_id=event.session_id,
+        clinic_id=event.clinic_id,
+        occurred_at=event.occurred_at,
+        detail={"type": event.type},
+    )
+
+
+def _state_change(kind: AuditKind, event: Event) -> AuditRecord:
+    return AuditRecord(
+        record_id=stable_id(kind, event.session_id, event.event_id),
+        kind=kind,
+        subject_id=event.event_id,
+        session_id=event.session_id,
+        clinic_id=event.clinic_id,
+        occurred_at=event.occurred_at,
+    )
+
+
+def _state_change_at(kind: AuditKind, session: Session, at: datetime, subject: str) -> AuditRecord:
+    return AuditRecord(
+        record_id=stable_id(kind, session.session_id, subject),
+        kind=kind,
+        subject_id=subject,
+        session_id=session.session_id,
+        clinic_id=session.clinic_id,
+        occurred_at=at,
+    )
+
+
+def _alert_raised(alert: Alert) -> AuditRecord:
+    return AuditRecord(
+        record_id=stable_id(AuditKind.ALERT_RAISED, alert.alert_id),
+        kind=AuditKind.ALERT_RAISED,
+        subject_id=alert.alert_id,
+        session_id=alert.session_id,
+        clinic_id=alert.clinic_id,
+        occurred_at=alert.triggered_at,
+        detail={"rule": alert.rule, "severity": alert.severity.value},
+    )
+
+
+__all__ = ["MonitoringEngine", "timedelta"]

@@ -1,0 +1,99 @@
+"""Finding: a rule that holds, before it becomes an alert; says what, when, why, in plain words."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from remsguard.domain.events import AssessmentRecorded
+from remsguard.domain.protocol import RuleSettings
+from remsguard.domain.session import BPReading, Mark, Measurement
+
+
+def clock_time(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%H:%M UTC")
+
+
+def _mmhg(reading: BPReading) -> str:
+    return f"{reading.systolic:g}/{reading.diastolic:g} mmHg"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    rule: str
+    key: str  # what makes this occurrence unique within the session (an event id or deadline)
+    at: datetime
+    message: str
+    evidence: tuple[str, ...]
+
+    @classmethod
+    def bp_crisis(cls, r: BPReading, rule: RuleSettings) -> Finding:
+        return cls(
+            "BP_CRISIS",
+            r.event_id,
+            r.at,
+            f"Blood pressure {_mmhg(r)} at {clock_time(r.at)} is in the hypertensive-crisis range "
+            f"(≥{rule['systolic_at_least']:g}/{rule['diastolic_at_least']:g}). "
+            "Assess now; chest pain, severe headache or visual change needs emergency care.",
+            (r.event_id,),
+        )
+
+    @classmethod
+    def bp_rise(cls, r: BPReading, baseline: BPReading) -> Finding:
+        return cls(
+            "BP_RISE",
+            r.event_id,
+            r.at,
+            f"Blood pressure {_mmhg(r)} at {clock_time(r.at)} has risen from the pre-dose "
+            f"baseline {_mmhg(baseline)}. Recheck and monitor until it declines.",
+            (r.event_id, baseline.event_id),
+        )
+
+    @classmethod
+    def spo2(cls, rule: str, r: Measurement, below: float) -> Finding:
+        level = "critically low" if rule == "SPO2_CRITICAL" else "low"
+        return cls(
+            rule,
+            r.event_id,
+            r.at,
+            f"Oxygen saturation {r.value:g}% at {clock_time(r.at)} is {level} (below {below:g}%). "
+            "Check the patient's breathing and the oximeter.",
+            (r.event_id,),
+        )
+
+    @classmethod
+    def respiratory_rate(cls, r: Measurement, below: float) -> Finding:
+        return cls(
+            "RESPIRATORY_DEPRESSION",
+            r.event_id,
+            r.at,
+            f"Respiratory rate {r.value:g}/min at {clock_time(r.at)} is below {below:g}/min. "
+            "Assess for respiratory depression now.",
+            (r.event_id,),
+        )
+
+    @classmethod
+    def respiratory_observed(cls, event: AssessmentRecorded) -> Finding:
+        return cls(
+            "RESPIRATORY_DEPRESSION",
+            event.event_id,
+            event.occurred_at,
+            f"Respiratory depression observed at {clock_time(event.occurred_at)}. "
+            "Support breathing and escalate.",
+            (event.event_id,),
+        )
+
+    @classmethod
+    def deep_sedation(cls, r: Measurement) -> Finding:
+        return cls(
+            "DEEP_SEDATION",
+            r.event_id,
+            r.at,
+            f"Deep sedation: MOAA/S {r.value:g} at {clock_time(r.at)}. "
+            "Stay with the patient and monitor airway and breathing.",
+            (r.event_id,),
+        )
+
+    @classmethod
+    def deadline(cls, rule: str, subject: Mark, at: datetime, message: str, *more: str) -> Finding:
+        return cls(rule, subject.event_id, at, message, (subject.event_id, *more))

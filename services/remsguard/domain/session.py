@@ -1,0 +1,98 @@
+"""Session: everything the engine remembers about one treatment session, in event-time order."""
+
+from __future__ import annotations
+
+from bisect import bisect_right, insort
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NamedTuple, TypeVar
+
+from remsguard.domain.events import Medication
+
+
+class BPReading(NamedTuple):
+    at: datetime
+    event_id: str
+    systolic: float
+    diastolic: float
+
+
+class Measurement(NamedTuple):
+    """One numeric observation (SpO2, respiratory rate or MOAA/S) at one time."""
+
+    at: datetime
+    event_id: str
+    value: float
+
+
+class Mark(NamedTuple):
+    """A point in time that matters: a dose, a discharge, a vitals reading."""
+
+    at: datetime
+    event_id: str
+
+
+@dataclass(slots=True)
+class Session:
+    """Mutable per-session state; every list is kept sorted by (event time, event id)."""
+
+    session_id: str
+    clinic_id: str
+    protocol: str
+    patient_ref: str | None = None
+    opened: bool = False
+    medications: frozenset[Medication] = frozenset()
+    seen: set[str] = field(default_factory=set)
+    doses: list[Mark] = field(default_factory=list)
+    discharges: list[Mark] = field(default_factory=list)
+    vitals: list[Mark] = field(default_factory=list)
+    bp: list[BPReading] = field(default_factory=list)
+    spo2: list[Measurement] = field(default_factory=list)
+    respiratory_rate: list[Measurement] = field(default_factory=list)
+    sedation: list[Measurement] = field(default_factory=list)
+    fired: set[str] = field(default_factory=set)  # rule:key of every alert and check done
+    gap_cursor: Mark | None = None  # last point whose VITALS_GAP question is decided
+    scheduled: datetime | None = None  # earliest deadline the engine has queued for us
+
+    @property
+    def first_dose(self) -> Mark | None:
+        return self.doses[0] if self.doses else None
+
+    @property
+    def latest_dose(self) -> Mark | None:
+        return self.doses[-1] if self.doses else None
+
+    @property
+    def discharge(self) -> Mark | None:
+        """The session ends at its earliest discharge; later events trigger no rules."""
+        return self.discharges[0] if self.discharges else None
+
+    def ended_before(self, at: datetime) -> bool:
+        discharge = self.discharge
+        return discharge is not None and discharge.at < at
+
+    def baseline(self) -> BPReading | None:
+        """The latest BP reading at or before the first dose."""
+        first = self.first_dose
+        if first is None:
+            return None
+        index = bisect_right(self.bp, (first.at, "\U0010ffff"))
+        return self.bp[index - 1] if index else None
+
+    def bp_between(self, start: datetime, end: datetime) -> list[BPReading]:
+        low = bisect_right(self.bp, (start,))
+        high = bisect_right(self.bp, (end, "\U0010ffff"))
+        return self.bp[low:high]
+
+    def latest_sedation_until(self, end: datetime) -> Measurement | None:
+        index = bisect_right(self.sedation, (end, "\U0010ffff"))
+        return self.sedation[index - 1] if index else None
+
+
+Row = TypeVar("Row", Mark, BPReading, Measurement)
+
+
+def insert(rows: list[Row], row: Row) -> int:
+    """Insert keeping event-time order; returns the index it landed at."""
+    insort(rows, row)
+    return bisect_right(rows, row) - 1
