@@ -5,6 +5,10 @@ from __future__ import annotations
 import typer
 
 from remsguard import __version__
+from remsguard.adapters.logs import configure_logging
+from remsguard.config import get_settings
+from remsguard.contract.schemas import schemas_app
+from remsguard.entrypoints.replay import replay_command
 
 app = typer.Typer(
     name="remsguard",
@@ -12,11 +16,15 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(schemas_app, name="schemas")
+app.command("replay")(replay_command)
 
 
 @app.callback()
 def root() -> None:
     """REMS-style monitoring compliance for esketamine and ketamine sessions."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
 
 
 @app.command()

@@ -1,0 +1,75 @@
+"""Replay: run the engine over a file of events in file order, as if they arrived that way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from remsguard.contract.decode import decode_event
+from remsguard.domain.decisions import Alert, AuditRecord, Decisions, Rejection
+from remsguard.domain.engine import MonitoringEngine
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayEvents:
+    """The command: raw JSON lines in arrival order, and where the clock stops at the end."""
+
+    lines: Iterable[bytes]
+    until: datetime | None = None
+
+
+@dataclass(slots=True)
+class ReplaySummary:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    alerts: int = 0
+    audit_records: int = 0
+    last_event_at: datetime | None = field(default=None)
+
+
+def replay(
+    command: ReplayEvents,
+    engine: MonitoringEngine,
+    on_alert: Callable[[Alert], None],
+    on_rejected: Callable[[int, Rejection], None],
+    on_audit: Callable[[AuditRecord], None] | None = None,
+) -> ReplaySummary:
+    """The clock is the greatest event time seen so far, and finally `until`."""
+    summary = ReplaySummary()
+
+    def emit(decisions: Decisions) -> None:
+        for alert in decisions.alerts:
+            on_alert(alert)
+        summary.alerts += len(decisions.alerts)
+        if on_audit is not None:
+            for record in decisions.audit:
+                on_audit(record)
+        summary.audit_records += len(decisions.audit)
+
+    for number, line in enumerate(command.lines, start=1):
+        if not line.strip():
+            continue
+        event = decode_event(line)
+        if isinstance(event, Rejection):
+            summary.rejected += 1
+            on_rejected(number, event)
+            emit(engine.reject(event, source=f"line:{number}"))
+            continue
+        decisions = engine.handle(event)
+        if decisions.rejection is not None:
+            summary.rejected += 1
+            on_rejected(number, decisions.rejection)
+        elif decisions.outcome == "duplicate":
+            summary.duplicates += 1
+        else:
+            summary.accepted += 1
+        emit(decisions)
+        clock = engine.clock
+        if clock is None or event.occurred_at > clock:
+            emit(engine.advance_to(event.occurred_at))
+            summary.last_event_at = event.occurred_at
+    if command.until is not None:
+        emit(engine.advance_to(command.until))
+    return summary
