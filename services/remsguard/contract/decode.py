@@ -1,0 +1,231 @@
+"""Raw JSON in, a domain event or a `Rejection` out. Never raises; on the replay hot path.
+
+The happy path is one `validate_json` call on the raw bytes: pydantic-core parses the JSON,
+dispatches on `type`, parses the timestamp and builds the frozen domain dataclass, all in Rust,
+with no intermediate pydantic model and no per-event Python code (except the vitals
+cross-field check). The validator is *derived* from the wire models in `contract.events`
+(same field schemas, same `data` model with its extra-key ban and validators), so the contract
+has one definition; `tests/unit/test_contract.py` checks it against `EventCreate.to_domain()`.
+Everything else — classifying errors, recovering ids for the rejection — happens only for
+rejected input.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Final, get_args
+
+import orjson
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import CoreConfig, CoreSchema, SchemaValidator, core_schema
+
+from remsguard.contract.events import (
+    AssessmentRecordedEvent,
+    DoseAdministeredEvent,
+    EventBase,
+    SessionDischargedEvent,
+    SessionOpenedEvent,
+    VitalsRecordedEvent,
+)
+from remsguard.domain.decisions import Rejection
+from remsguard.domain.events import (
+    AssessmentRecorded,
+    DoseAdministered,
+    Event,
+    SessionDischarged,
+    SessionOpened,
+    VitalsRecorded,
+)
+
+__all__ = ["MAX_EVENT_BYTES", "RejectionReason", "decode_event"]
+
+MAX_EVENT_BYTES: Final = 64 * 1024
+"""Raw events longer than this (in UTF-8 bytes) are rejected as `too_large` before parsing."""
+
+
+class RejectionReason(StrEnum):
+    """The closed set of reasons an event can be rejected for, in precedence order."""
+
+    TOO_LARGE = "too_large"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNKNOWN_TYPE = "unknown_type"
+    MISSING_FIELD = "missing_field"
+    INVALID_TIME = "invalid_time"
+    INVALID_VALUE = "invalid_value"
+    OUT_OF_RANGE = "out_of_range"
+
+
+_WIRE_TO_DOMAIN: Final[tuple[tuple[type[EventBase], type[Event]], ...]] = (
+    (SessionOpenedEvent, SessionOpened),
+    (VitalsRecordedEvent, VitalsRecorded),
+    (DoseAdministeredEvent, DoseAdministered),
+    (AssessmentRecordedEvent, AssessmentRecorded),
+    (SessionDischargedEvent, SessionDischarged),
+)
+_FIELD_CONFIG: Final = ConfigDict(strict=True, allow_inf_nan=False)
+# Field strictness is applied when the validator is built, from the enclosing schema's config;
+# this must match `EventBase.model_config`.
+_CORE_CONFIG: Final = CoreConfig(strict=True, allow_inf_nan=False, extra_fields_behavior="ignore")
+
+
+def _field_schema(info: FieldInfo) -> CoreSchema:
+    annotated: Any = Annotated[info.annotation, info]
+    return TypeAdapter(annotated, config=_FIELD_CONFIG).core_schema
+
+
+def _alias(*path: str | int) -> list[str | int]:
+    return list(path)
+
+
+def _domain_schema(wire: type[EventBase], domain: type[Event]) -> CoreSchema:
+    """Validate one wire event straight into its domain dataclass.
+
+    Envelope fields map 1:1; each `data` field is read through the alias path
+    `data.<name>`; the whole `data` object is also validated by its wire model as an
+    init-only (discarded) field, which enforces the extra-key ban and cross-field checks.
+    """
+    fields = [
+        core_schema.dataclass_field(name, _field_schema(info), kw_only=True)
+        for name, info in EventBase.model_fields.items()
+    ]
+    data_model = wire.model_fields["data"].annotation
+    assert isinstance(data_model, type) and issubclass(data_model, BaseModel)
+    fields += [
+        core_schema.dataclass_field(
+            name, _field_schema(info), kw_only=True, validation_alias=_alias("data", name)
+        )
+        for name, info in data_model.model_fields.items()
+    ]
+    fields.append(
+        core_schema.dataclass_field(
+            "data", data_model.__pydantic_core_schema__, kw_only=True, init_only=True
+        )
+    )
+    return core_schema.dataclass_schema(
+        domain,
+        core_schema.dataclass_args_schema(domain.__name__, fields, collect_init_only=False),
+        [f["name"] for f in fields if not f.get("init_only")],
+        slots=True,
+        frozen=True,
+        post_init=hasattr(domain, "__post_init__"),
+        config=_CORE_CONFIG,
+    )
+
+
+def _event_tag(wire: type[EventBase]) -> str:
+    (tag,) = get_args(wire.model_fields["type"].annotation)
+    return str(tag)
+
+
+_VALIDATOR: Final = SchemaValidator(
+    core_schema.tagged_union_schema(
+        {_event_tag(wire): _domain_schema(wire, domain) for wire, domain in _WIRE_TO_DOMAIN},
+        discriminator="type",
+    )
+)
+_validate_json: Final = _VALIDATOR.validate_json
+
+# pydantic error type -> reason; anything not listed is INVALID_VALUE.
+_REASON_BY_ERROR_TYPE: Final[dict[str, RejectionReason]] = {
+    "json_invalid": RejectionReason.INVALID_JSON,
+    "json_type": RejectionReason.INVALID_JSON,
+    "string_unicode": RejectionReason.INVALID_JSON,
+    "union_tag_invalid": RejectionReason.UNKNOWN_TYPE,
+    "union_tag_not_found": RejectionReason.MISSING_FIELD,
+    "missing": RejectionReason.MISSING_FIELD,
+    "bp_incomplete": RejectionReason.MISSING_FIELD,
+    "vitals_empty": RejectionReason.MISSING_FIELD,
+    "datetime_type": RejectionReason.INVALID_TIME,
+    "datetime_parsing": RejectionReason.INVALID_TIME,
+    "datetime_from_date_parsing": RejectionReason.INVALID_TIME,
+    "datetime_object_invalid": RejectionReason.INVALID_TIME,
+    "timezone_aware": RejectionReason.INVALID_TIME,
+    "greater_than": RejectionReason.OUT_OF_RANGE,
+    "greater_than_equal": RejectionReason.OUT_OF_RANGE,
+    "less_than": RejectionReason.OUT_OF_RANGE,
+    "less_than_equal": RejectionReason.OUT_OF_RANGE,
+}
+# Errors at the root that mean "the document is not a JSON object".
+_NOT_AN_OBJECT_TYPES: Final = frozenset({"dict_type", "model_type", "model_attributes_type"})
+_PRECEDENCE: Final[dict[RejectionReason, int]] = {r: i for i, r in enumerate(RejectionReason)}
+_MAX_DETAIL: Final = 200
+
+
+def decode_event(raw: bytes | str) -> Event | Rejection:
+    """Decode one raw JSON event into a domain event, or say why it breaks the contract."""
+    try:
+        if len(raw) > MAX_EVENT_BYTES // 4 and _byte_length(raw) > MAX_EVENT_BYTES:
+            return Rejection(
+                reason=RejectionReason.TOO_LARGE.value,
+                detail=f"event is larger than {MAX_EVENT_BYTES} bytes",
+            )
+        event: Event = _validate_json(raw)
+        return event
+    except ValidationError as exc:
+        return _rejection_from_error(raw, exc)
+    except Exception as exc:  # defensive: decoding must never stop a stream
+        return Rejection(
+            reason=RejectionReason.INVALID_JSON.value, detail=_clip(type(exc).__name__)
+        )
+
+
+def _byte_length(raw: bytes | str) -> int:
+    if isinstance(raw, str):
+        return len(raw.encode("utf-8", "surrogatepass"))
+    return len(raw)
+
+
+def _rejection_from_error(raw: bytes | str, exc: ValidationError) -> Rejection:
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    best: tuple[int, RejectionReason, str] | None = None
+    for error in errors:
+        loc = error["loc"]
+        error_type = error["type"]
+        if not loc and error_type in _NOT_AN_OBJECT_TYPES:
+            reason = RejectionReason.NOT_AN_OBJECT
+        else:
+            reason = _REASON_BY_ERROR_TYPE.get(error_type, RejectionReason.INVALID_VALUE)
+        rank = _PRECEDENCE[reason]
+        if best is None or rank < best[0]:
+            # loc[0] is the union tag (the event type) for errors inside a member.
+            path = ".".join(str(part) for part in loc[1:])
+            message = error["msg"]
+            if reason is RejectionReason.UNKNOWN_TYPE:
+                message = "unknown event type"
+            elif reason is RejectionReason.MISSING_FIELD and error_type == "union_tag_not_found":
+                path, message = "type", "Field required"
+            best = (rank, reason, f"{path}: {message}" if path else message)
+    if best is None:  # pragma: no cover - pydantic always reports at least one error
+        best = (0, RejectionReason.INVALID_VALUE, "invalid event")
+    _, reason, detail = best
+    event_id = session_id = clinic_id = None
+    if reason not in (RejectionReason.INVALID_JSON, RejectionReason.NOT_AN_OBJECT):
+        event_id, session_id, clinic_id = _read_ids(raw)
+    return Rejection(
+        reason=reason.value,
+        detail=_clip(detail),
+        event_id=event_id,
+        session_id=session_id,
+        clinic_id=clinic_id,
+    )
+
+
+def _read_ids(raw: bytes | str) -> tuple[str | None, str | None, str | None]:
+    """Best effort: the envelope ids of a JSON object, when they are non-empty strings."""
+    try:
+        doc = orjson.loads(raw)
+    except Exception:
+        return None, None, None
+    if not isinstance(doc, dict):
+        return None, None, None
+    return _id(doc.get("event_id")), _id(doc.get("session_id")), _id(doc.get("clinic_id"))
+
+
+def _id(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"

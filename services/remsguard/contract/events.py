@@ -1,0 +1,261 @@
+"""The inbound event contract: what clinic devices send, as pydantic v2 models.
+
+One JSON object per event: a common envelope (`EventBase`) plus a type-specific `data` object.
+`EventCreate` is the discriminated union over `type`; each member converts itself to the
+matching pure domain event with `to_domain()`.
+
+Choices the issue leaves open, made here:
+- `data` is required for every type (it may be `{}` for `assessment.recorded`).
+- Unknown keys in `data` are rejected; unknown keys in the envelope are ignored, so devices
+  may add transport metadata without breaking the contract.
+- Validation is strict: numbers must be JSON numbers, booleans JSON booleans, MOAA/S a JSON
+  integer; strings are kept exactly as sent (no stripping) and ids must be non-empty.
+- Non-finite numbers (`NaN`, `Infinity`) are rejected.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from remsguard.domain.events import (
+    AssessmentRecorded,
+    DoseAdministered,
+    Event,
+    Medication,
+    SessionDischarged,
+    SessionOpened,
+    VitalsRecorded,
+)
+
+__all__ = [
+    "DEFAULT_PROTOCOL",
+    "AssessmentRecordedData",
+    "AssessmentRecordedEvent",
+    "DoseAdministeredData",
+    "DoseAdministeredEvent",
+    "Drug",
+    "EventBase",
+    "EventCreate",
+    "NonEmptyStr",
+    "Route",
+    "SessionDischargedData",
+    "SessionDischargedEvent",
+    "SessionOpenedData",
+    "SessionOpenedEvent",
+    "VitalsRecordedData",
+    "VitalsRecordedEvent",
+]
+
+DEFAULT_PROTOCOL = "spravato-rems"
+
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+Drug = Literal["esketamine", "ketamine"]
+Route = Literal["intranasal", "iv", "im", "sublingual", "oral"]
+
+_ENVELOPE_CONFIG = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False, frozen=True)
+_DATA_CONFIG = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+# --------------------------------------------------------------------------- data payloads
+
+
+class SessionOpenedData(BaseModel):
+    model_config = _DATA_CONFIG
+
+    patient_ref: NonEmptyStr = Field(description="Pseudonymous patient reference.")
+    protocol: NonEmptyStr | None = Field(
+        default=None,
+        description=f"Monitoring protocol name; `{DEFAULT_PROTOCOL}` when absent.",
+    )
+    concomitant_medications: tuple[Medication, ...] = Field(
+        default=(), description="Concomitant medication classes recorded on the session."
+    )
+
+
+def _bp_schema_extra(schema: dict[str, Any]) -> None:
+    schema["minProperties"] = 1
+    schema["dependentRequired"] = {"systolic": ["diastolic"], "diastolic": ["systolic"]}
+    schema["description"] = (
+        "At least one vital. `systolic` and `diastolic` come together or not at all, "
+        "and systolic > diastolic."
+    )
+
+
+class VitalsRecordedData(BaseModel):
+    model_config = ConfigDict(
+        strict=True,
+        extra="forbid",
+        allow_inf_nan=False,
+        frozen=True,
+        json_schema_extra=_bp_schema_extra,
+    )
+
+    systolic: float | None = Field(default=None, ge=40, le=300, description="mmHg")
+    diastolic: float | None = Field(default=None, ge=20, le=200, description="mmHg")
+    heart_rate: float | None = Field(default=None, ge=20, le=300, description="beats/min")
+    spo2: float | None = Field(default=None, ge=50, le=100, description="%")
+    respiratory_rate: float | None = Field(default=None, ge=0, le=80, description="breaths/min")
+
+    @model_validator(mode="after")
+    def _check_vitals(self) -> VitalsRecordedData:
+        systolic, diastolic = self.systolic, self.diastolic
+        if systolic is None:
+            if diastolic is not None:
+                raise PydanticCustomError("bp_incomplete", "diastolic given without systolic")
+            if self.heart_rate is None and self.spo2 is None and self.respiratory_rate is None:
+                raise PydanticCustomError("vitals_empty", "no vital sign in the reading")
+        elif diastolic is None:
+            raise PydanticCustomError("bp_incomplete", "systolic given without diastolic")
+        elif systolic <= diastolic:
+            raise PydanticCustomError("bp_order", "systolic must be greater than diastolic")
+        return self
+
+
+class DoseAdministeredData(BaseModel):
+    model_config = _DATA_CONFIG
+
+    drug: Drug
+    route: Route
+    dose_mg: float = Field(gt=0)
+    lot_number: NonEmptyStr | None = None
+
+
+class AssessmentRecordedData(BaseModel):
+    model_config = _DATA_CONFIG
+
+    sedation_moaas: int | None = Field(default=None, ge=0, le=5, description="MOAA/S score")
+    dissociation: bool | None = None
+    respiratory_depression: bool | None = None
+
+
+class SessionDischargedData(BaseModel):
+    model_config = _DATA_CONFIG
+
+    staff_id: NonEmptyStr
+    clinically_stable: bool
+
+
+# --------------------------------------------------------------------------- envelopes
+
+
+class EventBase(BaseModel):
+    """Fields every event carries."""
+
+    model_config = _ENVELOPE_CONFIG
+
+    event_id: NonEmptyStr = Field(description="Unique per event; a repeated id is a duplicate.")
+    session_id: NonEmptyStr = Field(description="The treatment session (one patient, one visit).")
+    clinic_id: NonEmptyStr = Field(description="The healthcare setting.")
+    occurred_at: AwareDatetime = Field(
+        description="Event time, RFC 3339 with an offset, e.g. `2026-11-23T09:00:00Z`."
+    )
+    device_id: NonEmptyStr | None = Field(default=None, description="The sending device.")
+
+    def to_domain(self) -> Event:  # pragma: no cover - every member overrides it
+        raise NotImplementedError
+
+
+class SessionOpenedEvent(EventBase):
+    type: Literal["session.opened"]
+    data: SessionOpenedData
+
+    def to_domain(self) -> SessionOpened:
+        d = self.data
+        return SessionOpened(
+            event_id=self.event_id,
+            session_id=self.session_id,
+            clinic_id=self.clinic_id,
+            occurred_at=self.occurred_at,
+            device_id=self.device_id,
+            patient_ref=d.patient_ref,
+            protocol=d.protocol,
+            concomitant_medications=d.concomitant_medications,
+        )
+
+
+class VitalsRecordedEvent(EventBase):
+    type: Literal["vitals.recorded"]
+    data: VitalsRecordedData
+
+    def to_domain(self) -> VitalsRecorded:
+        d = self.data
+        return VitalsRecorded(
+            event_id=self.event_id,
+            session_id=self.session_id,
+            clinic_id=self.clinic_id,
+            occurred_at=self.occurred_at,
+            device_id=self.device_id,
+            systolic=d.systolic,
+            diastolic=d.diastolic,
+            heart_rate=d.heart_rate,
+            spo2=d.spo2,
+            respiratory_rate=d.respiratory_rate,
+        )
+
+
+class DoseAdministeredEvent(EventBase):
+    type: Literal["dose.administered"]
+    data: DoseAdministeredData
+
+    def to_domain(self) -> DoseAdministered:
+        d = self.data
+        return DoseAdministered(
+            event_id=self.event_id,
+            session_id=self.session_id,
+            clinic_id=self.clinic_id,
+            occurred_at=self.occurred_at,
+            device_id=self.device_id,
+            drug=d.drug,
+            route=d.route,
+            dose_mg=d.dose_mg,
+            lot_number=d.lot_number,
+        )
+
+
+class AssessmentRecordedEvent(EventBase):
+    type: Literal["assessment.recorded"]
+    data: AssessmentRecordedData
+
+    def to_domain(self) -> AssessmentRecorded:
+        d = self.data
+        return AssessmentRecorded(
+            event_id=self.event_id,
+            session_id=self.session_id,
+            clinic_id=self.clinic_id,
+            occurred_at=self.occurred_at,
+            device_id=self.device_id,
+            sedation_moaas=d.sedation_moaas,
+            dissociation=d.dissociation,
+            respiratory_depression=d.respiratory_depression,
+        )
+
+
+class SessionDischargedEvent(EventBase):
+    type: Literal["session.discharged"]
+    data: SessionDischargedData
+
+    def to_domain(self) -> SessionDischarged:
+        d = self.data
+        return SessionDischarged(
+            event_id=self.event_id,
+            session_id=self.session_id,
+            clinic_id=self.clinic_id,
+            occurred_at=self.occurred_at,
+            device_id=self.device_id,
+            staff_id=d.staff_id,
+            clinically_stable=d.clinically_stable,
+        )
+
+
+EventCreate = Annotated[
+    SessionOpenedEvent
+    | VitalsRecordedEvent
+    | DoseAdministeredEvent
+    | AssessmentRecordedEvent
+    | SessionDischargedEvent,
+    Field(discriminator="type"),
+]
+"""One inbound event, discriminated on `type`."""

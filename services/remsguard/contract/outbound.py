@@ -1,0 +1,215 @@
+"""The outbound contract: the wire form of alerts, audit records and rejections.
+
+Times are RFC 3339 in UTC ending in `Z`; field order is the model's declaration order and
+never changes. The `*_to_json` functions are the fast path (orjson, no model instance) and
+produce exactly the bytes `<Model>.from_domain(x).model_dump_json()` would.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
+
+from remsguard.contract.decode import RejectionReason
+from remsguard.domain.decisions import Alert, AuditKind, AuditRecord, Rejection, Severity
+
+__all__ = [
+    "AlertPublic",
+    "AuditRecordPublic",
+    "RejectionPublic",
+    "alert_from_json",
+    "alert_to_json",
+    "audit_record_to_json",
+    "rejection_to_json",
+]
+
+_OPTS: Final = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+_DETAIL_OPTS: Final = _OPTS | orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+_PUBLIC_CONFIG: Final = ConfigDict(frozen=True, extra="forbid")
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _utc_z(value: datetime) -> str:
+    return orjson.dumps(_utc(value), option=_OPTS)[1:-1].decode()
+
+
+class AlertPublic(BaseModel):
+    """An alert for staff, as published on the alerts stream and printed by `replay`."""
+
+    model_config = _PUBLIC_CONFIG
+
+    alert_id: str
+    rule: str
+    severity: Severity
+    session_id: str
+    clinic_id: str
+    triggered_at: AwareDatetime = Field(description="RFC 3339, UTC, ending in `Z`.")
+    message: str
+    evidence: tuple[str, ...] = Field(description="Ids of the events behind the alert.")
+    protocol: str
+    protocol_version: str = Field(description="Digest of the protocol file in force.")
+
+    @field_serializer("triggered_at")
+    def _ser_time(self, value: datetime) -> str:
+        return _utc_z(value)
+
+    @classmethod
+    def from_domain(cls, alert: Alert) -> AlertPublic:
+        return cls(
+            alert_id=alert.alert_id,
+            rule=alert.rule,
+            severity=alert.severity,
+            session_id=alert.session_id,
+            clinic_id=alert.clinic_id,
+            triggered_at=alert.triggered_at,
+            message=alert.message,
+            evidence=alert.evidence,
+            protocol=alert.protocol,
+            protocol_version=alert.protocol_version,
+        )
+
+    def to_domain(self) -> Alert:
+        return Alert(
+            alert_id=self.alert_id,
+            rule=self.rule,
+            severity=self.severity,
+            session_id=self.session_id,
+            clinic_id=self.clinic_id,
+            triggered_at=self.triggered_at,
+            message=self.message,
+            evidence=self.evidence,
+            protocol=self.protocol,
+            protocol_version=self.protocol_version,
+        )
+
+
+class AuditRecordPublic(BaseModel):
+    """One fact for the compliance log. `detail` keys are serialized sorted."""
+
+    model_config = _PUBLIC_CONFIG
+
+    record_id: str
+    kind: AuditKind
+    subject_id: str
+    session_id: str | None
+    clinic_id: str | None
+    occurred_at: AwareDatetime | None = Field(description="RFC 3339, UTC, ending in `Z`.")
+    detail: dict[str, Any]
+
+    @field_serializer("occurred_at")
+    def _ser_time(self, value: datetime | None) -> str | None:
+        return None if value is None else _utc_z(value)
+
+    @field_serializer("detail")
+    def _ser_detail(self, value: dict[str, Any]) -> Any:
+        return orjson.loads(_detail_json(value))
+
+    @classmethod
+    def from_domain(cls, rec: AuditRecord) -> AuditRecordPublic:
+        return cls(
+            record_id=rec.record_id,
+            kind=rec.kind,
+            subject_id=rec.subject_id,
+            session_id=rec.session_id,
+            clinic_id=rec.clinic_id,
+            occurred_at=rec.occurred_at,
+            detail=dict(rec.detail),
+        )
+
+
+class RejectionPublic(BaseModel):
+    """An event that broke the contract, for the dead-letter stream and `replay`'s stderr."""
+
+    model_config = _PUBLIC_CONFIG
+
+    reason: RejectionReason
+    detail: str
+    event_id: str | None = None
+    session_id: str | None = None
+    clinic_id: str | None = None
+    line: int | None = Field(default=None, ge=1, description="1-based input line, if known.")
+
+    @classmethod
+    def from_domain(cls, rej: Rejection, *, line: int | None = None) -> RejectionPublic:
+        return cls(
+            reason=RejectionReason(rej.reason),
+            detail=rej.detail,
+            event_id=rej.event_id,
+            session_id=rej.session_id,
+            clinic_id=rej.clinic_id,
+            line=line,
+        )
+
+
+def _default(value: object) -> object:
+    """orjson fallback for detail values: sets sorted, everything else as its string."""
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def _detail_json(detail: dict[str, Any]) -> bytes:
+    if not detail:
+        return b"{}"
+    return orjson.dumps(detail, default=_default, option=_DETAIL_OPTS)
+
+
+def alert_to_json(alert: Alert) -> bytes:
+    """Compact JSON for one alert, fields in `AlertPublic` order."""
+    return orjson.dumps(
+        {
+            "alert_id": alert.alert_id,
+            "rule": alert.rule,
+            "severity": alert.severity,
+            "session_id": alert.session_id,
+            "clinic_id": alert.clinic_id,
+            "triggered_at": _utc(alert.triggered_at),
+            "message": alert.message,
+            "evidence": alert.evidence,
+            "protocol": alert.protocol,
+            "protocol_version": alert.protocol_version,
+        },
+        option=_OPTS,
+    )
+
+
+def alert_from_json(raw: bytes | str) -> Alert:
+    """Parse an alert produced by `alert_to_json`; raises `pydantic.ValidationError` if bad."""
+    return AlertPublic.model_validate_json(raw).to_domain()
+
+
+def audit_record_to_json(rec: AuditRecord) -> bytes:
+    """Compact JSON for one audit record, fields in `AuditRecordPublic` order."""
+    return orjson.dumps(
+        {
+            "record_id": rec.record_id,
+            "kind": rec.kind,
+            "subject_id": rec.subject_id,
+            "session_id": rec.session_id,
+            "clinic_id": rec.clinic_id,
+            "occurred_at": None if rec.occurred_at is None else _utc(rec.occurred_at),
+            "detail": orjson.Fragment(_detail_json(rec.detail)),
+        },
+        option=_OPTS,
+    )
+
+
+def rejection_to_json(rej: Rejection, *, line: int | None = None) -> bytes:
+    """Compact JSON for one rejection, fields in `RejectionPublic` order."""
+    return orjson.dumps(
+        {
+            "reason": rej.reason,
+            "detail": rej.detail,
+            "event_id": rej.event_id,
+            "session_id": rej.session_id,
+            "clinic_id": rej.clinic_id,
+            "line": line,
+        },
+        option=_OPTS,
+    )
