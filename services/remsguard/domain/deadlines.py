@@ -7,6 +7,7 @@ arrives late (but within the lateness) still counts.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -54,9 +55,9 @@ def due_checks(session: Session, protocol: MonitoringProtocol) -> list[Check]:
     discharge = session.discharge
     if discharge is not None:
         candidates.append(Check(discharge.at + late, "discharge", discharge))
-    point = _next_gap_point(session, first)
+    gap = rules["VITALS_GAP"].minutes("max_minutes")
+    point = _gap_candidate(session, first, gap)
     if point is not None:
-        gap = rules["VITALS_GAP"].minutes("max_minutes")
         candidates.append(Check(point.at + gap + late, "gap", point))
     return [c for c in candidates if c.kind == "gap" or c.key not in done]
 
@@ -229,7 +230,7 @@ def _elevated(session: Session, protocol: MonitoringProtocol, reading: BPReading
 def _gap(session: Session, protocol: MonitoringProtocol, point: Mark) -> CheckOutcome:
     rule = protocol.rule("VITALS_GAP")
     limit = rule.minutes("max_minutes")
-    following = _next_gap_point(session, session.doses[0])
+    following = next(_points_after(session, point), None)
     discharge = session.discharge
     if following is not None:
         gap = following.at - point.at > limit
@@ -244,19 +245,30 @@ def _gap(session: Session, protocol: MonitoringProtocol, point: Mark) -> CheckOu
     return CheckOutcome([Finding.deadline("VITALS_GAP", point, point.at + limit, message)])
 
 
-def _next_gap_point(session: Session, first_dose: Mark) -> Mark | None:
-    """The first point after the gap cursor: the first dose, then each vitals reading."""
+def _gap_candidate(session: Session, first_dose: Mark, limit: timedelta) -> Mark | None:
+    """The first undecided point that may open a gap: its successor is missing or too far.
+
+    Points closer than the limit to their successor can never open one (a late reading only
+    shortens gaps), so the engine wakes only for the last point or a real hole.
+    """
     cursor = session.gap_cursor
-    if cursor is None:
-        return first_dose
-    index = bisect_right(session.vitals, cursor)
-    if index >= len(session.vitals):
-        return None
-    point = session.vitals[index]
+    previous = first_dose if cursor is None else None
+    for point in _points_after(session, cursor or first_dose):
+        if previous is not None and point.at - previous.at > limit:
+            return previous
+        previous = point
+    return previous
+
+
+def _points_after(session: Session, mark: Mark) -> Iterator[Mark]:
+    """Vitals readings after `mark`, up to the discharge."""
     discharge = session.discharge
-    if discharge is not None and point.at > discharge.at:
-        return None
-    return point
+    vitals = session.vitals
+    for index in range(bisect_right(vitals, mark), len(vitals)):
+        point = vitals[index]
+        if discharge is not None and point.at > discharge.at:
+            return
+        yield point
 
 
 def _doses_in_session(session: Session) -> list[Mark]:

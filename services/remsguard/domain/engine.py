@@ -79,11 +79,17 @@ class MonitoringEngine:
             )
         session.seen.add(event.event_id)
         decisions = Decisions(audit=[_accepted(event)])
+        cursor = session.gap_cursor
         if not session.ended_before(event.occurred_at):
             findings = self._apply(session, event, decisions)
             self._raise(session, findings, decisions)
         self.sessions[session.session_id] = session
-        self._schedule(session)
+        if (
+            _may_bring_deadlines_forward(event)
+            or session.scheduled is None
+            or (session.gap_cursor != cursor)
+        ):
+            self._schedule(session)
         return decisions
 
     def reject(self, rejection: Rejection, *, source: str) -> Decisions:
@@ -317,6 +323,11 @@ class MonitoringEngine:
             )
             decisions.alerts.append(alert)
             decisions.audit.append(_alert_raised(alert))
+
+
+def _may_bring_deadlines_forward(event: Event) -> bool:
+    """Readings only ever move deadlines later, so the queued one stays a safe lower bound."""
+    return not isinstance(event, VitalsRecorded | AssessmentRecorded)
 
 
 def _crisis_condition(protocol: MonitoringProtocol) -> Callable[[BPReading], bool]:

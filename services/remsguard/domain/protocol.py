@@ -7,6 +7,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Final
 
@@ -73,7 +74,12 @@ class RuleSettings:
         return self.params[param]
 
     def minutes(self, param: str) -> timedelta:
-        return timedelta(minutes=self.params[param])
+        return _minutes(self.params[param])
+
+
+@lru_cache(maxsize=256)
+def _minutes(value: float) -> timedelta:
+    return timedelta(minutes=value)
 
 
 @dataclass(frozen=True, slots=True)

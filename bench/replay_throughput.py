@@ -1,0 +1,77 @@
+"""Replay throughput against a parse-only baseline (read + JSON-decode every line), same run.
+
+python3 -m uv run --frozen python bench/replay_throughput.py [--events 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from bench.events import generate
+from remsguard.bootstrap import build_engine
+from remsguard.contract.outbound import alert_to_json
+from remsguard.domain.decisions import Alert, Rejection
+from remsguard.handlers.replay import ReplayEvents, replay
+
+
+def parse_only(path: Path) -> tuple[float, int]:
+    started = time.perf_counter()
+    count = 0
+    with path.open("rb") as lines:
+        for line in lines:
+            json.loads(line)
+            count += 1
+    return time.perf_counter() - started, count
+
+
+def replay_file(path: Path) -> tuple[float, int]:
+    engine = build_engine("spravato-rems")
+    sink: list[bytes] = []
+
+    def on_alert(alert: Alert) -> None:
+        sink.append(alert_to_json(alert))
+
+    def on_rejected(line: int, rejection: Rejection) -> None:
+        raise AssertionError(f"line {line}: {rejection}")
+
+    started = time.perf_counter()
+    with path.open("rb") as lines:
+        summary = replay(ReplayEvents(lines), engine, on_alert, on_rejected)
+    elapsed = time.perf_counter() - started
+    return elapsed, summary.alerts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "events.jsonl"
+        with path.open("wb") as out:
+            out.writelines(generate(args.events))
+        lines = sum(1 for _ in path.open("rb"))
+        print(f"events: {lines:,} in {path.stat().st_size / 1e6:.0f} MB")
+        best_parse = best_replay = float("inf")
+        alerts = 0
+        for round_ in range(1, args.rounds + 1):
+            parse_s, _ = parse_only(path)
+            replay_s, alerts = replay_file(path)
+            best_parse, best_replay = min(best_parse, parse_s), min(best_replay, replay_s)
+            print(
+                f"round {round_}: parse-only {parse_s:.2f} s, replay {replay_s:.2f} s, "
+                f"ratio {replay_s / parse_s:.2f}x"
+            )
+        print(
+            f"best: parse-only {lines / best_parse:,.0f} events/s, "
+            f"replay {lines / best_replay:,.0f} events/s, "
+            f"replay/parse-only time ratio {best_replay / best_parse:.2f}x, alerts {alerts:,}"
+        )
+
+
+if __name__ == "__main__":
+    main()
