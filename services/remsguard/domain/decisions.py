@@ -57,8 +57,10 @@ class Rejection:
     clinic_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class AuditRecord:
+    """Not frozen: one is built per accepted event, and frozen dataclasses are slow to build."""
+
     record_id: str
     kind: AuditKind
     subject_id: str

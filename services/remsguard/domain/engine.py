@@ -9,7 +9,7 @@ once the clock passes it plus the protocol's allowed lateness, so late events st
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from datetime import datetime, timedelta
 from itertools import count
 
@@ -35,7 +35,7 @@ from remsguard.domain.events import (
 from remsguard.domain.findings import Finding
 from remsguard.domain.protocol import MonitoringProtocol
 from remsguard.domain.session import BPReading, Mark, Measurement, Session, insert
-from remsguard.domain.thresholds import all_starts, starts_at
+from remsguard.domain.thresholds import Thresholds, all_starts, starts_at
 
 
 class MonitoringEngine:
@@ -52,6 +52,7 @@ class MonitoringEngine:
         self._protocols = protocols
         self._default = default_protocol
         self._effective: dict[tuple[str, frozenset[Medication]], MonitoringProtocol] = {}
+        self._thresholds: dict[int, Thresholds] = {}
         self.sessions: MutableMapping[str, Session] = {} if sessions is None else sessions
         self.clock: datetime | None = None
         self._queue: list[tuple[datetime, int, str]] = []
@@ -152,12 +153,18 @@ class MonitoringEngine:
 
     # -- state changes -----------------------------------------------------------------------
 
+    def _thresholds_of(self, protocol: MonitoringProtocol) -> Thresholds:
+        thresholds = self._thresholds.get(id(protocol))
+        if thresholds is None:
+            thresholds = self._thresholds[id(protocol)] = Thresholds.of(protocol)
+        return thresholds
+
     def _apply(self, session: Session, event: Event, decisions: Decisions) -> list[Finding]:
         protocol = self.protocol_of(session)
         if isinstance(event, VitalsRecorded):
-            return self._vitals(session, event, protocol)
+            return self._vitals(session, event, protocol, self._thresholds_of(protocol))
         if isinstance(event, AssessmentRecorded):
-            return self._assessment(session, event, protocol)
+            return self._assessment(session, event, protocol, self._thresholds_of(protocol))
         if isinstance(event, DoseAdministered):
             return self._dose(session, event, protocol, decisions)
         if isinstance(event, SessionOpened):
@@ -172,7 +179,11 @@ class MonitoringEngine:
         return []
 
     def _vitals(
-        self, session: Session, event: VitalsRecorded, protocol: MonitoringProtocol
+        self,
+        session: Session,
+        event: VitalsRecorded,
+        protocol: MonitoringProtocol,
+        thresholds: Thresholds,
     ) -> list[Finding]:
         mark = Mark(event.occurred_at, event.event_id)
         index = insert(session.vitals, mark)
@@ -182,31 +193,33 @@ class MonitoringEngine:
         findings: list[Finding] = []
         if event.systolic is not None and event.diastolic is not None:
             reading = BPReading(event.occurred_at, event.event_id, event.systolic, event.diastolic)
-            findings += self._bp(session, reading, protocol)
+            findings += self._bp(session, reading, protocol, thresholds)
         if event.spo2 is not None:
-            findings += _spo2(session, Measurement(mark.at, mark.event_id, event.spo2), protocol)
+            spo2 = Measurement(mark.at, mark.event_id, event.spo2)
+            findings += _spo2(session, spo2, protocol, thresholds)
         if event.respiratory_rate is not None:
             rate = Measurement(mark.at, mark.event_id, event.respiratory_rate)
-            rule = protocol.rule("RESPIRATORY_DEPRESSION")
-            if rule.enabled:
-                below = rule["rate_below"]
-                index = insert(session.respiratory_rate, rate)
-                for row in starts_at(session.respiratory_rate, index, lambda r: r.value < below):
-                    findings.append(Finding.respiratory_rate(row, below))
-            else:
-                insert(session.respiratory_rate, rate)
+            index = insert(session.respiratory_rate, rate)
+            if thresholds.respiratory_rate is not None:
+                below = protocol.rule("RESPIRATORY_DEPRESSION")["rate_below"]
+                rows = starts_at(session.respiratory_rate, index, thresholds.respiratory_rate)
+                findings += [Finding.respiratory_rate(row, below) for row in rows]
         return findings
 
     def _bp(
-        self, session: Session, reading: BPReading, protocol: MonitoringProtocol
+        self,
+        session: Session,
+        reading: BPReading,
+        protocol: MonitoringProtocol,
+        thresholds: Thresholds,
     ) -> list[Finding]:
         baseline_before = session.baseline()
         index = insert(session.bp, reading)
         findings: list[Finding] = []
-        crisis = protocol.rule("BP_CRISIS")
-        if crisis.enabled:
-            meets = _crisis_condition(protocol)
-            findings += [Finding.bp_crisis(r, crisis) for r in starts_at(session.bp, index, meets)]
+        if thresholds.crisis is not None:
+            crisis = protocol.rule("BP_CRISIS")
+            starts = starts_at(session.bp, index, thresholds.crisis)
+            findings += [Finding.bp_crisis(r, crisis) for r in starts]
         if protocol.rule("BP_RISE").enabled:
             first = session.first_dose
             if first is not None and reading.at <= first.at:
@@ -231,17 +244,19 @@ class MonitoringEngine:
         return [Finding.bp_rise(r, baseline) for r in all_starts(session.bp, rise)]
 
     def _assessment(
-        self, session: Session, event: AssessmentRecorded, protocol: MonitoringProtocol
+        self,
+        session: Session,
+        event: AssessmentRecorded,
+        protocol: MonitoringProtocol,
+        thresholds: Thresholds,
     ) -> list[Finding]:
         findings: list[Finding] = []
         if event.sedation_moaas is not None:
             row = Measurement(event.occurred_at, event.event_id, event.sedation_moaas)
             index = insert(session.sedation, row)
-            deep = protocol.rule("DEEP_SEDATION")
-            if deep.enabled:
-                at_most = deep["moaas_at_most"]
-                for start in starts_at(session.sedation, index, lambda r: r.value <= at_most):
-                    findings.append(Finding.deep_sedation(start))
+            if thresholds.deep_sedation is not None:
+                starts = starts_at(session.sedation, index, thresholds.deep_sedation)
+                findings += [Finding.deep_sedation(start) for start in starts]
         if event.respiratory_depression and protocol.rule("RESPIRATORY_DEPRESSION").enabled:
             findings.append(Finding.respiratory_observed(event))
         return findings
@@ -301,7 +316,9 @@ class MonitoringEngine:
 
     # -- alerts ------------------------------------------------------------------------------
 
-    def _raise(self, session: Session, findings: Iterable[Finding], decisions: Decisions) -> None:
+    def _raise(self, session: Session, findings: list[Finding], decisions: Decisions) -> None:
+        if not findings:
+            return
         protocol = self.protocol_of(session)
         for finding in findings:
             key = f"{finding.rule}:{finding.key}"
@@ -330,12 +347,6 @@ def _may_bring_deadlines_forward(event: Event) -> bool:
     return not isinstance(event, VitalsRecorded | AssessmentRecorded)
 
 
-def _crisis_condition(protocol: MonitoringProtocol) -> Callable[[BPReading], bool]:
-    rule = protocol.rule("BP_CRISIS")
-    systolic, diastolic = rule["systolic_at_least"], rule["diastolic_at_least"]
-    return lambda r: r.systolic >= systolic or r.diastolic >= diastolic
-
-
 def _rise_condition(
     session: Session, protocol: MonitoringProtocol
 ) -> Callable[[BPReading], bool] | None:
@@ -349,18 +360,19 @@ def _rise_condition(
     return lambda r: r.at > start and (r.systolic >= systolic or r.diastolic >= diastolic)
 
 
-def _spo2(session: Session, row: Measurement, protocol: MonitoringProtocol) -> list[Finding]:
+def _spo2(
+    session: Session, row: Measurement, protocol: MonitoringProtocol, thresholds: Thresholds
+) -> list[Finding]:
     index = insert(session.spo2, row)
-    low, critical = protocol.rule("SPO2_LOW"), protocol.rule("SPO2_CRITICAL")
-    low_below, critical_below = low["below"], critical["below"]
     findings: list[Finding] = []
-    if critical.enabled:
-        for start in starts_at(session.spo2, index, lambda r: r.value < critical_below):
-            findings.append(Finding.spo2("SPO2_CRITICAL", start, critical_below))
-    if low.enabled:
-        meets_low = lambda r: critical_below <= r.value < low_below  # noqa: E731
-        for start in starts_at(session.spo2, index, meets_low):
-            findings.append(Finding.spo2("SPO2_LOW", start, low_below))
+    if thresholds.spo2_critical is not None:
+        below = protocol.rule("SPO2_CRITICAL")["below"]
+        for start in starts_at(session.spo2, index, thresholds.spo2_critical):
+            findings.append(Finding.spo2("SPO2_CRITICAL", start, below))
+    if thresholds.spo2_low is not None:
+        below = protocol.rule("SPO2_LOW")["below"]
+        for start in starts_at(session.spo2, index, thresholds.spo2_low):
+            findings.append(Finding.spo2("SPO2_LOW", start, below))
     return findings
 
 

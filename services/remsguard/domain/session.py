@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple, TypeVar
@@ -94,5 +94,9 @@ Row = TypeVar("Row", Mark, BPReading, Measurement)
 
 def insert(rows: list[Row], row: Row) -> int:
     """Insert keeping event-time order; returns the index it landed at."""
-    insort(rows, row)
-    return bisect_right(rows, row) - 1
+    if not rows or rows[-1] <= row:  # the usual case: readings arrive in order
+        rows.append(row)
+        return len(rows) - 1
+    index = bisect_right(rows, row)
+    rows.insert(index, row)
+    return index

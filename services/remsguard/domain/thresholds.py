@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
+from remsguard.domain.protocol import MonitoringProtocol
 from remsguard.domain.session import BPReading, Measurement
 
 Row = TypeVar("Row", BPReading, Measurement)
@@ -31,3 +33,37 @@ def all_starts(rows: Sequence[Row], meets: Callable[[Row], bool]) -> list[Row]:
             starts.append(row)
         before = now
     return starts
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """A protocol's threshold conditions, built once per protocol; None where a rule is off."""
+
+    crisis: Callable[[BPReading], bool] | None
+    spo2_critical: Callable[[Measurement], bool] | None
+    spo2_low: Callable[[Measurement], bool] | None
+    respiratory_rate: Callable[[Measurement], bool] | None
+    deep_sedation: Callable[[Measurement], bool] | None
+
+    @classmethod
+    def of(cls, protocol: MonitoringProtocol) -> Thresholds:
+        crisis, low, critical = (
+            protocol.rule("BP_CRISIS"),
+            protocol.rule("SPO2_LOW"),
+            protocol.rule("SPO2_CRITICAL"),
+        )
+        systolic, diastolic = crisis["systolic_at_least"], crisis["diastolic_at_least"]
+        low_below, critical_below = low["below"], critical["below"]
+        rate_below = protocol.rule("RESPIRATORY_DEPRESSION")["rate_below"]
+        deep_at_most = protocol.rule("DEEP_SEDATION")["moaas_at_most"]
+
+        def on(rule: str, condition: Callable[[Row], bool]) -> Callable[[Row], bool] | None:
+            return condition if protocol.rule(rule).enabled else None
+
+        return cls(
+            crisis=on("BP_CRISIS", lambda r: r.systolic >= systolic or r.diastolic >= diastolic),
+            spo2_critical=on("SPO2_CRITICAL", lambda r: r.value < critical_below),
+            spo2_low=on("SPO2_LOW", lambda r: critical_below <= r.value < low_below),
+            respiratory_rate=on("RESPIRATORY_DEPRESSION", lambda r: r.value < rate_below),
+            deep_sedation=on("DEEP_SEDATION", lambda r: r.value <= deep_at_most),
+        )
