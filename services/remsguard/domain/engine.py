@@ -107,13 +107,17 @@ class MonitoringEngine:
         return Decisions(audit=[record], outcome=Outcome.REJECTED, rejection=rejection)
 
     def advance_to(self, now: datetime) -> Decisions:
-        """Move the clock forward and decide every deadline that has come due."""
+        """Move the clock forward and decide every deadline the clock has passed.
+
+        A check due at deadline + lateness is decided only once the clock is strictly past it,
+        so an event exactly the allowed lateness late ("up to") still counts.
+        """
         decisions = Decisions()
         if self.clock is not None and now <= self.clock:
             return decisions
         self.clock = now
         queue = self._queue
-        while queue and queue[0][0] <= now:
+        while queue and queue[0][0] < now:
             _, _, session_id = heapq.heappop(queue)
             session = self.sessions.get(session_id)
             if session is None:
@@ -130,6 +134,7 @@ class MonitoringEngine:
         return self._decide_due(session, now)
 
     def next_due(self, session_id: str) -> datetime | None:
+        """The session's earliest check; it is decided once the clock is strictly past it."""
         session = self.sessions.get(session_id)
         if session is None:
             return None
@@ -293,7 +298,7 @@ class MonitoringEngine:
         decisions = Decisions()
         protocol = self.protocol_of(session)
         while True:
-            ready = sorted(c for c in due_checks(session, protocol) if c.due <= now)
+            ready = sorted(c for c in due_checks(session, protocol) if c.due < now)
             if not ready:
                 break
             for check in ready:
