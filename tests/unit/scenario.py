@@ -150,6 +150,14 @@ class Session:
         return events
 
 
+def timeline(*parts: Event | Iterable[Event]) -> list[Event]:
+    """Events (or lists of them) in event-time order; ties keep their given order."""
+    events: list[Event] = []
+    for part in parts:
+        events.extend([part] if isinstance(part, Event) else part)
+    return sorted(events, key=lambda e: e.occurred_at)
+
+
 def engine(default: str = "spravato-rems") -> MonitoringEngine:
     return MonitoringEngine(protocols(), default_protocol=default)
 
