@@ -1,0 +1,128 @@
+"""Hash chains over the audit records, and the canonical form every hash is taken over.
+
+**Chain unit: one chain per clinic** (records without a clinic, e.g. undecodable input, form
+the chain ``""``). A clinic is the unit of trust and of access: an auditor is bound to
+clinics, so a clinic's chain can be handed over and verified end to end without revealing
+other clinics' records, and a gap or reordering inside one clinic's history is visible in
+that chain alone. Per-partition chains were rejected: the audit topic is keyed by session,
+so a partition mixes clinics, and its chains would change meaning whenever the topic is
+repartitioned; the database order would also depend on which sink instance wrote what.
+Global ordering (and tail-truncation evidence) comes from the Merkle tree over *all* records
+in insertion order (``log_index``) and its signed tree heads.
+
+**Canonical form** (version 1) of a record at ``log_index`` is the compact JSON object::
+
+    {"v":1,"log_index":N,"chain_id":"...","chain_seq":S,"prev_hash":"<64 hex>",
+     "appended_at":"<RFC 3339 Z>","record":<audit_record_to_json(record)>}
+
+with keys in exactly this order, the record in the outbound wire form (fields in
+``AuditRecordPublic`` order, ``detail`` keys sorted, times UTC ``Z``). Its SHA-256, hex, is
+the record's ``hash``; the first record of a chain has ``prev_hash`` of 64 zeros. The Merkle
+leaf of a record is the 32 raw bytes of its ``hash``, so the leaf hash is
+``SHA-256(0x00 || hash)``. Because ``log_index`` and the chain position are inside the hashed
+bytes, moving a record is as visible as editing it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from datetime import datetime
+from typing import Final
+
+import orjson
+
+from remsguard.adapters.storage.models import AuditRow, utc
+from remsguard.contract.outbound import audit_record_to_json
+from remsguard.domain.decisions import AuditKind, AuditRecord
+
+__all__ = [
+    "GENESIS",
+    "canonical_entry",
+    "chain_of",
+    "detail_text",
+    "entry_hash",
+    "normalise",
+    "record_of_row",
+]
+
+GENESIS: Final = "0" * 64
+_OPTS: Final = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+
+
+def chain_of(record: AuditRecord) -> str:
+    return record.clinic_id or ""
+
+
+def detail_text(detail: dict[str, object]) -> str:
+    """The detail as stored: canonical JSON (sorted keys), exactly as the wire form has it."""
+    raw = audit_record_to_json(
+        AuditRecord(
+            record_id="",
+            kind=AuditKind.EVENT_ACCEPTED,
+            subject_id="",
+            session_id=None,
+            clinic_id=None,
+            occurred_at=None,
+            detail=detail,
+        )
+    )
+    return orjson.dumps(orjson.loads(raw)["detail"], option=orjson.OPT_SORT_KEYS).decode()
+
+
+def normalise(record: AuditRecord) -> tuple[AuditRecord, str]:
+    """The record as it will read back from the database, and its stored detail text."""
+    text = detail_text(record.detail)
+    occurred = None if record.occurred_at is None else utc(record.occurred_at)
+    return replace(record, detail=orjson.loads(text), occurred_at=occurred), text
+
+
+def record_of_row(row: AuditRow) -> AuditRecord:
+    return AuditRecord(
+        record_id=row.record_id,
+        kind=AuditKind(row.kind),
+        subject_id=row.subject_id,
+        session_id=row.session_id,
+        clinic_id=row.clinic_id,
+        occurred_at=None if row.occurred_at is None else utc(row.occurred_at),
+        detail=orjson.loads(row.detail),
+    )
+
+
+def canonical_entry(
+    *,
+    log_index: int,
+    chain_id: str,
+    chain_seq: int,
+    prev_hash: str,
+    appended_at: datetime,
+    record: AuditRecord,
+) -> bytes:
+    return orjson.dumps(
+        {
+            "v": 1,
+            "log_index": log_index,
+            "chain_id": chain_id,
+            "chain_seq": chain_seq,
+            "prev_hash": prev_hash,
+            "appended_at": utc(appended_at),
+            "record": orjson.Fragment(audit_record_to_json(record)),
+        },
+        option=_OPTS,
+    )
+
+
+def entry_hash(entry: bytes) -> str:
+    return hashlib.sha256(entry).hexdigest()
+
+
+def row_entry(row: AuditRow) -> bytes:
+    """The canonical entry recomputed from a stored row (what verify and proofs hash)."""
+    return canonical_entry(
+        log_index=row.log_index,
+        chain_id=row.chain_id,
+        chain_seq=row.chain_seq,
+        prev_hash=row.prev_hash,
+        appended_at=row.appended_at,
+        record=record_of_row(row),
+    )

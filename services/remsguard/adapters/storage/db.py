@@ -1,0 +1,56 @@
+"""Engines and migrations: one code path for PostgreSQL (production) and SQLite (embedded).
+
+SQLite runs in WAL mode with ``synchronous=FULL`` (a committed audit record survives power
+loss) and every transaction starts ``BEGIN IMMEDIATE``, so writers serialise up front instead
+of failing on lock upgrade.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, text
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Every writer of the log takes this PostgreSQL advisory lock (transaction-scoped).
+APPEND_LOCK = 0x72656D73  # "rems"
+MIGRATE_LOCK = APPEND_LOCK + 1
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            if not url.endswith(":memory:") and url not in ("sqlite://", "sqlite+pysqlite://"):
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def migrate(url_or_engine: str | Engine) -> None:
+    """Bring the schema to the latest revision (idempotent; safe from concurrent start-ups)."""
+    engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATE_LOCK})
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+    if isinstance(url_or_engine, str):
+        engine.dispose()

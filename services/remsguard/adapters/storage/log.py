@@ -1,0 +1,864 @@
+"""``ComplianceLog``: the repository of the compliance log, for every writer and reader.
+
+Writers (``replay --db``, the audit sink, the API) call ``append_audit`` / ``save_alerts`` /
+``refresh_sessions``; all are idempotent, so re-delivery inserts nothing twice. Appends are
+serialised (a PostgreSQL advisory lock, ``BEGIN IMMEDIATE`` on SQLite) because every record
+gets the next gapless ``log_index`` and extends its clinic's chain. The application never
+updates or deletes an audit record; the database refuses it anyway.
+
+Readers use the ``*Query`` dataclasses and get a ``Page`` with an opaque cursor; the order
+is stable: event time, then ``log_index`` (audit records) or ``alert_id`` (alerts).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Generic, TypeVar
+
+import orjson
+from sqlalchemy import Connection, Engine, Table, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import Session
+
+from remsguard.adapters.storage.chain import (
+    GENESIS,
+    canonical_entry,
+    chain_of,
+    entry_hash,
+    normalise,
+    row_entry,
+)
+from remsguard.adapters.storage.db import APPEND_LOCK, make_engine, migrate
+from remsguard.adapters.storage.models import (
+    AlertRow,
+    AlertStatus,
+    ApiPrincipal,
+    AuditRow,
+    ChainHead,
+    MerkleNode,
+    MonitoringForm,
+    PrincipalRole,
+    SessionSummary,
+    TreeHead,
+    utc,
+)
+from remsguard.adapters.storage.signing import HeadSigner
+from remsguard.domain import merkle
+from remsguard.domain.decisions import Alert, AuditKind, AuditRecord
+
+__all__ = [
+    "AlertQuery",
+    "AppendResult",
+    "AuditQuery",
+    "ComplianceLog",
+    "InclusionProof",
+    "Page",
+]
+
+T = TypeVar("T")
+MAX_LIMIT: Final = 1000
+NODE_LEVEL: Final = 8  # interior nodes of >= 256 leaves are cached in audit_merkle_nodes
+_CHUNK: Final = 5000
+FORM_DEADLINE: Final = timedelta(days=7)
+
+AUDIT: Final[Table] = AuditRow.__table__  # type: ignore[attr-defined]
+ALERTS: Final[Table] = AlertRow.__table__  # type: ignore[attr-defined]
+HEADS: Final[Table] = ChainHead.__table__  # type: ignore[attr-defined]
+TREE_HEADS: Final[Table] = TreeHead.__table__  # type: ignore[attr-defined]
+NODES: Final[Table] = MerkleNode.__table__  # type: ignore[attr-defined]
+SUMMARIES: Final[Table] = SessionSummary.__table__  # type: ignore[attr-defined]
+FORMS: Final[Table] = MonitoringForm.__table__  # type: ignore[attr-defined]
+PRINCIPALS: Final[Table] = ApiPrincipal.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    inserted: int
+    duplicates: int
+    tree_size: int  # records in the log after this append
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None  # None: no more rows
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditQuery:
+    """Filters combine with AND. ``clinics`` scopes a principal (None = every clinic);
+    ``since`` is inclusive and ``until`` exclusive, on the record's event time."""
+
+    clinics: frozenset[str] | None = None
+    clinic_id: str | None = None
+    session_id: str | None = None
+    patient_ref: str | None = None
+    kind: str | None = None
+    rule: str | None = None
+    severity: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    cursor: str | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AlertQuery:
+    clinics: frozenset[str] | None = None
+    clinic_id: str | None = None
+    session_id: str | None = None
+    patient_ref: str | None = None
+    rule: str | None = None
+    severity: str | None = None
+    status: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    cursor: str | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class InclusionProof:
+    """Everything an auditor needs offline: the exact hashed entry, its position, the audit
+    path, and the signed head it leads to. ``to_json`` is what ``audit check-proof`` reads."""
+
+    entry: bytes
+    record_hash: str
+    leaf_index: int
+    tree_size: int
+    path: list[str]
+    head: TreeHead
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "version": 1,
+                "entry": self.entry.decode(),
+                "record_hash": self.record_hash,
+                "leaf_index": self.leaf_index,
+                "tree_size": self.tree_size,
+                "path": self.path,
+                "head": head_json(self.head),
+            },
+            option=orjson.OPT_UTC_Z | orjson.OPT_INDENT_2,
+        )
+
+
+def head_json(head: TreeHead) -> dict[str, Any]:
+    return {
+        "tree_size": head.tree_size,
+        "root_hash": head.root_hash,
+        "signed_at": utc(head.signed_at),
+        "key_id": head.key_id,
+        "signature": head.signature,
+    }
+
+
+class CursorError(ValueError):
+    """A cursor that this log did not issue (or for another order)."""
+
+
+def _encode_cursor(at: datetime, tie: int | str) -> str:
+    raw = orjson.dumps([utc(at).isoformat(), tie])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, tie_type: type) -> tuple[datetime, Any]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at_text, tie = orjson.loads(raw)
+        at = datetime.fromisoformat(at_text)
+    except (ValueError, TypeError, orjson.JSONDecodeError) as exc:
+        raise CursorError(f"bad cursor: {cursor!r}") from exc
+    if not isinstance(tie, tie_type) or isinstance(tie, bool):
+        raise CursorError(f"bad cursor: {cursor!r}")
+    return utc(at), tie
+
+
+def _insert(conn: Connection) -> Callable[[Table], Any]:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def _utc_or_none(value: datetime | None) -> datetime | None:
+    return None if value is None else utc(value)
+
+
+class ComplianceLog:
+    """The compliance log over one database (PostgreSQL or SQLite)."""
+
+    def __init__(self, engine: Engine, *, now: Callable[[], datetime] | None = None) -> None:
+        self.engine = engine
+        self._now = now or (lambda: datetime.now(UTC))
+
+    @classmethod
+    def open(cls, url: str, *, run_migrations: bool = True, **engine_kwargs: Any) -> ComplianceLog:
+        engine = make_engine(url, **engine_kwargs)
+        if run_migrations:
+            migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> ComplianceLog:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _lock(self, conn: Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPEND_LOCK})
+
+    def append_audit(self, records: Iterable[AuditRecord]) -> AppendResult:
+        """Append records in order; ones already in the log (by ``record_id``) are skipped."""
+        unique: dict[str, AuditRecord] = {}
+        given = 0
+        for record in records:
+            given += 1
+            unique.setdefault(record.record_id, record)
+        with self.engine.begin() as conn:
+            self._lock(conn)
+            ids = list(unique)
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                for (found,) in conn.execute(
+                    select(AUDIT.c.record_id).where(AUDIT.c.record_id.in_(chunk))
+                ):
+                    del unique[found]
+            next_index = self._size(conn)
+            if not unique:
+                return AppendResult(0, given, next_index)
+            chains = {chain_of(r) for r in unique.values()}
+            heads: dict[str, tuple[int, str]] = {}
+            chain_list = list(chains)
+            for start in range(0, len(chain_list), _CHUNK):
+                for chain_id, seq, hash_ in conn.execute(
+                    select(HEADS.c.chain_id, HEADS.c.chain_seq, HEADS.c.hash).where(
+                        HEADS.c.chain_id.in_(chain_list[start : start + _CHUNK])
+                    )
+                ):
+                    heads[chain_id] = (seq, hash_)
+            appended_at = utc(self._now())
+            rows = []
+            for record in unique.values():
+                normal, detail = normalise(record)
+                chain_id = chain_of(record)
+                seq, prev = heads.get(chain_id, (-1, GENESIS))
+                entry = canonical_entry(
+                    log_index=next_index,
+                    chain_id=chain_id,
+                    chain_seq=seq + 1,
+                    prev_hash=prev,
+                    appended_at=appended_at,
+                    record=normal,
+                )
+                hash_ = entry_hash(entry)
+                is_alert = record.kind == AuditKind.ALERT_RAISED
+                rows.append(
+                    {
+                        "log_index": next_index,
+                        "record_id": record.record_id,
+                        "chain_id": chain_id,
+                        "chain_seq": seq + 1,
+                        "prev_hash": prev,
+                        "hash": hash_,
+                        "kind": str(record.kind),
+                        "subject_id": record.subject_id,
+                        "session_id": record.session_id,
+                        "clinic_id": record.clinic_id,
+                        "occurred_at": normal.occurred_at,
+                        "detail": detail,
+                        "appended_at": appended_at,
+                        "event_time": normal.occurred_at or appended_at,
+                        "rule": _str_or_none(normal.detail.get("rule")) if is_alert else None,
+                        "severity": (
+                            _str_or_none(normal.detail.get("severity")) if is_alert else None
+                        ),
+                    }
+                )
+                heads[chain_id] = (seq + 1, hash_)
+                next_index += 1
+            self._insert_audit_rows(conn, rows)
+            insert = _insert(conn)(HEADS)
+            conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[HEADS.c.chain_id],
+                    set_={"chain_seq": insert.excluded.chain_seq, "hash": insert.excluded.hash},
+                ),
+                [{"chain_id": c, "chain_seq": heads[c][0], "hash": heads[c][1]} for c in chains],
+            )
+        return AppendResult(len(rows), given - len(rows), next_index)
+
+    def _insert_audit_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        if conn.dialect.name != "postgresql":
+            conn.execute(AUDIT.insert(), rows)
+            return
+        columns = [c.name for c in AUDIT.columns]
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(f"COPY audit_records ({', '.join(columns)}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+
+    def save_alerts(self, alerts: Iterable[Alert]) -> int:
+        """Insert alerts not yet stored (by ``alert_id``); returns how many were new.
+
+        A re-delivered alert never resets its lifecycle (status, acknowledgement)."""
+        now = utc(self._now())
+        rows = [
+            {
+                "alert_id": a.alert_id,
+                "rule": a.rule,
+                "severity": str(a.severity),
+                "session_id": a.session_id,
+                "clinic_id": a.clinic_id,
+                "triggered_at": utc(a.triggered_at),
+                "message": a.message,
+                "evidence": orjson.dumps(list(a.evidence)).decode(),
+                "protocol": a.protocol,
+                "protocol_version": a.protocol_version,
+                "recorded_at": now,
+                "status": AlertStatus.OPEN.value,
+            }
+            for a in {a.alert_id: a for a in alerts}.values()
+        ]
+        if not rows:
+            return 0
+        inserted = 0
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), _CHUNK):
+                stmt = _insert(conn)(ALERTS).on_conflict_do_nothing(
+                    index_elements=[ALERTS.c.alert_id]
+                )
+                result = conn.execute(
+                    stmt.returning(ALERTS.c.alert_id), rows[start : start + _CHUNK]
+                )
+                inserted += len(result.all())
+        return inserted
+
+    def acknowledge_alert(
+        self, alert_id: str, by: str, at: datetime | None = None
+    ) -> AlertRow | None:
+        """open -> acknowledged (idempotent: an acknowledged or resolved alert is unchanged)."""
+        return self._transition(
+            alert_id,
+            {AlertStatus.OPEN},
+            {
+                "status": AlertStatus.ACKNOWLEDGED.value,
+                "acknowledged_by": by,
+                "acknowledged_at": utc(at or self._now()),
+            },
+        )
+
+    def resolve_alert(self, alert_id: str, by: str, at: datetime | None = None) -> AlertRow | None:
+        """open/acknowledged -> resolved (idempotent)."""
+        return self._transition(
+            alert_id,
+            {AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED},
+            {
+                "status": AlertStatus.RESOLVED.value,
+                "resolved_by": by,
+                "resolved_at": utc(at or self._now()),
+            },
+        )
+
+    def _transition(
+        self, alert_id: str, from_: set[AlertStatus], values: dict[str, Any]
+    ) -> AlertRow | None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(ALERTS)
+                .where(ALERTS.c.alert_id == alert_id, ALERTS.c.status.in_([s.value for s in from_]))
+                .values(**values)
+            )
+        return self.get_alert(alert_id)
+
+    def refresh_sessions(
+        self,
+        session_ids: Iterable[str],
+        *,
+        patient_refs: Mapping[str, str | None] | None = None,
+        protocols: Mapping[str, str | None] | None = None,
+    ) -> int:
+        """Recompute the summaries of these sessions from the stored records and alerts.
+
+        Idempotent and order-independent, so the sink and ``replay --db`` agree. A known
+        ``patient_ref``/``protocol`` (from the engine's state, or a ``session.opened``
+        record's detail) is kept once set. Also creates each session's monitoring form row,
+        due 7 days after discharge."""
+        ids = sorted(set(session_ids))
+        patient_refs = patient_refs or {}
+        protocols = protocols or {}
+        now = utc(self._now())
+        done = 0
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                stats: dict[str, dict[str, Any]] = {}
+                for row in conn.execute(
+                    select(
+                        AUDIT.c.session_id,
+                        AUDIT.c.kind,
+                        func.min(AUDIT.c.occurred_at),
+                        func.max(AUDIT.c.occurred_at),
+                        func.count(),
+                        func.min(AUDIT.c.clinic_id),
+                    )
+                    .where(AUDIT.c.session_id.in_(chunk))
+                    .group_by(AUDIT.c.session_id, AUDIT.c.kind)
+                ):
+                    sid, kind, first, last, count, clinic = row
+                    s = stats.setdefault(sid, {"clinic_id": clinic, "kinds": {}, "last": None})
+                    s["kinds"][kind] = (_utc_or_none(first), count)
+                    if kind == AuditKind.EVENT_ACCEPTED and last is not None:
+                        s["last"] = utc(last)
+                for sid, detail in conn.execute(
+                    select(AUDIT.c.session_id, AUDIT.c.detail).where(
+                        AUDIT.c.session_id.in_(chunk), AUDIT.c.kind == AuditKind.SESSION_OPENED
+                    )
+                ):
+                    opened = orjson.loads(detail)
+                    found_stats = stats.get(sid)
+                    if found_stats is not None:
+                        found_stats.setdefault("patient_ref", opened.get("patient_ref"))
+                        found_stats.setdefault("protocol", opened.get("protocol"))
+                alerts: dict[str, list[tuple[str, str]]] = {}
+                for sid, rule, severity in conn.execute(
+                    select(ALERTS.c.session_id, ALERTS.c.rule, ALERTS.c.severity).where(
+                        ALERTS.c.session_id.in_(chunk)
+                    )
+                ):
+                    alerts.setdefault(sid, []).append((rule, severity))
+                rows = []
+                for sid in chunk:
+                    st = stats.get(sid)
+                    if st is None:
+                        continue
+                    s = st
+                    kinds = s["kinds"]
+                    found = alerts.get(sid, [])
+                    rows.append(
+                        {
+                            "session_id": sid,
+                            "clinic_id": s["clinic_id"] or "",
+                            "patient_ref": patient_refs.get(sid) or s.get("patient_ref"),
+                            "protocol": protocols.get(sid) or s.get("protocol"),
+                            "opened_at": kinds.get(AuditKind.SESSION_OPENED, (None,))[0],
+                            "first_dose_at": kinds.get(AuditKind.SESSION_DOSED, (None,))[0],
+                            "discharged_at": kinds.get(AuditKind.SESSION_DISCHARGED, (None,))[0],
+                            "last_event_at": s["last"],
+                            "events_accepted": kinds.get(AuditKind.EVENT_ACCEPTED, (None, 0))[1],
+                            "alerts_total": len(found),
+                            "alerts_critical": sum(1 for _, sev in found if sev == "critical"),
+                            "alerts_warning": sum(1 for _, sev in found if sev == "warning"),
+                            "rules": orjson.dumps(sorted({r for r, _ in found})).decode(),
+                            "updated_at": now,
+                        }
+                    )
+                if not rows:
+                    continue
+                insert = _insert(conn)(SUMMARIES)
+                keep = ("patient_ref", "protocol")
+                conn.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=[SUMMARIES.c.session_id],
+                        set_={
+                            c: (
+                                func.coalesce(SUMMARIES.c[c], insert.excluded[c])
+                                if c in keep
+                                else insert.excluded[c]
+                            )
+                            for c in rows[0]
+                            if c != "session_id"
+                        },
+                    ),
+                    rows,
+                )
+                forms = [
+                    {
+                        "session_id": r["session_id"],
+                        "clinic_id": r["clinic_id"],
+                        "due_at": None
+                        if r["discharged_at"] is None
+                        else r["discharged_at"] + FORM_DEADLINE,
+                    }
+                    for r in rows
+                ]
+                finsert = _insert(conn)(FORMS)
+                conn.execute(
+                    finsert.on_conflict_do_update(
+                        index_elements=[FORMS.c.session_id],
+                        set_={"due_at": finsert.excluded.due_at},
+                    ),
+                    forms,
+                )
+                done += len(rows)
+        return done
+
+    # -- monitoring forms -----------------------------------------------------------------
+
+    def get_form(self, session_id: str) -> MonitoringForm | None:
+        with Session(self.engine) as s:
+            return s.get(MonitoringForm, session_id)
+
+    def submit_form(
+        self,
+        session_id: str,
+        by: str,
+        payload: Mapping[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> MonitoringForm | None:
+        """Mark a session's form submitted (first submission wins; later ones are no-ops)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(FORMS)
+                .where(FORMS.c.session_id == session_id, FORMS.c.submitted_at.is_(None))
+                .values(
+                    submitted_at=utc(at or self._now()),
+                    submitted_by=by,
+                    payload=None if payload is None else orjson.dumps(payload).decode(),
+                )
+            )
+        return self.get_form(session_id)
+
+    def overdue_forms(
+        self, now: datetime, *, clinics: frozenset[str] | None = None
+    ) -> list[MonitoringForm]:
+        """Forms past due, not submitted, and not yet flagged (``mark_form_overdue``)."""
+        with Session(self.engine) as s:
+            stmt = select(MonitoringForm).where(
+                FORMS.c.due_at < utc(now),
+                FORMS.c.submitted_at.is_(None),
+                FORMS.c.overdue_alert_id.is_(None),
+            )
+            if clinics is not None:
+                stmt = stmt.where(FORMS.c.clinic_id.in_(sorted(clinics)))
+            return list(s.scalars(stmt.order_by(FORMS.c.due_at, FORMS.c.session_id)))
+
+    def mark_form_overdue(self, session_id: str, alert_id: str) -> bool:
+        """Record that MONITORING_FORM_OVERDUE was raised (once: False if already marked)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(FORMS)
+                .where(FORMS.c.session_id == session_id, FORMS.c.overdue_alert_id.is_(None))
+                .values(overdue_alert_id=alert_id)
+            )
+            return bool(result.rowcount)
+
+    # -- principals -----------------------------------------------------------------------
+
+    def create_principal(
+        self, name: str, role: PrincipalRole, clinics: Sequence[str] = ()
+    ) -> tuple[ApiPrincipal, str]:
+        """Create a principal; returns it and its token (shown once; only a hash is kept)."""
+        token = "rg_" + secrets.token_urlsafe(32)
+        principal = ApiPrincipal(
+            principal_id=uuid.uuid4().hex,
+            name=name,
+            token_hash=hash_token(token),
+            role=PrincipalRole(role).value,
+            clinics=orjson.dumps(sorted(set(clinics))).decode(),
+            created_at=utc(self._now()),
+        )
+        with Session(self.engine) as s:
+            s.add(principal)
+            s.commit()
+            s.refresh(principal)
+        return principal, token
+
+    def principal_for_token(self, token: str) -> ApiPrincipal | None:
+        with Session(self.engine) as s:
+            found = s.scalars(
+                select(ApiPrincipal).where(
+                    PRINCIPALS.c.token_hash == hash_token(token),
+                    PRINCIPALS.c.revoked_at.is_(None),
+                )
+            ).first()
+            return found
+
+    # -- reading --------------------------------------------------------------------------
+
+    def size(self) -> int:
+        with self.engine.connect() as conn:
+            return self._size(conn)
+
+    @staticmethod
+    def _size(conn: Connection) -> int:
+        return int(
+            conn.execute(select(func.coalesce(func.max(AUDIT.c.log_index) + 1, 0))).scalar_one()
+        )
+
+    def get_record(self, record_id: str) -> AuditRow | None:
+        with Session(self.engine) as s:
+            return s.scalars(select(AuditRow).where(AUDIT.c.record_id == record_id)).first()
+
+    def get_alert(self, alert_id: str) -> AlertRow | None:
+        with Session(self.engine) as s:
+            return s.get(AlertRow, alert_id)
+
+    def session_summary(self, session_id: str) -> SessionSummary | None:
+        with Session(self.engine) as s:
+            return s.get(SessionSummary, session_id)
+
+    def session_summaries(
+        self,
+        *,
+        clinics: frozenset[str] | None = None,
+        clinic_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[SessionSummary]:
+        """Summaries of sessions opened in [since, until), by opening time then id."""
+        stmt = select(SessionSummary)
+        c = SUMMARIES.c
+        if clinics is not None:
+            stmt = stmt.where(c.clinic_id.in_(sorted(clinics)))
+        if clinic_id is not None:
+            stmt = stmt.where(c.clinic_id == clinic_id)
+        if since is not None:
+            stmt = stmt.where(c.opened_at >= utc(since))
+        if until is not None:
+            stmt = stmt.where(c.opened_at < utc(until))
+        with Session(self.engine) as s:
+            return list(s.scalars(stmt.order_by(c.opened_at, c.session_id)))
+
+    def audit_records(self, q: AuditQuery) -> Page[AuditRow]:
+        c = AUDIT.c
+        where: list[ColumnElement[bool]] = []
+        if q.clinics is not None:
+            where.append(c.clinic_id.in_(sorted(q.clinics)))
+        for column, value in (
+            (c.clinic_id, q.clinic_id),
+            (c.session_id, q.session_id),
+            (c.kind, q.kind),
+            (c.rule, q.rule),
+            (c.severity, q.severity),
+        ):
+            if value is not None:
+                where.append(column == value)
+        if q.patient_ref is not None:
+            where.append(c.session_id.in_(_sessions_of_patient(q.patient_ref)))
+        return self._page(AuditRow, c.event_time, c.log_index, int, where, q)
+
+    def alerts(self, q: AlertQuery) -> Page[AlertRow]:
+        c = ALERTS.c
+        where: list[ColumnElement[bool]] = []
+        if q.clinics is not None:
+            where.append(c.clinic_id.in_(sorted(q.clinics)))
+        for column, value in (
+            (c.clinic_id, q.clinic_id),
+            (c.session_id, q.session_id),
+            (c.rule, q.rule),
+            (c.severity, q.severity),
+            (c.status, q.status),
+        ):
+            if value is not None:
+                where.append(column == value)
+        if q.patient_ref is not None:
+            where.append(c.session_id.in_(_sessions_of_patient(q.patient_ref)))
+        return self._page(AlertRow, c.triggered_at, c.alert_id, str, where, q)
+
+    def _page(
+        self,
+        model: type[T],
+        time_col: Any,
+        tie_col: Any,
+        tie_type: type,
+        where: list[ColumnElement[bool]],
+        q: AuditQuery | AlertQuery,
+    ) -> Page[T]:
+        limit = max(1, min(q.limit, MAX_LIMIT))
+        if q.since is not None:
+            where.append(time_col >= utc(q.since))
+        if q.until is not None:
+            where.append(time_col < utc(q.until))
+        if q.cursor is not None:
+            at, tie = _decode_cursor(q.cursor, tie_type)
+            where.append(or_(time_col > at, (time_col == at) & (tie_col > tie)))
+        stmt = select(model).where(*where).order_by(time_col, tie_col).limit(limit + 1)
+        with Session(self.engine) as s:
+            rows = list(s.scalars(stmt))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        cursor = None
+        if more:
+            last = rows[-1]
+            cursor = _encode_cursor(getattr(last, time_col.key), getattr(last, tie_col.key))
+        return Page(rows, cursor)
+
+    def session_timeline(self, session_id: str) -> tuple[list[AuditRow], list[AlertRow]]:
+        """Every audit record and alert of a session, each in event-time order (the API
+        merges them; records and alerts share the ``event_time``/``triggered_at`` clock)."""
+        records: list[AuditRow] = []
+        cursor: str | None = None
+        while True:
+            page = self.audit_records(
+                AuditQuery(session_id=session_id, cursor=cursor, limit=MAX_LIMIT)
+            )
+            records.extend(page.items)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        alerts: list[AlertRow] = []
+        cursor = None
+        while True:
+            apage = self.alerts(AlertQuery(session_id=session_id, cursor=cursor, limit=MAX_LIMIT))
+            alerts.extend(apage.items)
+            if apage.next_cursor is None:
+                break
+            cursor = apage.next_cursor
+        return records, alerts
+
+    # -- tamper evidence ------------------------------------------------------------------
+
+    def latest_head(self) -> TreeHead | None:
+        with Session(self.engine) as s:
+            return s.scalars(
+                select(TreeHead).order_by(TREE_HEADS.c.tree_size.desc()).limit(1)
+            ).first()
+
+    def head(self, tree_size: int) -> TreeHead | None:
+        with Session(self.engine) as s:
+            return s.get(TreeHead, tree_size)
+
+    def heads(self) -> list[TreeHead]:
+        with Session(self.engine) as s:
+            return list(s.scalars(select(TreeHead).order_by(TREE_HEADS.c.tree_size)))
+
+    def sign_head(self, signer: HeadSigner) -> TreeHead:
+        """Sign a head over every record now in the log (returns the latest if nothing new).
+
+        Only the records since the previous head are read: its stored frontier resumes the
+        tree, and the interior nodes completed on the way are cached for proofs."""
+        with self.engine.begin() as conn:
+            self._lock(conn)
+            size = self._size(conn)
+            last = conn.execute(
+                select(TREE_HEADS).order_by(TREE_HEADS.c.tree_size.desc()).limit(1)
+            ).first()
+            if last is not None and last.tree_size == size:
+                return TreeHead.model_validate(last._asdict())
+            acc = (
+                merkle.CompactRange(
+                    last.tree_size, [bytes.fromhex(h) for h in orjson.loads(last.frontier)]
+                )
+                if last is not None
+                else merkle.CompactRange()
+            )
+            nodes: list[dict[str, Any]] = []
+            result = conn.execution_options(yield_per=20_000).execute(
+                select(AUDIT.c.hash)
+                .where(AUDIT.c.log_index >= acc.size, AUDIT.c.log_index < size)
+                .order_by(AUDIT.c.log_index)
+            )
+            for (hash_,) in result:
+                for level, index, node in acc.append(merkle.leaf_hash(bytes.fromhex(hash_))):
+                    if level >= NODE_LEVEL:
+                        nodes.append({"level": level, "index": index, "hash": node})
+            if acc.size != size:
+                raise RuntimeError(f"log_index is not gapless: {acc.size} records below {size}")
+            if nodes:
+                conn.execute(
+                    _insert(conn)(NODES).on_conflict_do_nothing(
+                        index_elements=[NODES.c.level, NODES.c.index]
+                    ),
+                    nodes,
+                )
+            root = acc.root().hex()
+            signed_at = utc(self._now())
+            head = {
+                "tree_size": size,
+                "root_hash": root,
+                "signed_at": signed_at,
+                "key_id": signer.key_id,
+                "signature": signer.sign(size, root, signed_at),
+                "frontier": orjson.dumps([h.hex() for h in acc.stack]).decode(),
+            }
+            conn.execute(TREE_HEADS.insert(), [head])
+        return TreeHead.model_validate(head)
+
+    def _subtree(self, conn: Connection) -> merkle.Subtree:
+        def leaves(lo: int, hi: int) -> list[bytes]:
+            got = [
+                merkle.leaf_hash(bytes.fromhex(h))
+                for (h,) in conn.execute(
+                    select(AUDIT.c.hash)
+                    .where(AUDIT.c.log_index >= lo, AUDIT.c.log_index < hi)
+                    .order_by(AUDIT.c.log_index)
+                )
+            ]
+            if len(got) != hi - lo:
+                raise RuntimeError(f"records missing in [{lo}, {hi})")
+            return got
+
+        def subtree(lo: int, hi: int) -> bytes:
+            n = hi - lo
+            if n <= 1 << NODE_LEVEL:
+                return merkle.root_of(leaves(lo, hi))
+            if n & (n - 1) == 0:
+                level = n.bit_length() - 1
+                cached = conn.execute(
+                    select(NODES.c.hash).where(NODES.c.level == level, NODES.c.index == lo >> level)
+                ).scalar()
+                if cached is not None:
+                    return bytes(cached)
+            k = 1 << ((n - 1).bit_length() - 1)
+            return merkle.node_hash(subtree(lo, lo + k), subtree(lo + k, hi))
+
+        return subtree
+
+    def inclusion_proof(
+        self, record_id: str, tree_size: int | None = None
+    ) -> InclusionProof | None:
+        """Proof that the record is in the tree of the given signed head (default: latest).
+
+        None if the record is unknown or not yet covered by that head."""
+        row = self.get_record(record_id)
+        head = self.latest_head() if tree_size is None else self.head(tree_size)
+        if row is None or head is None or row.log_index >= head.tree_size:
+            return None
+        with self.engine.connect() as conn:
+            path = merkle.inclusion_proof(row.log_index, head.tree_size, self._subtree(conn))
+        return InclusionProof(
+            entry=row_entry(row),
+            record_hash=row.hash,
+            leaf_index=row.log_index,
+            tree_size=head.tree_size,
+            path=[p.hex() for p in path],
+            head=head,
+        )
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[str]:
+        with self.engine.connect() as conn:
+            return [
+                p.hex() for p in merkle.consistency_proof(old_size, new_size, self._subtree(conn))
+            ]
+
+
+def _sessions_of_patient(patient_ref: str) -> Any:
+    return select(SUMMARIES.c.session_id).where(SUMMARIES.c.patient_ref == patient_ref)
+
+
+def _str_or_none(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+__all__ += ["CursorError", "hash_token", "head_json"]
+_ = field
