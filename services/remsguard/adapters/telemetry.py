@@ -1,0 +1,378 @@
+"""The metrics catalogue: every Prometheus family remsguard exports, in one place.
+
+Each process builds one `Telemetry(registry)` at start-up (the registry from
+`remsguard.adapters.metrics.new_registry()`, served by `serve_metrics` or mounted with
+`metrics_asgi_app`) and hands it to its adapters, which record with one call:
+
+    telemetry.observe_decisions(decisions, topic=topic, event=event, ingested_at=ts)
+
+Naming follows Prometheus conventions: `remsguard_` prefix, base units (seconds), counters
+end in `_total`, durations are `_seconds` histograms. Labels are bounded: clinic, rule,
+severity, topic, reason, event type, partition, service, channel, outcome. Never a session,
+patient, event or alert id (that would be one series per patient).
+
+The dashboards in `dashboards/` and the rules in `deploy/prometheus/` use these names only;
+`tests/observability/` checks that each name they use is defined here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from remsguard.domain.deadlines import due_checks
+from remsguard.domain.decisions import Decisions, Outcome
+from remsguard.domain.events import Event
+from remsguard.domain.protocol import MonitoringProtocol
+from remsguard.domain.session import Session
+
+__all__ = [
+    "ACK_BUCKETS",
+    "BATCH_BUCKETS",
+    "EVENT_TIME_BUCKETS",
+    "INGEST_BUCKETS",
+    "METRIC_NAMES",
+    "SERVICES",
+    "Telemetry",
+    "session_state",
+    "violated_rules",
+]
+
+# Where an event came from when it did not come from Kafka (embedded mode's HTTP ingest).
+HTTP_TOPIC = "http"
+# The `service` label of remsguard_worker_up: the long-running CLI commands.
+SERVICES = ("processor", "audit-sink", "notifier", "api", "up")
+
+# ingest -> decision: milliseconds when healthy, seconds under load.
+INGEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# event time -> decision: includes network and device buffering, so up to hours.
+EVENT_TIME_BUCKETS = (
+    0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600,
+)  # fmt: skip
+# alert raised -> acknowledged by staff.
+ACK_BUCKETS = (5, 10, 15, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600)
+# one audit-sink batch (decode + insert + commit).
+BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def _ts(value: datetime | float | None) -> float | None:
+    if value is None or isinstance(value, float | int):
+        return value
+    return value.timestamp()
+
+
+def violated_rules(session: Session) -> frozenset[str]:
+    """The rules that raised at least one alert for this session (from the engine's state)."""
+    return frozenset(key.split(":", 1)[0] for key in session.fired if not key.startswith("check:"))
+
+
+def session_state(session: Session, protocol: MonitoringProtocol) -> str:
+    """`monitoring` until the session is discharged and every check on it is decided, then
+    `complete`. Gap checks are repeating, so they never keep a discharged session open."""
+    if session.discharge is None:
+        return "monitoring"
+    if any(check.kind != "gap" for check in due_checks(session, protocol)):
+        return "monitoring"
+    return "complete"
+
+
+class Telemetry:
+    """Every remsguard metric family, registered on `registry` (never the global default)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+        # -- ingest -------------------------------------------------------------------------
+        self.events_consumed = Counter(
+            "remsguard_events_consumed_total",
+            "Input events read, by source topic (or `http`) and event type "
+            "(`invalid` when the bytes broke the contract).",
+            ["topic", "type"],
+            registry=registry,
+        )
+        self.events_rejected = Counter(
+            "remsguard_events_rejected_total",
+            "Input events that broke the event contract, by source and rejection reason.",
+            ["topic", "reason"],
+            registry=registry,
+        )
+        self.events_duplicate = Counter(
+            "remsguard_events_duplicate_total",
+            "Input events already seen (same event id); they change nothing.",
+            ["topic"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "remsguard_dead_letters_total",
+            "Messages written to the dead-letter topic, by source topic and reason.",
+            ["topic", "reason"],
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "remsguard_consumer_lag_messages",
+            "Messages between the consumer's position and the end of the partition.",
+            ["topic", "partition"],
+            registry=registry,
+        )
+
+        # -- decisions ----------------------------------------------------------------------
+        self.alerts_raised = Counter(
+            "remsguard_alerts_raised_total",
+            "Alerts raised by the engine, by clinic, rule and severity.",
+            ["clinic", "rule", "severity"],
+            registry=registry,
+        )
+        self.event_to_decision = Histogram(
+            "remsguard_event_to_decision_seconds",
+            "From an event's own time (occurred_at) to the engine's decision on it.",
+            registry=registry,
+            buckets=EVENT_TIME_BUCKETS,
+        )
+        self.ingest_to_decision = Histogram(
+            "remsguard_ingest_to_decision_seconds",
+            "From ingest (Kafka record timestamp or HTTP receipt) to the engine's decision.",
+            registry=registry,
+            buckets=INGEST_BUCKETS,
+        )
+
+        # -- sessions -----------------------------------------------------------------------
+        self.sessions_monitored = Gauge(
+            "remsguard_sessions_under_monitoring",
+            "Sessions open now (not yet discharged with every check decided), by clinic.",
+            ["clinic"],
+            registry=registry,
+        )
+        self.sessions_completed = Counter(
+            "remsguard_sessions_completed_total",
+            "Sessions completed (discharged, every check decided), by clinic and outcome: "
+            "`compliant` (no alert) or `violations` (at least one alert).",
+            ["clinic", "outcome"],
+            registry=registry,
+        )
+        self.session_violations = Counter(
+            "remsguard_session_violations_total",
+            "Completed sessions that violated a rule at least once, by clinic and rule.",
+            ["clinic", "rule"],
+            registry=registry,
+        )
+        self.forms_overdue = Gauge(
+            "remsguard_forms_overdue",
+            "Patient monitoring forms past their submission deadline, by clinic.",
+            ["clinic"],
+            registry=registry,
+        )
+
+        # -- staff alerting -----------------------------------------------------------------
+        self.alerts_open = Gauge(
+            "remsguard_alerts_open",
+            "Alerts raised and not yet acknowledged, by clinic and severity.",
+            ["clinic", "severity"],
+            registry=registry,
+        )
+        self.ack_seconds = Histogram(
+            "remsguard_alert_acknowledgement_seconds",
+            "From an alert being raised to a staff member acknowledging it.",
+            ["clinic", "severity"],
+            registry=registry,
+            buckets=ACK_BUCKETS,
+        )
+        self.escalations = Counter(
+            "remsguard_escalations_total",
+            "Escalation steps taken for unacknowledged alerts, by clinic and severity.",
+            ["clinic", "severity"],
+            registry=registry,
+        )
+        self.notifications = Counter(
+            "remsguard_notifications_total",
+            "Notification deliveries, by channel (webhook, sse, email) and outcome.",
+            ["channel", "outcome"],
+            registry=registry,
+        )
+
+        # -- compliance log -----------------------------------------------------------------
+        self.audit_rows = Counter(
+            "remsguard_audit_sink_rows_total",
+            "Audit records the sink wrote (`inserted`) or found already stored (`duplicate`).",
+            ["result"],
+            registry=registry,
+        )
+        self.audit_batch_seconds = Histogram(
+            "remsguard_audit_sink_batch_seconds",
+            "Time to write one batch of audit records to the compliance log.",
+            registry=registry,
+            buckets=BATCH_BUCKETS,
+        )
+        self.audit_last_commit = Gauge(
+            "remsguard_audit_sink_last_commit_timestamp_seconds",
+            "Unix time of the audit sink's last committed batch.",
+            registry=registry,
+        )
+
+        # -- liveness -----------------------------------------------------------------------
+        self.worker_up = Gauge(
+            "remsguard_worker_up",
+            "1 while the service is running its main loop, 0 while starting or stopping.",
+            ["service"],
+            registry=registry,
+        )
+
+        self._completed: set[str] = set()
+        self._monitored_clinics: set[str] = set()
+        self._seeded = False
+
+    # -- engine decisions -------------------------------------------------------------------
+
+    def observe_decisions(
+        self,
+        decisions: Decisions,
+        *,
+        topic: str | None = None,
+        event: Event | None = None,
+        ingested_at: datetime | float | None = None,
+        decided_at: float | None = None,
+        dead_lettered: bool = False,
+    ) -> None:
+        """Record one engine step.
+
+        - input from `topic` (a Kafka topic or `http`): counts the event by type, a rejection
+          by reason (and as a dead letter if `dead_lettered`), a duplicate;
+        - `event` (when accepted): event-time -> decision latency; `ingested_at` (record
+          timestamp, datetime or unix seconds): ingest -> decision latency;
+        - every alert, by clinic, rule and severity (also for clock steps: `topic=None`).
+        """
+        if topic is not None:
+            if decisions.outcome is Outcome.REJECTED:
+                reason = decisions.rejection.reason if decisions.rejection else "unknown"
+                self.events_consumed.labels(topic, "invalid").inc()
+                self.events_rejected.labels(topic, reason).inc()
+                if dead_lettered:
+                    self.dead_letters.labels(topic, reason).inc()
+            else:
+                self.events_consumed.labels(topic, event.type if event else "unknown").inc()
+                if decisions.outcome is Outcome.DUPLICATE:
+                    self.events_duplicate.labels(topic).inc()
+        now = time.time() if decided_at is None else decided_at
+        if event is not None and decisions.outcome is Outcome.ACCEPTED:
+            self.event_to_decision.observe(max(0.0, now - event.occurred_at.timestamp()))
+        ingest = _ts(ingested_at)
+        if ingest is not None:
+            self.ingest_to_decision.observe(max(0.0, now - ingest))
+        for alert in decisions.alerts:
+            self.alerts_raised.labels(alert.clinic_id, alert.rule, alert.severity.value).inc()
+
+    def dead_letter(self, topic: str, reason: str) -> None:
+        """A message dead-lettered outside the engine (e.g. an exception while processing)."""
+        self.dead_letters.labels(topic, reason).inc()
+
+    def set_consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.consumer_lag.labels(topic, str(partition)).set(max(0, lag))
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def observe_sessions(
+        self,
+        sessions: Iterable[Session],
+        protocol_of: Callable[[Session], MonitoringProtocol],
+        *,
+        count_existing: bool = False,
+    ) -> None:
+        """Scan the engine's sessions (periodically, e.g. every 10 s, off the hot path).
+
+        Sets sessions under monitoring per clinic, and counts each session once when it
+        completes, as compliant or with its violated rules. The first scan of a process only
+        remembers the sessions already complete (unless `count_existing`), so a restart does
+        not count the whole history again. `engine.sessions.values()` and `engine.protocol_of`
+        are the arguments for a `MonitoringEngine`.
+        """
+        monitoring: dict[str, int] = dict.fromkeys(self._monitored_clinics, 0)
+        seeding = not self._seeded and not count_existing
+        for session in sessions:
+            if session_state(session, protocol_of(session)) == "monitoring":
+                monitoring[session.clinic_id] = monitoring.get(session.clinic_id, 0) + 1
+            elif session.session_id not in self._completed:
+                self._completed.add(session.session_id)
+                if not seeding:
+                    self.session_completed(session.clinic_id, violated_rules(session))
+        self._seeded = True
+        for clinic, count in monitoring.items():
+            self.sessions_monitored.labels(clinic).set(count)
+        self._monitored_clinics = set(monitoring)
+
+    def session_completed(self, clinic: str, rules: Iterable[str]) -> None:
+        rules = set(rules)
+        outcome = "violations" if rules else "compliant"
+        self.sessions_completed.labels(clinic, outcome).inc()
+        for rule in rules:
+            self.session_violations.labels(clinic, rule).inc()
+
+    def set_forms_overdue(self, by_clinic: Mapping[str, int]) -> None:
+        for clinic, count in by_clinic.items():
+            self.forms_overdue.labels(clinic).set(count)
+
+    # -- staff alerting ---------------------------------------------------------------------
+
+    def alert_opened(self, clinic: str, severity: str) -> None:
+        self.alerts_open.labels(clinic, severity).inc()
+
+    def alert_acknowledged(
+        self,
+        clinic: str,
+        severity: str,
+        raised_at: datetime | float,
+        acknowledged_at: datetime | float | None = None,
+    ) -> None:
+        raised = _ts(raised_at)
+        acked = _ts(acknowledged_at)
+        assert raised is not None
+        seconds = (time.time() if acked is None else acked) - raised
+        self.ack_seconds.labels(clinic, severity).observe(max(0.0, seconds))
+        self.alerts_open.labels(clinic, severity).dec()
+
+    def set_open_alerts(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Set open alerts from a count by (clinic, severity), e.g. after a restart."""
+        for (clinic, severity), count in counts.items():
+            self.alerts_open.labels(clinic, severity).set(count)
+
+    def escalated(self, clinic: str, severity: str) -> None:
+        self.escalations.labels(clinic, severity).inc()
+
+    def notified(self, channel: str, outcome: str = "delivered") -> None:
+        self.notifications.labels(channel, outcome).inc()
+
+    # -- compliance log ---------------------------------------------------------------------
+
+    def audit_batch(self, inserted: int, duplicates: int, seconds: float) -> None:
+        """One audit-sink batch committed: rows written and found already stored, duration."""
+        self.audit_rows.labels("inserted").inc(inserted)
+        self.audit_rows.labels("duplicate").inc(duplicates)
+        self.audit_batch_seconds.observe(seconds)
+        self.audit_last_commit.set_to_current_time()
+
+    # -- liveness ---------------------------------------------------------------------------
+
+    def up(self, service: str, running: bool = True) -> None:
+        self.worker_up.labels(service).set(1 if running else 0)
+
+
+def _metric_names() -> frozenset[str]:
+    """Every sample name the catalogue exports (with _total, _bucket, ... suffixes)."""
+    from prometheus_client import CollectorRegistry as _Registry
+
+    registry = _Registry()
+    Telemetry(registry)
+    names: set[str] = set()
+    for family in registry.collect():
+        if family.type == "counter":
+            names.update({family.name + "_total", family.name + "_created"})
+        elif family.type == "histogram":
+            names.update(family.name + s for s in ("_bucket", "_count", "_sum", "_created"))
+        else:
+            names.add(family.name)
+    return frozenset(names)
+
+
+METRIC_NAMES: frozenset[str] = _metric_names()
+"""Sample names a query may use (tests check dashboards and rules against it)."""
