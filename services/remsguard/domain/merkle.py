@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from functools import lru_cache
+from functools import cache
 
 __all__ = [
     "EMPTY_ROOT",
@@ -96,7 +96,7 @@ class CompactRange:
 def memory_subtree(leaf_hashes: Sequence[bytes]) -> Subtree:
     """A ``subtree`` callable over in-memory leaf hashes (memoised; for tests and small logs)."""
 
-    @lru_cache(maxsize=None)
+    @cache
     def subtree(lo: int, hi: int) -> bytes:
         if hi - lo == 1:
             return leaf_hashes[lo]

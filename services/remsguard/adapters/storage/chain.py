@@ -28,11 +28,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from datetime import datetime
-from typing import Final
+from typing import Final, Protocol
 
 import orjson
 
-from remsguard.adapters.storage.models import AuditRow, utc
+from remsguard.adapters.storage.models import utc
 from remsguard.contract.outbound import audit_record_to_json
 from remsguard.domain.decisions import AuditKind, AuditRecord
 
@@ -77,7 +77,36 @@ def normalise(record: AuditRecord) -> tuple[AuditRecord, str]:
     return replace(record, detail=orjson.loads(text), occurred_at=occurred), text
 
 
-def record_of_row(row: AuditRow) -> AuditRecord:
+class StoredRecord(Protocol):
+    """What hashing needs of a stored record: an ``AuditRow`` or a plain result row."""
+
+    @property
+    def log_index(self) -> int: ...
+    @property
+    def record_id(self) -> str: ...
+    @property
+    def chain_id(self) -> str: ...
+    @property
+    def chain_seq(self) -> int: ...
+    @property
+    def prev_hash(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def subject_id(self) -> str: ...
+    @property
+    def session_id(self) -> str | None: ...
+    @property
+    def clinic_id(self) -> str | None: ...
+    @property
+    def occurred_at(self) -> datetime | None: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def appended_at(self) -> datetime: ...
+
+
+def record_of_row(row: StoredRecord) -> AuditRecord:
     return AuditRecord(
         record_id=row.record_id,
         kind=AuditKind(row.kind),
@@ -116,7 +145,7 @@ def entry_hash(entry: bytes) -> str:
     return hashlib.sha256(entry).hexdigest()
 
 
-def row_entry(row: AuditRow) -> bytes:
+def row_entry(row: StoredRecord) -> bytes:
     """The canonical entry recomputed from a stored row (what verify and proofs hash)."""
     return canonical_entry(
         log_index=row.log_index,

@@ -759,10 +759,11 @@ class ComplianceLog:
                 else merkle.CompactRange()
             )
             nodes: list[dict[str, Any]] = []
-            result = conn.execution_options(yield_per=20_000).execute(
+            result = conn.execute(
                 select(AUDIT.c.hash)
                 .where(AUDIT.c.log_index >= acc.size, AUDIT.c.log_index < size)
                 .order_by(AUDIT.c.log_index)
+                .execution_options(yield_per=20_000)
             )
             for (hash_,) in result:
                 for level, index, node in acc.append(merkle.leaf_hash(bytes.fromhex(hash_))):
