@@ -40,18 +40,23 @@ def due_checks(session: Session, protocol: MonitoringProtocol) -> list[Check]:
     doses = _doses_in_session(session)
     if not doses:
         return []
-    first, latest, done = doses[0], doses[-1], session.fired
+    first, done = doses[0], session.fired
     rules = protocol.rules
-    candidates = [
-        Check(first.at + late, "pre", first),
-        Check(
-            latest.at + rules["POST_DOSE_BP_MISSED"].minutes("until_minutes") + late, "post", latest
-        ),
-        Check(latest.at + protocol.observation_window + late, "window", latest),
-        Check(
-            latest.at + rules["SESSION_NOT_CLOSED"].minutes("after_minutes") + late, "open", latest
-        ),
-    ]
+    candidates = [Check(first.at + late, "pre", first)]
+    # "The dose" of these checks is the latest dose *at the deadline*: a dose's check stands
+    # unless another dose was given by then. Deciding by event time, not by which dose has
+    # arrived, keeps the outcome independent of arrival order within the lateness.
+    intervals = (
+        ("post", rules["POST_DOSE_BP_MISSED"].minutes("until_minutes")),
+        ("window", protocol.observation_window),
+        ("open", rules["SESSION_NOT_CLOSED"].minutes("after_minutes")),
+    )
+    for index, dose in enumerate(doses):
+        following = doses[index + 1].at if index + 1 < len(doses) else None
+        for kind, interval in intervals:
+            deadline = dose.at + interval
+            if following is None or following > deadline:
+                candidates.append(Check(deadline + late, kind, dose))
     discharge = session.discharge
     if discharge is not None:
         candidates.append(Check(discharge.at + late, "discharge", discharge))
