@@ -497,3 +497,22 @@ def test_engine_rejects_an_unknown_default_protocol() -> None:
 def test_scenario_helpers_are_anchored_at_t0() -> None:
     assert at(0) == T0 and at(90) - at(30) == timedelta(hours=1)
     assert isinstance(engine(), MonitoringEngine)
+
+
+@pytest.mark.parametrize("second_dose_at", [48, 50, 52])
+def test_a_second_dose_near_the_40_minute_deadline_is_judged_by_event_time(
+    second_dose_at: float,
+) -> None:
+    """The 40-minute check belongs to the latest dose *at its deadline* (dose + 50): a second
+    dose given by then takes it over, one given later does not, however late it arrives."""
+    s = Session()
+    head = [s.bp(-5), s.dose(0, id="d1"), s.hr(10), s.hr(20), s.hr(30), s.hr(40)]
+    dose2, other = s.dose(second_dose_at, id="d2"), s.hr(second_dose_at + 4)
+    in_order = run([*head, dose2, other], until=600)
+    late = run([*head, other, dose2], until=600)  # d2 arrives 4 minutes late
+    assert {a.alert_id for a in late} == {a.alert_id for a in in_order}
+    missed = [a.evidence for a in only(in_order, "POST_DOSE_BP_MISSED")]
+    if second_dose_at <= 50:
+        assert missed == [("d2",)]
+    else:
+        assert missed == [("d1",), ("d2",)]
