@@ -210,6 +210,7 @@ def test_alert_lifecycle_acknowledgement_escalation_and_forms(telemetry: Telemet
     )
     telemetry.notified("webhook")
     telemetry.set_forms_overdue({"c1": 3})
+    telemetry.set_open_past_escalation({("c1", "critical"): 1})
     r = telemetry.registry
     assert value(r, "remsguard_alerts_open", clinic="c1", severity="critical") == 1
     assert value(r, "remsguard_escalations_total", clinic="c1", severity="critical") == 1
@@ -235,6 +236,7 @@ def test_alert_lifecycle_acknowledgement_escalation_and_forms(telemetry: Telemet
     )
     assert value(r, "remsguard_notifications_total", channel="webhook", outcome="delivered") == 1
     assert value(r, "remsguard_forms_overdue", clinic="c1") == 3
+    assert value(r, "remsguard_alerts_open_past_escalation", clinic="c1", severity="critical") == 1
     telemetry.set_open_alerts({("c1", "critical"): 0})
     assert value(r, "remsguard_alerts_open", clinic="c1", severity="critical") == 0
 

@@ -172,6 +172,13 @@ class Telemetry:
             ["clinic", "severity"],
             registry=registry,
         )
+        self.alerts_past_escalation = Gauge(
+            "remsguard_alerts_open_past_escalation",
+            "Open (unacknowledged) alerts whose clinic's last escalation step has passed, "
+            "by clinic and severity.",
+            ["clinic", "severity"],
+            registry=registry,
+        )
         self.ack_seconds = Histogram(
             "remsguard_alert_acknowledgement_seconds",
             "From an alert being raised to a staff member acknowledging it.",
@@ -199,6 +206,8 @@ class Telemetry:
             ["result"],
             registry=registry,
         )
+        for result in ("inserted", "duplicate"):  # exported at 0 so a stall shows as rate 0
+            self.audit_rows.labels(result)
         self.audit_batch_seconds = Histogram(
             "remsguard_audit_sink_batch_seconds",
             "Time to write one batch of audit records to the compliance log.",
@@ -335,6 +344,12 @@ class Telemetry:
         """Set open alerts from a count by (clinic, severity), e.g. after a restart."""
         for (clinic, severity), count in counts.items():
             self.alerts_open.labels(clinic, severity).set(count)
+
+    def set_open_past_escalation(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Open alerts past their last escalation step, by (clinic, severity); the notifier sets
+        it from its escalation timers (the `RemsguardCriticalAlertUnacknowledged` rule)."""
+        for (clinic, severity), count in counts.items():
+            self.alerts_past_escalation.labels(clinic, severity).set(count)
 
     def escalated(self, clinic: str, severity: str) -> None:
         self.escalations.labels(clinic, severity).inc()
