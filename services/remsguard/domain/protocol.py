@@ -150,6 +150,14 @@ def parse_protocol(text: str, *, source: str = "<protocol>") -> MonitoringProtoc
     _check_coherent(protocol, source)
     for medication in concomitant:
         _check_coherent(protocol.for_medications(frozenset({medication})), source)
+    if len(concomitant) > 1:
+        # Each parameter takes its strictest override, so all medications at once is the
+        # extreme case: e.g. one raising from_minutes and another lowering until_minutes.
+        everything = ", ".join(sorted(concomitant))
+        _check_coherent(
+            protocol.for_medications(frozenset(concomitant)),
+            f"{source} [concomitant: {everything} together]",
+        )
     return protocol
 
 
