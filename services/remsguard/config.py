@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -20,7 +21,8 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     default_protocol: str = "spravato-rems"
-    signing_key: SecretStr | None = None
+    signing_key: SecretStr | None = None  # tree-head signing: PEM or 32-byte hex/base64 seed
+    signing_key_file: Path | None = None  # or a file holding either
 
 
 @lru_cache(maxsize=1)

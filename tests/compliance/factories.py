@@ -63,3 +63,16 @@ def alert_record(a: Alert) -> AuditRecord:
         occurred_at=a.triggered_at,
         detail={"rule": a.rule, "severity": a.severity.value},
     )
+
+
+def synthetic_events(total: int) -> list[bytes]:
+    """Interleaved multi-session clinic traffic (the benchmark generator, bench/events.py)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "events.py"
+    spec = importlib.util.spec_from_file_location("_bench_events", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.generate(total))

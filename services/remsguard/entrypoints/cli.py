@@ -8,6 +8,7 @@ from remsguard import __version__
 from remsguard.adapters.logs import configure_logging
 from remsguard.config import get_settings
 from remsguard.contract.schemas import schemas_app
+from remsguard.entrypoints.audit import audit_app, audit_sink_command
 from remsguard.entrypoints.replay import replay_command
 
 app = typer.Typer(
@@ -18,6 +19,8 @@ app = typer.Typer(
 )
 app.add_typer(schemas_app, name="schemas")
 app.command("replay")(replay_command)
+app.add_typer(audit_app, name="audit")
+app.command("audit-sink")(audit_sink_command)
 
 
 @app.callback()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +14,8 @@ import typer
 from remsguard.bootstrap import build_engine
 from remsguard.config import get_settings
 from remsguard.contract.outbound import alert_to_json
-from remsguard.domain.decisions import Alert, Rejection
+from remsguard.domain.decisions import Alert, AuditRecord, Rejection
+from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.protocol import ProtocolError
 from remsguard.handlers.replay import ReplayEvents, replay
 
@@ -51,6 +52,10 @@ def replay_command(
     protocol_file: Annotated[
         list[Path] | None, typer.Option(help="a clinic's own protocol file (repeatable)")
     ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option("--db", help="also write the run's compliance log to this database URL"),
+    ] = None,
 ) -> None:
     """Run the engine over a file; print each alert as one JSON line on stdout."""
     until_at = _parse_until(until)
@@ -67,10 +72,62 @@ def replay_command(
     def on_rejected(line: int, rejection: Rejection) -> None:
         sys.stderr.write(f"line {line}: rejected: {rejection.reason}: {rejection.detail}\n")
 
+    writer = None if db is None else _LogWriter(db)
     try:
         with _open(file) as lines:
-            replay(ReplayEvents(lines, until_at), engine, on_alert, on_rejected)
+            replay(
+                ReplayEvents(lines, until_at),
+                engine,
+                on_alert if writer is None else writer.alert_then(on_alert),
+                on_rejected,
+                None if writer is None else writer.audit,
+            )
     except OSError as exc:
         typer.echo(f"remsguard replay: cannot read {file}: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None
     out.flush()
+    if writer is not None:
+        writer.finish(engine)
+
+
+class _LogWriter:
+    """Buffers the run's audit records and alerts into the compliance log at --db."""
+
+    BATCH = 5000
+
+    def __init__(self, url: str) -> None:
+        from remsguard.adapters.storage import ComplianceLog
+
+        self.log = ComplianceLog.open(url)
+        self.records: list[AuditRecord] = []
+        self.alerts: list[Alert] = []
+        self.sessions: set[str] = set()
+
+    def audit(self, record: AuditRecord) -> None:
+        self.records.append(record)
+        if record.session_id is not None:
+            self.sessions.add(record.session_id)
+        if len(self.records) >= self.BATCH:
+            self.flush()
+
+    def alert_then(self, on_alert: Callable[[Alert], None]) -> Callable[[Alert], None]:
+        def both(alert: Alert) -> None:
+            self.alerts.append(alert)
+            on_alert(alert)
+
+        return both
+
+    def flush(self) -> None:
+        self.log.append_audit(self.records)
+        self.log.save_alerts(self.alerts)
+        self.records, self.alerts = [], []
+
+    def finish(self, engine: MonitoringEngine) -> None:
+        self.flush()
+        sessions = {sid: engine.sessions.get(sid) for sid in self.sessions}
+        self.log.refresh_sessions(
+            self.sessions,
+            patient_refs={sid: s.patient_ref for sid, s in sessions.items() if s is not None},
+            protocols={sid: s.protocol for sid, s in sessions.items() if s is not None},
+        )
+        self.log.close()

@@ -1,0 +1,72 @@
+"""The audit sink's unit of work: decode a batch of audit-topic (and alerts-topic) messages
+and store it in the compliance log, idempotently.
+
+At-least-once: the caller commits consumer offsets only after ``store`` returns, so a crash
+re-delivers the batch and ``append_audit``/``save_alerts`` skip what is already stored (by
+``record_id``/``alert_id``, which the engine derives deterministically).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from remsguard.adapters.storage import ComplianceLog
+from remsguard.contract.outbound import AuditRecordPublic, alert_from_json
+from remsguard.domain.decisions import Alert, AuditRecord
+
+
+@dataclass(slots=True)
+class SinkBatch:
+    records: list[AuditRecord] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    malformed: list[tuple[str, str]] = field(default_factory=list)  # (where, why)
+
+
+def audit_record_from_json(raw: bytes) -> AuditRecord:
+    public = AuditRecordPublic.model_validate_json(raw)
+    return AuditRecord(
+        record_id=public.record_id,
+        kind=public.kind,
+        subject_id=public.subject_id,
+        session_id=public.session_id,
+        clinic_id=public.clinic_id,
+        occurred_at=public.occurred_at,
+        detail=dict(public.detail),
+    )
+
+
+def decode_batch(messages: Iterable[tuple[str, bytes | None, str]]) -> SinkBatch:
+    """``(kind, value, where)`` with kind ``"audit"`` or ``"alert"``, in consumption order."""
+    batch = SinkBatch()
+    for kind, value, where in messages:
+        if value is None:
+            batch.malformed.append((where, "empty message"))
+            continue
+        try:
+            if kind == "audit":
+                batch.records.append(audit_record_from_json(value))
+            else:
+                batch.alerts.append(alert_from_json(value))
+        except (ValidationError, ValueError) as exc:
+            batch.malformed.append((where, str(exc).splitlines()[0]))
+    return batch
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    records: int
+    duplicates: int
+    alerts: int
+    sessions: int
+
+
+def store(log: ComplianceLog, batch: SinkBatch) -> Stored:
+    appended = log.append_audit(batch.records)
+    alerts = log.save_alerts(batch.alerts)
+    sessions = {r.session_id for r in batch.records if r.session_id is not None}
+    sessions.update(a.session_id for a in batch.alerts)
+    refreshed = log.refresh_sessions(sessions) if sessions else 0
+    return Stored(appended.inserted, appended.duplicates, alerts, refreshed)
