@@ -10,6 +10,7 @@ from remsguard.config import get_settings
 from remsguard.contract.schemas import schemas_app
 from remsguard.entrypoints.audit import audit_app, audit_sink_command
 from remsguard.entrypoints.replay import replay_command
+from remsguard.entrypoints.simulate import simulate_command
 
 app = typer.Typer(
     name="remsguard",
@@ -19,6 +20,7 @@ app = typer.Typer(
 )
 app.add_typer(schemas_app, name="schemas")
 app.command("replay")(replay_command)
+app.command("simulate")(simulate_command)
 app.add_typer(audit_app, name="audit")
 app.command("audit-sink")(audit_sink_command)
 

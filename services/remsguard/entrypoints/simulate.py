@@ -1,0 +1,393 @@
+"""`remsguard simulate`: generate clinic days and deliver them to a file or the HTTP ingest.
+
+Generation is pure (`remsguard.simulation`); this module only paces the deliveries in wall-clock
+time and writes or posts them. The manifest (what was injected, per session) goes to
+`--manifest FILE`, or to stderr, before the first event is delivered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO, Protocol
+
+import httpx
+import orjson
+import typer
+
+from remsguard.bootstrap import load_protocols
+from remsguard.config import get_settings
+from remsguard.domain.protocol import ProtocolError
+from remsguard.simulation import (
+    ConfigError,
+    Delivery,
+    SimulationConfig,
+    TransportRates,
+    ViolationRates,
+    simulate,
+)
+
+DEFAULT_START = "2026-11-23T08:00:00Z"
+NDJSON = "application/x-ndjson"
+
+
+class SinkError(RuntimeError):
+    """Delivery failed for good (the ingest refused a batch, or stayed unreachable)."""
+
+
+class Sink(Protocol):
+    def send(self, delivery: Delivery) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class FileSink:
+    """JSON lines in arrival order."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+
+    def send(self, delivery: Delivery) -> None:
+        self._handle.write(delivery.line + b"\n")
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+
+class IngestClient:
+    """POSTs NDJSON batches to the embedded ingest (`POST /v1/events`) with a device token.
+
+    Transport errors, 429 and 5xx are retried with backoff: re-sending a batch is safe because
+    the ingest ignores events whose id it already has. Any other 4xx is final.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        client: httpx.Client | None = None,
+        retries: int = 4,
+        backoff: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.url = url
+        self._client = client or httpx.Client(timeout=httpx.Timeout(30.0))
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": NDJSON}
+        self._retries = retries
+        self._backoff = backoff
+        self._sleep = sleep
+        self.batches = 0
+        self.lines = 0
+        self.statuses: Counter[int] = Counter()
+        self.outcomes: Counter[str] = Counter()
+
+    def post(self, lines: Sequence[bytes]) -> httpx.Response:
+        body = b"".join(line + b"\n" for line in lines)
+        attempt = 0
+        while True:
+            try:
+                response = self._client.post(self.url, content=body, headers=self._headers)
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                self.statuses[response.status_code] += 1
+                if response.is_success:
+                    self.batches += 1
+                    self.lines += len(lines)
+                    self.outcomes.update(_outcomes(response))
+                    return response
+                problem = f"HTTP {response.status_code}: {response.text[:300]}"
+                if response.status_code != 429 and response.status_code < 500:
+                    raise SinkError(f"{self.url} refused a batch of {len(lines)}: {problem}")
+            attempt += 1
+            if attempt > self._retries:
+                raise SinkError(f"{self.url}: giving up after {attempt} attempts: {problem}")
+            self._sleep(self._backoff * 2 ** (attempt - 1))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _outcomes(response: httpx.Response) -> Counter[str]:
+    """Best effort: tally per-event outcomes if the body lists them (`status` or `outcome`)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return Counter()
+    items = body.get("results", body.get("events")) if isinstance(body, dict) else body
+    tally: Counter[str] = Counter()
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict):
+                outcome = item.get("status", item.get("outcome"))
+                if isinstance(outcome, str):
+                    tally[outcome] += 1
+    return tally
+
+
+class PostSink:
+    """Collects lines into batches of at most `batch_size` and posts each batch."""
+
+    def __init__(self, client: IngestClient, batch_size: int) -> None:
+        self._client = client
+        self._batch_size = batch_size
+        self._pending: list[bytes] = []
+
+    def send(self, delivery: Delivery) -> None:
+        self._pending.append(delivery.line)
+        if len(self._pending) >= self._batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._client.post(batch)
+
+
+class KafkaSink:
+    """Publishes with `remsguard.client.DeviceClient`: topic by event type, key = session id.
+
+    A line the client cannot route (not JSON, no `type`) is sent as is to the vitals topic,
+    as the broken monitor would have sent it, so the processor dead-letters it with its reason
+    instead of it silently never arriving.
+    """
+
+    def __init__(self, bootstrap: str, *, producer: Any = None, create: bool = True) -> None:
+        from kafka.errors import KafkaError
+
+        from remsguard.adapters.kafka.topics import Topics, create_topics
+        from remsguard.client import DeviceClient, UnroutableEvent, make_producer
+
+        logging.getLogger("kafka").setLevel(logging.WARNING)  # its info chatter is noise here
+        self._unroutable: type[Exception] = UnroutableEvent
+        self._failure: type[Exception] = KafkaError
+        settings = get_settings()
+        self.topics = Topics.from_settings(settings)
+        self.published = 0
+        self.sent_raw = 0
+        try:
+            if create:  # never let the broker auto-create an input topic un-co-partitioned
+                create_topics(
+                    bootstrap, self.topics, settings.topic_partitions, settings.topic_replication
+                )
+            self._producer = producer if producer is not None else make_producer(bootstrap)
+        except KafkaError as exc:
+            raise SinkError(f"Kafka at {bootstrap}: {exc}") from exc
+        self._client = DeviceClient(bootstrap, self.topics, producer=self._producer)
+
+    def send(self, delivery: Delivery) -> None:
+        try:
+            try:
+                self._client.send(delivery.line)
+            except self._unroutable:
+                key = delivery.session_id.encode("utf-8")
+                self._producer.send(self.topics.vitals, key=key, value=delivery.line)
+                self.sent_raw += 1
+        except self._failure as exc:
+            raise SinkError(f"Kafka: {exc}") from exc
+        self.published += 1
+
+    def flush(self) -> None:
+        try:
+            self._client.flush()
+        except self._failure as exc:
+            raise SinkError(f"Kafka: {exc}") from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(self._failure):  # already reported, or nothing left to send
+            self._client.close()
+
+
+def deliver(
+    deliveries: Iterable[Delivery],
+    sinks: Sequence[Sink],
+    speed: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Send each delivery at its arrival time, `speed` times faster than real (0 = no waits)."""
+    origin: datetime | None = None
+    wall0 = clock()
+    sent = 0
+    for delivery in deliveries:
+        if speed > 0:
+            if origin is None:
+                origin = delivery.arrival
+            due = wall0 + (delivery.arrival - origin).total_seconds() / speed
+            wait = due - clock()
+            if wait > 0:
+                for sink in sinks:
+                    sink.flush()  # what is due now goes out before we wait
+                sleep(wait)
+        for sink in sinks:
+            sink.send(delivery)
+        sent += 1
+    for sink in sinks:
+        sink.flush()
+    return sent
+
+
+def _parse_start(value: str) -> datetime:
+    if value == "now":
+        return datetime.now(UTC).replace(microsecond=0)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"not an RFC 3339 time: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise typer.BadParameter("--start needs an offset, e.g. 2026-11-23T08:00:00Z")
+    return parsed
+
+
+def simulate_command(
+    out: Annotated[
+        str | None,
+        typer.Option(help="write JSON lines in arrival order to FILE ('-' = stdout; default)"),
+    ] = None,
+    post: Annotated[
+        str | None,
+        typer.Option(help="POST NDJSON batches to this ingest URL (…/v1/events)"),
+    ] = None,
+    kafka: Annotated[
+        str | None,
+        typer.Option(help="publish to the Kafka input topics at this bootstrap address"),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(envvar="REMSGUARD_DEVICE_TOKEN", help="device token for --post"),
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="write the injection manifest here (default: stderr)")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="same seed, same output, byte for byte (default: random)")
+    ] = None,
+    start: Annotated[
+        str, typer.Option(help="RFC 3339 time the first chair opens, or 'now'")
+    ] = DEFAULT_START,
+    clinics: Annotated[int, typer.Option(min=1)] = 2,
+    chairs: Annotated[int, typer.Option(min=1, help="chairs per clinic")] = 3,
+    sessions_per_chair: Annotated[int, typer.Option(min=1, help="back to back, per day")] = 3,
+    days: Annotated[int, typer.Option(min=1)] = 1,
+    esketamine_share: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="share of intranasal esketamine sessions"),
+    ] = 0.5,
+    concomitant_share: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="share of sessions with a concomitant medication"),
+    ] = 0.15,
+    early_discharge_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.03,
+    missed_check_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="no BP at the post-dose (40-minute) check")
+    ] = 0.03,
+    missing_pre_dose_bp_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.03,
+    bp_crisis_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.03,
+    desaturation_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.03,
+    dropout_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="monitor silent past the vitals gap")
+    ] = 0.03,
+    duplicate_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.01,
+    reorder_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="events delivered late (within lateness)")
+    ] = 0.03,
+    malformed_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.003,
+    speed: Annotated[
+        float, typer.Option(min=0.0, help="times faster than real time; 0 = no waiting")
+    ] = 0.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="events per POST")] = 200,
+) -> None:
+    """Generate realistic clinic days with injected violations and transport faults."""
+    if post is not None and not token:
+        raise typer.BadParameter("--post needs --token (or REMSGUARD_DEVICE_TOKEN)")
+    if out is None and post is None and kafka is None:
+        out = "-"
+    config = SimulationConfig(
+        start=_parse_start(start),
+        seed=secrets.randbelow(2**31) if seed is None else seed,
+        clinics=clinics,
+        chairs_per_clinic=chairs,
+        sessions_per_chair=sessions_per_chair,
+        days=days,
+        esketamine_share=esketamine_share,
+        concomitant_share=concomitant_share,
+        violations=ViolationRates(
+            early_discharge=early_discharge_rate,
+            missed_post_dose_check=missed_check_rate,
+            missing_pre_dose_bp=missing_pre_dose_bp_rate,
+            bp_crisis=bp_crisis_rate,
+            desaturation=desaturation_rate,
+            device_dropout=dropout_rate,
+        ),
+        transport=TransportRates(
+            duplicate=duplicate_rate, reorder=reorder_rate, malformed=malformed_rate
+        ),
+    )
+    try:
+        simulation = simulate(config, load_protocols())
+    except (ConfigError, ProtocolError, ValueError) as exc:
+        typer.echo(f"remsguard simulate: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    report = simulation.manifest_json()
+    if manifest is None:
+        sys.stderr.write(report.decode())
+        sys.stderr.flush()
+    else:
+        manifest.write_bytes(report)
+
+    sinks: list[Sink] = []
+    handle: BinaryIO | None = None
+    client: IngestClient | None = None
+    producer: KafkaSink | None = None
+    try:
+        if out == "-":
+            sinks.append(FileSink(sys.stdout.buffer))
+        elif out is not None:
+            handle = Path(out).open("wb")  # noqa: SIM115 - closed in `finally`
+            sinks.append(FileSink(handle))
+        if post is not None:
+            assert token is not None
+            client = IngestClient(post, token)
+            sinks.append(PostSink(client, batch_size))
+        if kafka is not None:
+            producer = KafkaSink(kafka)
+            sinks.append(producer)
+        deliver(simulation.deliveries, sinks, speed)
+    except OSError as exc:
+        typer.echo(f"remsguard simulate: cannot write {out}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+    except SinkError as exc:
+        typer.echo(f"remsguard simulate: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    finally:
+        if handle is not None:
+            handle.close()
+        if client is not None:
+            client.close()
+        if producer is not None:
+            producer.close()
+    if producer is not None:
+        sys.stderr.write(
+            f"remsguard simulate: published {producer.published} events to Kafka "
+            f"({producer.sent_raw} unroutable lines sent raw to {producer.topics.vitals})\n"
+        )
+    if client is not None:
+        summary = {
+            "posted_lines": client.lines,
+            "batches": client.batches,
+            "http_statuses": {str(k): v for k, v in sorted(client.statuses.items())},
+            "outcomes": dict(sorted(client.outcomes.items())),
+        }
+        sys.stderr.write("remsguard simulate: " + orjson.dumps(summary).decode() + "\n")
