@@ -23,6 +23,14 @@ class Settings(BaseSettings):
     default_protocol: str = "spravato-rems"
     signing_key: SecretStr | None = None  # tree-head signing: PEM or 32-byte hex/base64 seed
     signing_key_file: Path | None = None  # or a file holding either
+    # Embedded mode (`remsguard up`): one process, one port, files in data_dir.
+    data_dir: Path = Path(".local/remsguard")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8400, ge=0, le=65535)
+    ingest_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    # "event": the engine clock is max(wall clock, latest event time), as in replay;
+    # "wall": the wall clock only (devices' clocks running ahead cannot move deadlines).
+    embedded_clock: Literal["event", "wall"] = "event"
 
 
 @lru_cache(maxsize=1)

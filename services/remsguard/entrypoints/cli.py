@@ -11,6 +11,7 @@ from remsguard.contract.schemas import schemas_app
 from remsguard.entrypoints.audit import audit_app, audit_sink_command
 from remsguard.entrypoints.replay import replay_command
 from remsguard.entrypoints.simulate import simulate_command
+from remsguard.entrypoints.up import up_command
 
 app = typer.Typer(
     name="remsguard",
@@ -23,6 +24,7 @@ app.command("replay")(replay_command)
 app.command("simulate")(simulate_command)
 app.add_typer(audit_app, name="audit")
 app.command("audit-sink")(audit_sink_command)
+app.command("up")(up_command)
 
 
 @app.callback()

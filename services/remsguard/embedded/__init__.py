@@ -1,0 +1,10 @@
+"""Embedded mode: the whole service in one process on one machine (`remsguard up`).
+
+- `journal`: the durable, fsync'd record of every event accepted over HTTP (SQLite, WAL).
+- `ingest`: an HTTP body (JSON array or NDJSON) to decoded events, one outcome per event.
+- `runtime`: the one task that owns the engine: group-committed ingest, the live clock,
+  restart recovery from the journal, and hand-off of decisions to the compliance log.
+- `compliance`: the narrow interfaces embedded mode needs from the compliance log and the
+  principal store, with interim implementations until `adapters/storage` lands.
+- `container`: wires all of the above for one data directory.
+"""

@@ -1,0 +1,103 @@
+"""Wires embedded mode for one data directory: journal, engine, compliance log, principals.
+
+Files in the data directory:
+- `journal.db` (+ `-wal`, `-shm`): the event journal (see `journal.py`).
+- `first-run-tokens.txt` (0600): the admin and device tokens made on the first start.
+- `remsguard.db` (+ `-wal`, `-shm`): the compliance log (`remsguard.adapters.storage`), with
+  the API principals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from remsguard.adapters.metrics import new_registry
+from remsguard.adapters.storage import ComplianceLog
+from remsguard.adapters.telemetry import Telemetry
+from remsguard.bootstrap import build_engine
+from remsguard.config import Settings
+from remsguard.embedded.compliance import Role, create_principal, has_principals
+from remsguard.embedded.journal import EventJournal
+from remsguard.embedded.runtime import EmbeddedRuntime, RecoverySummary
+
+__all__ = ["TOKENS_FILE", "EmbeddedContainer", "ensure_first_run_tokens"]
+
+log = structlog.get_logger(__name__)
+
+TOKENS_FILE = "first-run-tokens.txt"
+JOURNAL_FILE = "journal.db"
+COMPLIANCE_FILE = "remsguard.db"
+
+
+def ensure_first_run_tokens(data_dir: Path, log: ComplianceLog) -> Path | None:
+    """On the first start (no principals yet): an admin and a device token, in a 0600 file."""
+    if has_principals(log):
+        return None
+    admin = create_principal(log, "admin", Role.ADMIN)
+    device = create_principal(log, "device", Role.DEVICE)
+    path = data_dir / TOKENS_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(f"admin: {admin}\ndevice: {device}\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(path, 0o600)  # in case the file existed with wider permissions
+    return path
+
+
+@dataclass
+class EmbeddedContainer:
+    """Everything the embedded HTTP app serves from; `start`/`stop` run in its lifespan.
+
+    Other components of embedded mode (the notifier, the console's SSE feed) add themselves
+    here and to `start`/`stop`.
+    """
+
+    settings: Settings
+    data_dir: Path
+    journal: EventJournal
+    compliance: ComplianceLog
+    runtime: EmbeddedRuntime
+    telemetry: Telemetry
+    recovery: RecoverySummary | None = field(default=None)
+
+    @classmethod
+    def open(
+        cls, settings: Settings, data_dir: Path, protocol_files: list[Path] | None = None
+    ) -> EmbeddedContainer:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o700)
+        telemetry = Telemetry(new_registry())
+        engine = build_engine(settings.default_protocol, protocol_files)
+        journal = EventJournal(data_dir / JOURNAL_FILE)
+        compliance = ComplianceLog.open(f"sqlite:///{data_dir / COMPLIANCE_FILE}")
+        runtime = EmbeddedRuntime(
+            engine, journal, compliance, telemetry, clock_mode=settings.embedded_clock
+        )
+        return cls(settings, data_dir, journal, compliance, runtime, telemetry)
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.telemetry.registry
+
+    async def start(self) -> None:
+        self.recovery = await asyncio.to_thread(self.runtime.recover)
+        log.info(
+            "embedded.recovered",
+            events=self.recovery.events,
+            rejections=self.recovery.rejections,
+            alerts=self.recovery.alerts,
+            seconds=round(self.recovery.seconds, 3),
+        )
+        await self.runtime.start()
+
+    async def stop(self) -> None:
+        await self.runtime.stop()
+        self.journal.close()
+        self.compliance.close()

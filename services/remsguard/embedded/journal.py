@@ -1,0 +1,242 @@
+"""The event journal: every accepted device event, durable before the HTTP response.
+
+Why stdlib `sqlite3` and not the compliance log's sqlmodel/SQLAlchemy stack:
+- The journal is the write-ahead record that the ingest path waits on, so it must be as short
+  as possible: one `executemany` of raw bytes and one COMMIT per group of requests. An ORM
+  session adds object construction and flush bookkeeping per row on that path and buys
+  nothing (there is one table, no relations, no migrations to share with PostgreSQL).
+- Durability must be explicit and visible: `journal_mode=WAL` with `synchronous=FULL` makes
+  SQLite fsync the WAL on every COMMIT, so when `append` returns, the rows survive a crash
+  or power loss. Those are per-connection PRAGMAs; owning the connection here makes sure
+  nothing (a pool, a reconnect) silently drops them.
+- It never leaves one machine: embedded mode's journal is a local file, not a shared
+  database, so SQLite's single-writer model is exactly what is wanted.
+
+The journal keeps the raw event bytes as received (re-decoded on recovery, so recovery goes
+through the same contract code as live ingest), the engine clock just before the event was
+applied (so recovery re-applies each event at the same clock, and deadline decisions come out
+the same), and the arrival order (`seq`). Contract rejections are journaled as well, so the
+compliance log's record of rejected input is as durable as the accepted events.
+
+One writer: the runtime's ingest task calls `append` from a worker thread, one call at a time;
+the connection is opened with `check_same_thread=False` for that reason.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+__all__ = ["Checkpoint", "EventJournal", "JournaledEvent", "JournaledRejection"]
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY,
+    session_id  TEXT    NOT NULL,
+    event_id    TEXT    NOT NULL,
+    clock_us    INTEGER,
+    received_us INTEGER NOT NULL,
+    raw         BLOB    NOT NULL,
+    UNIQUE (session_id, event_id)
+);
+CREATE TABLE IF NOT EXISTS rejections (
+    seq         INTEGER PRIMARY KEY,
+    source      TEXT    NOT NULL UNIQUE,
+    reason      TEXT    NOT NULL,
+    detail      TEXT    NOT NULL,
+    event_id    TEXT,
+    session_id  TEXT,
+    clinic_id   TEXT,
+    clock_us    INTEGER,
+    received_us INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+
+def to_us(value: datetime | None) -> int | None:
+    """Microseconds since the epoch (exact, unlike a float timestamp)."""
+    if value is None:
+        return None
+    delta = value.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_us(value: int | None) -> datetime | None:
+    if value is None:
+        return None
+    seconds, micros = divmod(value, 1_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Sequence numbers in the journal: the last event row and the last rejection row."""
+
+    events: int = 0
+    rejections: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JournaledEvent:
+    """One accepted event: `clock` is the engine clock just before it was applied."""
+
+    session_id: str
+    event_id: str
+    clock: datetime | None
+    raw: bytes
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class JournaledRejection:
+    """One input that broke the contract; `source` is unique and stable (its audit id)."""
+
+    source: str
+    reason: str
+    detail: str
+    event_id: str | None
+    session_id: str | None
+    clinic_id: str | None
+    clock: datetime | None
+
+
+class EventJournal:
+    """An append-only SQLite file; `append` returns once the rows are fsync'd."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+        sync = self._db.execute("PRAGMA synchronous").fetchone()[0]
+        if mode != "wal" or sync != 2:  # 2 = FULL
+            raise RuntimeError(f"{path}: journal needs WAL + synchronous=FULL, got {mode}/{sync}")
+        self._db.executescript(_SCHEMA)
+
+    def append(
+        self,
+        events: Sequence[JournaledEvent],
+        rejections: Sequence[JournaledRejection] = (),
+        checkpoint: Checkpoint | None = None,
+    ) -> Checkpoint:
+        """Append in order, in one transaction; durable on return.
+
+        An event whose session/event id is already journaled is skipped (that happens only
+        for events the engine rejected before). `checkpoint`, if given, is stored in the same
+        transaction (see `recorded_through`). Returns the last sequence numbers in the journal.
+        """
+        received = to_us(datetime.now(UTC))
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany(
+                    "INSERT OR IGNORE INTO events "
+                    "(session_id, event_id, clock_us, received_us, raw) VALUES (?,?,?,?,?)",
+                    [(e.session_id, e.event_id, to_us(e.clock), received, e.raw) for e in events],
+                )
+                db.executemany(
+                    "INSERT OR IGNORE INTO rejections (source, reason, detail, event_id, "
+                    "session_id, clinic_id, clock_us, received_us) VALUES (?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            r.source,
+                            r.reason,
+                            r.detail,
+                            r.event_id,
+                            r.session_id,
+                            r.clinic_id,
+                            to_us(r.clock),
+                            received,
+                        )
+                        for r in rejections
+                    ],
+                )
+                if checkpoint is not None:
+                    self._store_checkpoint(checkpoint)
+                last = self._last()
+                db.execute("COMMIT")  # synchronous=FULL: the WAL is fsync'd here
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        return last
+
+    def _last(self) -> Checkpoint:
+        events = self._db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        rejected = self._db.execute("SELECT coalesce(max(seq), 0) FROM rejections").fetchone()
+        return Checkpoint(int(events), int(rejected[0]))
+
+    def _store_checkpoint(self, checkpoint: Checkpoint) -> None:
+        self._db.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [
+                ("recorded_events", checkpoint.events),
+                ("recorded_rejections", checkpoint.rejections),
+            ],
+        )
+
+    def last(self) -> Checkpoint:
+        with self._lock:
+            return self._last()
+
+    def set_recorded_through(self, checkpoint: Checkpoint) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._store_checkpoint(checkpoint)
+            self._db.execute("COMMIT")
+
+    def recorded_through(self) -> Checkpoint:
+        """How far the compliance log is known to be complete: every decision made up to and
+        including applying these journal rows was written to it. Recovery re-records only
+        what comes after (re-recording more would be harmless, only slower)."""
+        with self._lock:
+            rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        return Checkpoint(rows.get("recorded_events", 0), rows.get("recorded_rejections", 0))
+
+    def events(self, batch: int = 10_000) -> Iterator[JournaledEvent]:
+        """Every journaled event in arrival order."""
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT seq, session_id, event_id, clock_us, raw FROM events "
+                    "WHERE seq > ? ORDER BY seq LIMIT ?",
+                    (last, batch),
+                ).fetchall()
+            if not rows:
+                return
+            for seq, session_id, event_id, clock_us, raw in rows:
+                yield JournaledEvent(session_id, event_id, from_us(clock_us), bytes(raw), seq)
+            last = rows[-1][0]
+
+    def rejections(self, after: int = 0) -> list[JournaledRejection]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT source, reason, detail, event_id, session_id, clinic_id, clock_us "
+                "FROM rejections WHERE seq > ? ORDER BY seq",
+                (after,),
+            ).fetchall()
+        return [
+            JournaledRejection(source, reason, detail, eid, sid, cid, from_us(clock))
+            for source, reason, detail, eid, sid, cid, clock in rows
+        ]
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

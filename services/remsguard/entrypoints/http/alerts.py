@@ -1,0 +1,124 @@
+"""`GET /v1/alerts`: alerts from the compliance log, oldest first, with cursor pagination.
+
+Filters: `session`, `clinic`, `rule`, `since` (RFC 3339, inclusive, on `triggered_at`);
+`limit` up to 10,000 per page; `cursor` from the previous page's `next_cursor`. A principal
+bound to clinics sees only those. Each alert is the outbound alert JSON (as `remsguard
+replay` prints it) followed by its lifecycle fields (`status`, `acknowledged_by`, ...).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+
+from remsguard.adapters.storage import AlertQuery, AlertRow, ComplianceLog, CursorError
+from remsguard.adapters.storage.log import MAX_LIMIT as STORAGE_PAGE
+from remsguard.adapters.storage.models import utc
+from remsguard.contract.outbound import alert_to_json
+from remsguard.domain.decisions import Alert, Severity
+from remsguard.embedded.compliance import Principal, Role
+from remsguard.entrypoints.http.auth import require
+from remsguard.entrypoints.http.errors import ApiError
+
+__all__ = ["MAX_PAGE", "alert_row_json", "router"]
+
+router = APIRouter(tags=["alerts"])
+MAX_PAGE: Final = 10_000
+_OPTS: Final = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+
+
+def alert_row_json(row: AlertRow) -> bytes:
+    """The outbound alert JSON of a stored alert, plus its lifecycle fields."""
+    alert = Alert(
+        alert_id=row.alert_id,
+        rule=row.rule,
+        severity=Severity(row.severity),
+        session_id=row.session_id,
+        clinic_id=row.clinic_id,
+        triggered_at=utc(row.triggered_at),
+        message=row.message,
+        evidence=tuple(orjson.loads(row.evidence)),
+        protocol=row.protocol,
+        protocol_version=row.protocol_version,
+    )
+    lifecycle = orjson.dumps(
+        {
+            "status": row.status,
+            "acknowledged_by": row.acknowledged_by,
+            "acknowledged_at": None if row.acknowledged_at is None else utc(row.acknowledged_at),
+            "resolved_by": row.resolved_by,
+            "resolved_at": None if row.resolved_at is None else utc(row.resolved_at),
+        },
+        option=_OPTS,
+    )
+    return alert_to_json(alert)[:-1] + b"," + lifecycle[1:]
+
+
+def query_alerts(
+    log: ComplianceLog, query: AlertQuery, limit: int
+) -> tuple[list[AlertRow], str | None]:
+    """Up to `limit` alerts, in storage pages; the cursor continues after the last one."""
+    rows: list[AlertRow] = []
+    cursor = query.cursor
+    while True:
+        want = min(limit - len(rows), STORAGE_PAGE)
+        page = log.alerts(
+            AlertQuery(
+                clinics=query.clinics,
+                clinic_id=query.clinic_id,
+                session_id=query.session_id,
+                rule=query.rule,
+                since=query.since,
+                cursor=cursor,
+                limit=want,
+            )
+        )
+        rows.extend(page.items)
+        cursor = page.next_cursor
+        if cursor is None or len(rows) >= limit:
+            return rows, cursor
+
+
+@router.get(
+    "/v1/alerts",
+    summary="Alerts, filtered, oldest first",
+    responses={
+        200: {"description": '`{"alerts": [...], "next_cursor": str | null}`'},
+        400: {"description": "Bad cursor or a time without an offset."},
+        401: {"description": "Missing or unknown bearer token."},
+        403: {"description": "A device token, or a clinic this principal may not see."},
+    },
+)
+def get_alerts(
+    request: Request,
+    principal: Principal = Depends(require(Role.AUDITOR, Role.STAFF, Role.ADMIN)),
+    session: str | None = Query(None, min_length=1, max_length=128, description="session id"),
+    clinic: str | None = Query(None, min_length=1, max_length=128, description="clinic id"),
+    rule: str | None = Query(None, min_length=1, max_length=64, description="rule, e.g. BP_CRISIS"),
+    since: datetime | None = Query(None, description="RFC 3339; triggered at or after"),
+    limit: int = Query(1000, ge=1, le=MAX_PAGE),
+    cursor: str | None = Query(None, min_length=1, max_length=512),
+) -> Response:
+    if since is not None and since.tzinfo is None:
+        raise ApiError(400, "invalid_time", "since needs an offset, e.g. 2026-11-23T09:00:00Z")
+    if clinic is not None and not principal.may_see(clinic):
+        raise ApiError(403, "forbidden", f"this token may not see clinic {clinic!r}")
+    query = AlertQuery(
+        clinics=principal.clinic_scope,
+        clinic_id=clinic,
+        session_id=session,
+        rule=rule,
+        since=since,
+        cursor=cursor,
+    )
+    try:
+        rows, next_cursor = query_alerts(request.app.state.container.compliance, query, limit)
+    except CursorError:
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this service issued") from None
+    body = b'{"alerts":[' + b",".join(alert_row_json(row) for row in rows) + b'],"next_cursor":'
+    body += orjson.dumps(next_cursor) + b"}"
+    return Response(body, media_type="application/json")

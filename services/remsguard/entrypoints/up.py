@@ -1,0 +1,168 @@
+"""`remsguard up`: embedded mode, the whole service in one process on one port.
+
+Creates the data directory on first start (with `first-run-tokens.txt`, 0600), recovers the
+engine from the event journal, serves the HTTP app with uvicorn (`log_config=None`, so our
+structlog setup stays), prints the URL, and stops cleanly on Ctrl-C or SIGTERM (requests in
+flight are answered, queued events are journaled and applied, files are closed).
+
+`--simulate` also runs `remsguard simulate`, posting to this process's ingest with a device
+token of its own, starting now and running `--speed` times faster than real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import structlog
+import typer
+import uvicorn
+
+from remsguard.config import get_settings
+from remsguard.domain.protocol import ProtocolError
+from remsguard.embedded.compliance import Role, create_principal
+from remsguard.embedded.container import EmbeddedContainer, ensure_first_run_tokens
+from remsguard.entrypoints.http import create_app
+
+log = structlog.get_logger(__name__)
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+class _Simulator:
+    """`remsguard simulate --post` as a child process; the token goes in its environment."""
+
+    def __init__(self, url: str, token: str, speed: float, manifest: Path) -> None:
+        env = {**os.environ, "REMSGUARD_DEVICE_TOKEN": token}
+        command = [
+            sys.executable,
+            "-m",
+            "remsguard",
+            "simulate",
+            "--post",
+            url,
+            "--start",
+            "now",
+            "--speed",
+            str(speed),
+            "--manifest",
+            str(manifest),
+        ]
+        self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+
+async def _serve(
+    container: EmbeddedContainer, host: str, port: int, simulate: bool, speed: float
+) -> None:
+    config = uvicorn.Config(
+        create_app(container),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.05)
+    simulator: _Simulator | None = None
+    if server.started:
+        bound = port
+        for listener in server.servers:
+            for sock in listener.sockets:
+                bound = sock.getsockname()[1]
+                break
+        base = f"http://{_url_host(host)}:{bound}"
+        typer.echo(f"remsguard is up: {base}/v1/alerts (API; the console is not built yet)")
+        typer.echo(f"  ingest  POST {base}/v1/events    metrics {base}/metrics")
+        typer.echo(f"  tokens  {container.data_dir / 'first-run-tokens.txt'}")
+        typer.echo("  Ctrl-C stops it.")
+        if simulate:
+            token = await asyncio.to_thread(
+                create_principal,
+                container.compliance,
+                f"simulator-{uuid.uuid4().hex[:8]}",
+                Role.DEVICE,
+            )
+            simulator = _Simulator(
+                f"{base}/v1/events", token, speed, container.data_dir / "simulation-manifest.json"
+            )
+            typer.echo(f"  simulating clinic days at {speed:g}x real time")
+    try:
+        await serving
+    finally:
+        if simulator is not None:
+            simulator.stop()
+
+
+def up_command(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="where the journal, compliance log and tokens live [default: setting]"),
+    ] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="HTTP port")] = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    simulate: Annotated[
+        bool, typer.Option("--simulate", help="also run the clinic simulator against it")
+    ] = False,
+    speed: Annotated[
+        float, typer.Option(min=0.0, help="with --simulate: times faster than real time")
+    ] = 20.0,
+    protocol: Annotated[
+        str | None, typer.Option(help="default protocol for sessions that name none")
+    ] = None,
+    protocol_file: Annotated[
+        list[Path] | None, typer.Option(help="a clinic's own protocol file (repeatable)")
+    ] = None,
+) -> None:
+    """Run everything in one process: device ingest, engine, compliance log, API, metrics."""
+    settings = get_settings()
+    if protocol is not None:
+        settings = settings.model_copy(update={"default_protocol": protocol})
+    directory = (data_dir or settings.data_dir).expanduser().resolve()
+    files = list(protocol_file or [])
+    try:
+        container = EmbeddedContainer.open(settings, directory, files)
+    except (ProtocolError, ValueError) as exc:
+        typer.echo(f"remsguard up: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        typer.echo(f"remsguard up: cannot use {directory}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(1) from None
+    tokens = ensure_first_run_tokens(directory, container.compliance)
+    if tokens is not None:
+        typer.echo(f"first start: admin and device tokens written to {tokens} (mode 0600)")
+    # uvicorn re-raises the signal that stopped it once it has shut down; a no-op handler
+    # makes that a clean exit (status 0) instead of a KeyboardInterrupt or death by SIGTERM.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    asyncio.run(
+        _serve(
+            container,
+            host or settings.http_host,
+            settings.http_port if port is None else port,
+            simulate,
+            speed,
+        )
+    )
