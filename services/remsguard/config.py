@@ -32,6 +32,17 @@ class Settings(BaseSettings):
     # "wall": the wall clock only (devices' clocks running ahead cannot move deadlines).
     embedded_clock: Literal["event", "wall"] = "event"
 
+    # Stream processor (`remsguard topics create`, `processor`, `publish`, `alerts tail`).
+    topic_prefix: str = ""  # prepended to every topic name: isolates environments and tests
+    topic_partitions: int = Field(default=6, ge=1)  # all topics are co-partitioned
+    topic_replication: int = Field(default=1, ge=1)
+    processor_app_id: str = "remsguard-processor"  # consumer group and changelog topic prefix
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    clock_tick_seconds: float = Field(default=0.5, gt=0)  # how often the deadline timer runs
+    clock_idle_grace_seconds: float = Field(default=3.0, ge=0)  # caught-up and quiet this long
+    state_flush_seconds: float = Field(default=0.25, gt=0)  # session state write-behind period
+    protocol_files: list[Path] = Field(default_factory=list)  # a clinic's own protocol files
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

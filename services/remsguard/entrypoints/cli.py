@@ -11,6 +11,12 @@ from remsguard.contract.schemas import schemas_app
 from remsguard.entrypoints.audit import audit_app, audit_sink_command
 from remsguard.entrypoints.replay import replay_command
 from remsguard.entrypoints.simulate import simulate_command
+from remsguard.entrypoints.streaming import (
+    alerts_app,
+    processor_command,
+    publish_command,
+    topics_app,
+)
 from remsguard.entrypoints.up import up_command
 
 app = typer.Typer(
@@ -24,6 +30,10 @@ app.command("replay")(replay_command)
 app.command("simulate")(simulate_command)
 app.add_typer(audit_app, name="audit")
 app.command("audit-sink")(audit_sink_command)
+app.add_typer(topics_app, name="topics")
+app.add_typer(alerts_app, name="alerts")
+app.command("processor")(processor_command)
+app.command("publish")(publish_command)
 app.command("up")(up_command)
 
 

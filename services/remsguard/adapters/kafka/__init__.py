@@ -1,0 +1,1 @@
+"""Kafka adapters: topic layout and creation, producers, the faust-streaming processor app."""

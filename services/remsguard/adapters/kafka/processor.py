@@ -1,0 +1,263 @@
+"""The faust-streaming app of `remsguard processor`: a thin shell around `StreamProcessor`.
+
+- One agent (`concurrency=1`) over one multi-name topic: the three input topics and the
+  tick topic, raw bytes in and out, keys are raw UTF-8 session ids.
+- One table, `sessions` (memory store, changelog-backed): bytes session id -> pickled
+  session. It is written only in the agent loop, when a partition's state is flushed.
+- One timer, on every worker: skipped while rebalancing; (re)builds the deadline heaps when
+  the assignment changed; advances each actively owned partition's clock; sends a tick to
+  the tick topic for every due session (and a flush request for partitions whose processed
+  messages wait too long for their state write).
+- Manual acks: a message is acked only after its partition's state is in the table, which
+  happens only after every output sent before is acknowledged by Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import TP
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from remsguard.adapters.kafka.topics import Topics
+from remsguard.bootstrap import load_protocols
+from remsguard.config import Settings
+from remsguard.domain.engine import MonitoringEngine
+from remsguard.handlers.stream import FLUSH, SessionStore, StreamProcessor, encode_tick
+
+__all__ = ["ProcessorMetrics", "create_app"]
+
+CHANGELOG_CONFIG = {
+    "cleanup.policy": "compact",
+    "segment.bytes": str(64 * 1024 * 1024),
+    "segment.ms": str(60 * 60 * 1000),
+    "min.cleanable.dirty.ratio": "0.2",
+}
+
+
+class ProcessorMetrics:
+    """Counts and latencies of the processor, registered on an explicit registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.messages = Counter(
+            "remsguard_processor_messages_total",
+            "Messages processed, by topic kind and outcome.",
+            ["kind", "outcome"],
+            registry=registry,
+        )
+        self.alerts = Counter(
+            "remsguard_processor_alerts_total",
+            "Alerts raised (re-sent ones after a restart included), by rule.",
+            ["rule"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "remsguard_processor_dead_letters_total",
+            "Messages sent to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "remsguard_processor_message_seconds",
+            "Time to process one message (decode, engine, queue outputs).",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0),
+            registry=registry,
+        )
+        self.publish_to_process = Histogram(
+            "remsguard_processor_event_age_seconds",
+            "From the input message's timestamp (publish) to its processing.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60),
+            registry=registry,
+        )
+        self.flushes = Counter(
+            "remsguard_processor_state_flushes_total",
+            "Session-state writes to the changelog table (one per partition flush).",
+            registry=registry,
+        )
+        self.clock_lag = Gauge(
+            "remsguard_processor_clock_lag_seconds",
+            "Wall clock minus the partition's engine clock.",
+            ["partition"],
+            registry=registry,
+        )
+        self.partitions = Gauge(
+            "remsguard_processor_partitions",
+            "Partitions actively owned by this worker.",
+            registry=registry,
+        )
+
+
+@dataclass
+class _Pending:
+    """Per partition: messages waiting for their state write, outputs waiting for acks."""
+
+    events: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    sends: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
+
+    def drop(self, partitions: set[int]) -> None:
+        for partition in partitions:
+            self.events.pop(partition, None)
+            self.sends.pop(partition, None)
+
+
+def create_app(
+    settings: Settings,
+    registry: CollectorRegistry,
+    protocol_files: list[Path] | None = None,
+) -> faust.App:
+    topics = Topics.from_settings(settings)
+    partitions = settings.topic_partitions
+    brokers = ";".join(f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(","))
+    app = faust.App(
+        settings.processor_app_id,
+        broker=brokers,
+        store="memory://",
+        topic_partitions=partitions,
+        topic_replication_factor=settings.topic_replication,
+        table_standby_replicas=0,
+        processing_guarantee=settings.processing_guarantee,
+        web_enabled=False,
+        autodiscover=False,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger=0.002,
+        producer_max_batch_size=256 * 1024,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        stream_buffer_maxsize=16384,
+    )
+    metrics = ProcessorMetrics(registry)
+    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+    source = app.topic(*topics.inputs, topics.ticks, key_type=bytes, value_type=bytes, **raw)
+    outputs = {
+        name: app.topic(name, key_type=bytes, value_type=bytes, **raw)
+        for name in (topics.alerts, topics.audit, topics.deadletter, topics.ticks)
+    }
+    table: Any = app.Table(
+        "sessions",
+        partitions=partitions,
+        key_type=bytes,
+        value_type=bytes,
+        extra_topic_configs=CHANGELOG_CONFIG,
+    )
+    # faust derives table serializers from the types (json for bytes); the changelog topic is
+    # created lazily, so raw set here applies to it too.
+    table.key_serializer = table.value_serializer = "raw"
+    store = SessionStore(table)
+    engine = MonitoringEngine(
+        load_protocols(protocol_files or settings.protocol_files),
+        default_protocol=settings.default_protocol,
+        sessions=store,
+    )
+    processor = StreamProcessor(
+        engine,
+        store,
+        topics,
+        idle_grace_seconds=settings.clock_idle_grace_seconds,
+        flush_seconds=settings.state_flush_seconds,
+    )
+    pending = _Pending()
+    inputs = frozenset(topics.inputs)
+    kinds = {name: "input" for name in topics.inputs} | {topics.ticks: "tick"}
+    assigned: dict[str, Any] = {"count": -1}
+
+    @app.agent(source, concurrency=1)
+    async def process(stream: Any) -> AsyncIterator[None]:
+        manual = stream.noack()
+        async for event in manual.events():
+            message = event.message
+            partition = message.partition
+            started = time.perf_counter()
+            result = processor.process(
+                message.topic, partition, message.offset, message.key, message.value
+            )
+            for out in result.outbound:
+                fut = await outputs[out.topic].send(
+                    key=out.key, value=out.value, headers=list(out.headers) or None, force=True
+                )
+                pending.sends[partition].append(fut)
+            pending.events[partition].append(event)
+            kind = kinds.get(message.topic, "other")
+            metrics.latency.observe(time.perf_counter() - started)
+            metrics.messages.labels(kind, result.outcome).inc()
+            if kind == "input" and message.timestamp:
+                metrics.publish_to_process.observe(max(0.0, time.time() - message.timestamp))
+            for rule in result.alerts:
+                metrics.alerts.labels(rule).inc()
+            if result.dead_letter_reason is not None:
+                metrics.dead_letters.labels(result.dead_letter_reason).inc()
+            if result.outcome == "flush" or processor.should_flush(partition):
+                sends = pending.sends.pop(partition, [])
+                if sends:
+                    await asyncio.gather(*sends)
+                for key, blob in processor.flush(partition):
+                    table[key] = blob
+                metrics.flushes.inc()
+                for done in pending.events.pop(partition, []):
+                    await manual.ack(done)
+            yield None
+
+    @app.timer(interval=settings.clock_tick_seconds)  # type: ignore[untyped-decorator]
+    async def clock() -> None:
+        if app.rebalancing:
+            return
+        actives = app.assignor.assigned_actives()
+        owned = {tp.partition for tp in actives if tp.topic in inputs}
+        if assigned["count"] != app.rebalancing_count or owned != processor.partitions:
+            lost = processor.partitions - owned
+            pending.drop(lost)
+            processor.assign(owned)
+            assigned["count"] = app.rebalancing_count
+            metrics.partitions.set(len(owned))
+        if not owned:
+            return
+        tps = [TP(topic, p) for topic in topics.inputs for p in sorted(owned)]
+        # End offsets as of the consumer's last fetch (no broker round trip: this runs twice
+        # a second); None until the first fetch answered, which counts as lagging.
+        ends: dict[tuple[str, int], int] = {}
+        for tp in tps:
+            end = app.consumer.highwater(tp)
+            if end is not None:
+                ends[(tp.topic, tp.partition)] = end
+        unknown = [tp for tp in tps if not processor.has_consumed(tp.topic, tp.partition)]
+        if unknown:  # nothing processed yet since assignment: where does the consumer start?
+            found = await asyncio.gather(*(app.consumer.position(tp) for tp in unknown))
+            for tp, position in zip(unknown, found, strict=True):
+                if position is not None:
+                    processor.note_position(tp.topic, tp.partition, position)
+        wall = datetime.now(UTC)
+        clocks = processor.clocks(ends, wall)
+        for partition, at in clocks.items():
+            if at is not None:
+                metrics.clock_lag.labels(str(partition)).set((wall - at).total_seconds())
+        ticks = outputs[topics.ticks]
+        for partition, session_id, now in processor.due_ticks():
+            await ticks.send(
+                key=session_id.encode("utf-8"), value=encode_tick(now), partition=partition
+            )
+        for partition in processor.stale_partitions():
+            await ticks.send(key=b"", value=FLUSH, partition=partition)
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(_sender: Any, *args: Any, **_kwargs: Any) -> None:
+        revoked: set[TP] = args[0] if args else set()
+        lost = {tp.partition for tp in revoked if tp.topic in inputs}
+        pending.drop(lost)
+        processor.revoke(lost)
+
+    app.remsguard = {  # type: ignore[attr-defined]
+        "processor": processor,
+        "metrics": metrics,
+        "topics": topics,
+        "agent": process,
+        "timer": clock,
+    }
+    return app

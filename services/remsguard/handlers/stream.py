@@ -1,0 +1,460 @@
+"""The stream processor's logic, without Kafka: one message in, the messages to send out.
+
+The faust agent (`adapters/kafka/processor.py`) only moves bytes: it calls `StreamProcessor`
+for every message of the input and tick topics, sends what it returns, and writes the
+session pickles `flush` hands it into its table. Everything here is testable with dicts.
+
+Delivery (at-least-once, deterministic ids):
+- outputs (alerts, audit records, dead letters) are sent as soon as an event is processed;
+- session state is written behind, per partition, every `flush_seconds`: the agent first
+  waits until every output sent since the last flush is acknowledged, then writes the dirty
+  sessions of that partition to the table (changelog) and only then acks the messages, so
+  an input offset is never committed before its state is in the changelog, and state that
+  says "event seen" is never in the changelog before that event's outputs are in Kafka;
+- after a crash the uncommitted messages are processed again: their outputs are sent again
+  with the same `alert_id` / `record_id` (consumers dedupe by id); the engine ignores events
+  its recovered state has already seen.
+
+Clock (per partition number p, over the co-partitioned input topic-partitions):
+- while any input of p is behind its end offset, the clock is the *lowest* event-time
+  watermark (greatest `occurred_at` consumed) of the lagging inputs: a backlog never makes
+  a deadline fire before the readings queued behind it have been read;
+- when every input of p is caught up but messages arrived in the last `idle_grace_seconds`
+  (a device uploading a buffer), it is the greatest watermark of p;
+- when p is caught up and quiet, it is the wall clock, so a silent device's deadlines fire.
+It never goes back. Deadlines are kept in a heap per partition; the timer turns the due ones
+into tick messages that the agent applies (`tick`), so table writes stay in the agent.
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+import time
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import count
+from typing import Any, Final
+
+from remsguard.adapters.kafka.topics import Topics
+from remsguard.contract.decode import decode_event
+from remsguard.contract.outbound import alert_to_json, audit_record_to_json
+from remsguard.domain.decisions import Decisions, Outcome, Rejection
+from remsguard.domain.engine import MonitoringEngine
+from remsguard.domain.events import AssessmentRecorded, VitalsRecorded
+from remsguard.domain.session import Session
+
+__all__ = [
+    "DEAD_LETTER_MAX_BYTES",
+    "Outbound",
+    "Result",
+    "SessionStore",
+    "StreamProcessor",
+    "decode_tick",
+    "encode_tick",
+]
+
+DEAD_LETTER_MAX_BYTES: Final = 512 * 1024
+"""Raw values above this are cut in the dead-letter copy (header `truncated`: the original size)."""
+
+PROCESSING_ERROR: Final = "processing_error"
+FLUSH: Final = b"F"
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One message to produce."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(slots=True)
+class Result:
+    outbound: list[Outbound] = field(default_factory=list)
+    outcome: str = Outcome.ACCEPTED.value
+    alerts: list[str] = field(default_factory=list)  # rules of the alerts raised
+    dead_letter_reason: str | None = None
+
+
+def encode_tick(now: datetime) -> bytes:
+    return b"T" + now.astimezone(UTC).isoformat().encode()
+
+
+def decode_tick(value: bytes) -> datetime | None:
+    """The clock time of a tick message; None for a flush request."""
+    if value.startswith(b"T"):
+        return datetime.fromisoformat(value[1:].decode())
+    return None
+
+
+class SessionStore(MutableMapping[str, Session]):
+    """The engine's `sessions`: live objects in memory, persisted as pickles in `backing`.
+
+    `backing` is the faust table (bytes key -> pickled `(partition, Session)`), or a dict in
+    tests. Reads go to memory first; writes only mark the session dirty in the partition
+    being processed; `flush(p)` returns the pickles to write for partition p.
+    """
+
+    def __init__(self, backing: Mapping[bytes, bytes]) -> None:
+        self.backing = backing
+        self.partition = 0  # the partition of the message being processed
+        self._live: dict[str, Session] = {}
+        self._partition_of: dict[str, int] = {}
+        self._dirty: dict[int, set[str]] = {}
+
+    def __getitem__(self, session_id: str) -> Session:
+        session = self._live.get(session_id)
+        if session is None:
+            blob = self.backing.get(session_id.encode("utf-8"))
+            if blob is None:
+                raise KeyError(session_id)
+            partition, session = pickle.loads(blob)
+            self._live[session_id] = session
+            self._partition_of[session_id] = partition
+        return session
+
+    def __setitem__(self, session_id: str, session: Session) -> None:
+        self._live[session_id] = session
+        self._partition_of[session_id] = self.partition
+        self._dirty.setdefault(self.partition, set()).add(session_id)
+
+    def __delitem__(self, session_id: str) -> None:
+        raise NotImplementedError("sessions are never deleted by the engine")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._live)
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def partition_of(self, session_id: str) -> int | None:
+        return self._partition_of.get(session_id)
+
+    def dirty(self, partition: int) -> bool:
+        return bool(self._dirty.get(partition))
+
+    def flush(self, partition: int) -> list[tuple[bytes, bytes]]:
+        """Pickles of the sessions of `partition` changed since its last flush."""
+        names = self._dirty.pop(partition, ())
+        return [
+            (
+                name.encode("utf-8"),
+                pickle.dumps((partition, self._live[name]), protocol=pickle.HIGHEST_PROTOCOL),
+            )
+            for name in sorted(names)
+        ]
+
+    def load(self, partitions: set[int]) -> list[str]:
+        """Load every stored session of `partitions` into memory; returns their ids."""
+        loaded = []
+        for key, blob in list(self.backing.items()):
+            name = key.decode("utf-8") if isinstance(key, bytes) else str(key)
+            if name in self._live:
+                if self._partition_of.get(name) in partitions:
+                    loaded.append(name)
+                continue
+            partition, session = pickle.loads(blob)
+            if partition in partitions:
+                self._live[name] = session
+                self._partition_of[name] = partition
+                loaded.append(name)
+        return loaded
+
+    def forget(self, partitions: set[int]) -> None:
+        """Drop memory (and unflushed changes) of partitions this worker no longer owns."""
+        for name in [n for n, p in self._partition_of.items() if p in partitions]:
+            self._live.pop(name, None)
+            self._partition_of.pop(name, None)
+        for partition in partitions:
+            self._dirty.pop(partition, None)
+
+
+@dataclass(slots=True)
+class _Partition:
+    """Clock and write-behind bookkeeping for one partition number."""
+
+    assigned_at: float
+    clock: datetime | None = None
+    last_input: float = 0.0
+    last_flush: float = 0.0
+    unflushed: int = 0  # messages processed since the last flush
+    heap: list[tuple[datetime, int, str]] = field(default_factory=list)
+
+
+class StreamProcessor:
+    """Per-worker processing state over the partitions it actively owns."""
+
+    def __init__(
+        self,
+        engine: MonitoringEngine,
+        store: SessionStore,
+        topics: Topics,
+        *,
+        idle_grace_seconds: float = 3.0,
+        flush_seconds: float = 0.25,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if engine.sessions is not store:
+            raise ValueError("the engine must use the store as its sessions")
+        self.engine = engine
+        self.store = store
+        self.topics = topics
+        self.idle_grace = idle_grace_seconds
+        self.flush_seconds = flush_seconds
+        self._monotonic = monotonic
+        self._inputs = frozenset(topics.inputs)
+        self._partitions: dict[int, _Partition] = {}
+        self._watermark: dict[tuple[str, int], datetime] = {}
+        self._consumed: dict[tuple[str, int], int] = {}  # next offset to process
+        self._due: dict[str, datetime] = {}  # the deadline each session is queued for
+        self._order = count()
+
+    # -- assignment ------------------------------------------------------------------------
+
+    @property
+    def partitions(self) -> set[int]:
+        return set(self._partitions)
+
+    def assign(self, partitions: set[int]) -> None:
+        """Take (or keep) exactly these partitions; rebuild the deadline heaps from state."""
+        gone = set(self._partitions) - partitions
+        self.revoke(gone)
+        now = self._monotonic()
+        for partition in partitions:
+            self._partitions.setdefault(partition, _Partition(assigned_at=now, last_flush=now))
+        self.store.load(partitions)
+        self._due.clear()
+        for state in self._partitions.values():
+            state.heap.clear()
+        for session_id in list(self.store):
+            owner = self.store.partition_of(session_id)
+            if owner is not None and owner in self._partitions:
+                self._reschedule(owner, session_id, force=True)
+
+    def revoke(self, partitions: set[int]) -> None:
+        if not partitions:
+            return
+        self.store.forget(partitions)
+        for partition in partitions:
+            self._partitions.pop(partition, None)
+        for key in [k for k in self._watermark if k[1] in partitions]:
+            del self._watermark[key]
+        for key in [k for k in self._consumed if k[1] in partitions]:
+            del self._consumed[key]
+
+    def has_consumed(self, topic: str, partition: int) -> bool:
+        return (topic, partition) in self._consumed
+
+    def note_position(self, topic: str, partition: int, position: int) -> None:
+        """Where consumption of an input starts, before any of its messages is processed."""
+        self._consumed.setdefault((topic, partition), position)
+
+    def _state(self, partition: int) -> _Partition:
+        state = self._partitions.get(partition)
+        if state is None:  # a message before the assignment callback: adopt the partition
+            now = self._monotonic()
+            state = self._partitions[partition] = _Partition(assigned_at=now, last_flush=now)
+        return state
+
+    # -- messages --------------------------------------------------------------------------
+
+    def process(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> Result:
+        """One message of an input topic or of the tick topic. Never raises."""
+        state = self._state(partition)
+        self.store.partition = partition
+        if topic == self.topics.ticks:
+            result = self._tick(partition, key, value or b"")
+        else:
+            result = self._input(topic, partition, offset, key, value)
+            state.last_input = self._monotonic()
+            tp = (topic, partition)
+            self._consumed[tp] = max(self._consumed.get(tp, 0), offset + 1)
+        state.unflushed += 1
+        return result
+
+    def _input(
+        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> Result:
+        raw = value if value is not None else b""
+        source = f"{topic}/{partition}/{offset}"
+        result = Result()
+        session_id: str | None = None
+        try:
+            event = decode_event(raw)
+            if isinstance(event, Rejection):
+                decisions = self.engine.reject(event, source=source)
+            else:
+                session_id = event.session_id
+                decisions = self.engine.handle(event)
+                tp = (topic, partition)
+                seen = self._watermark.get(tp)
+                if seen is None or event.occurred_at > seen:
+                    self._watermark[tp] = event.occurred_at
+                if decisions.outcome == Outcome.ACCEPTED:
+                    may_come_sooner = not isinstance(event, VitalsRecorded | AssessmentRecorded)
+                    self._reschedule(partition, session_id, force=may_come_sooner)
+            self._emit(decisions, result)
+            if decisions.rejection is not None:
+                rejection = decisions.rejection
+                self._dead_letter(result, key, raw, rejection.reason, rejection.detail, source)
+        except Exception as exc:  # one bad message must never stop the partition
+            detail = f"{type(exc).__name__}: {exc}"[:200]
+            result.outbound.clear()
+            result.alerts.clear()
+            self._dead_letter(result, key, raw, PROCESSING_ERROR, detail, source)
+            result.outcome = PROCESSING_ERROR
+            if session_id is not None:
+                self._reschedule(partition, session_id, force=True)
+        return result
+
+    def _tick(self, partition: int, key: bytes | None, value: bytes) -> Result:
+        result = Result(outcome="tick")
+        now = decode_tick(value)
+        if now is None or not key:
+            result.outcome = "flush"
+            return result
+        session_id = key.decode("utf-8")
+        try:
+            self._emit(self.engine.tick(session_id, now), result)
+        except Exception as exc:
+            result.outbound.clear()
+            result.alerts.clear()
+            result.outcome = PROCESSING_ERROR
+            detail = f"{type(exc).__name__}: {exc}"[:200]
+            self._dead_letter(
+                result, key, value, PROCESSING_ERROR, detail, f"{self.topics.ticks}/{partition}"
+            )
+        self._reschedule(partition, session_id, force=True)
+        return result
+
+    def _emit(self, decisions: Decisions, result: Result) -> None:
+        result.outcome = decisions.outcome.value
+        topics = self.topics
+        for alert in decisions.alerts:
+            result.outbound.append(
+                Outbound(topics.alerts, alert.session_id.encode("utf-8"), alert_to_json(alert))
+            )
+            result.alerts.append(alert.rule)
+        for record in decisions.audit:
+            key = record.session_id.encode("utf-8") if record.session_id else None
+            result.outbound.append(Outbound(topics.audit, key, audit_record_to_json(record)))
+
+    def _dead_letter(
+        self,
+        result: Result,
+        key: bytes | None,
+        raw: bytes,
+        reason: str,
+        detail: str,
+        source: str,
+    ) -> None:
+        headers: list[tuple[str, bytes]] = [
+            ("reason", reason.encode()),
+            ("detail", detail.encode("utf-8", "replace")),
+            ("source", source.encode("utf-8", "replace")),
+        ]
+        value = raw
+        if len(raw) > DEAD_LETTER_MAX_BYTES:
+            value = raw[:DEAD_LETTER_MAX_BYTES]
+            headers.append(("truncated", str(len(raw)).encode()))
+        result.outbound.append(Outbound(self.topics.deadletter, key, value, tuple(headers)))
+        result.dead_letter_reason = reason
+
+    # -- deadlines and the clock -----------------------------------------------------------
+
+    def _reschedule(self, partition: int, session_id: str, *, force: bool) -> None:
+        if not force and session_id in self._due:
+            return  # readings only move deadlines later: the queued one stays a lower bound
+        due = self.engine.next_due(session_id)
+        if due is None:
+            self._due.pop(session_id, None)
+            return
+        if self._due.get(session_id) == due:
+            return
+        self._due[session_id] = due
+        heapq.heappush(self._state(partition).heap, (due, next(self._order), session_id))
+
+    def clocks(
+        self,
+        ends: Mapping[tuple[str, int], int],
+        wall: datetime,
+    ) -> dict[int, datetime | None]:
+        """Advance and return every owned partition's clock (see the module docstring).
+
+        `ends`: end offsets of the input topic-partitions (missing: unknown, so lagging).
+        """
+        now = self._monotonic()
+        out: dict[int, datetime | None] = {}
+        for partition, state in self._partitions.items():
+            lagging: list[datetime | None] = []
+            seen: list[datetime] = []
+            for topic in self.topics.inputs:
+                tp = (topic, partition)
+                mark = self._watermark.get(tp)
+                if mark is not None:
+                    seen.append(mark)
+                done = self._consumed.get(tp, -1)
+                end = ends.get(tp)
+                if end is None or done < end:
+                    lagging.append(mark)
+            candidate: datetime | None
+            if lagging:
+                candidate = None if any(m is None for m in lagging) else min(lagging)  # type: ignore[type-var]
+            elif now - max(state.last_input, state.assigned_at) >= self.idle_grace:
+                candidate = max([wall, *seen])
+            else:
+                candidate = max(seen, default=None)
+            if candidate is not None and (state.clock is None or candidate > state.clock):
+                state.clock = candidate
+            out[partition] = state.clock
+        return out
+
+    def due_ticks(self) -> list[tuple[int, str, datetime]]:
+        """(partition, session, clock) for every queued deadline its partition's clock passed.
+
+        A session is handed out once; the agent queues its next deadline when it applies
+        the tick.
+        """
+        ticks = []
+        for partition, state in self._partitions.items():
+            clock, heap = state.clock, state.heap
+            if clock is None:
+                continue
+            while heap and heap[0][0] <= clock:
+                due, _, session_id = heapq.heappop(heap)
+                if self._due.get(session_id) == due:
+                    del self._due[session_id]
+                    ticks.append((partition, session_id, clock))
+        return ticks
+
+    # -- write-behind --------------------------------------------------------------------
+
+    def should_flush(self, partition: int) -> bool:
+        state = self._partitions.get(partition)
+        return state is not None and (
+            state.unflushed > 0 and self._monotonic() - state.last_flush >= self.flush_seconds
+        )
+
+    def stale_partitions(self) -> list[int]:
+        """Partitions with processed-but-unflushed messages older than the flush period."""
+        return [p for p in self._partitions if self.should_flush(p)]
+
+    def flush(self, partition: int) -> list[tuple[bytes, bytes]]:
+        """Session pickles to write for `partition`; call once its outputs are acknowledged."""
+        state = self._state(partition)
+        state.unflushed = 0
+        state.last_flush = self._monotonic()
+        return self.store.flush(partition)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "partitions": sorted(self._partitions),
+            "sessions": len(self.store),
+            "queued_deadlines": len(self._due),
+        }
