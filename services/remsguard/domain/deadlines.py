@@ -203,7 +203,7 @@ def _final_bp(session: Session, protocol: MonitoringProtocol, discharge: Mark) -
         )
         return [Finding.deadline("DISCHARGE_WITHOUT_FINAL_BP", discharge, discharge.at, message)]
     last = readings[-1]
-    if protocol.rule("DISCHARGE_BP_ELEVATED").enabled and _elevated(session, protocol, last):
+    if protocol.rule("DISCHARGE_BP_ELEVATED").enabled and bp_elevated(session, protocol, last):
         message = (
             f"Discharged at {clock_time(discharge.at)} with blood pressure "
             f"{last.systolic:g}/{last.diastolic:g} mmHg still in the crisis or rise range."
@@ -216,7 +216,8 @@ def _final_bp(session: Session, protocol: MonitoringProtocol, discharge: Mark) -
     return []
 
 
-def _elevated(session: Session, protocol: MonitoringProtocol, reading: BPReading) -> bool:
+def bp_elevated(session: Session, protocol: MonitoringProtocol, reading: BPReading) -> bool:
+    """The reading meets the BP_CRISIS condition, or BP_RISE against the pre-dose baseline."""
     crisis, rise = protocol.rule("BP_CRISIS"), protocol.rule("BP_RISE")
     if (
         reading.systolic >= crisis["systolic_at_least"]

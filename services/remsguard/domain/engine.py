@@ -34,6 +34,7 @@ from remsguard.domain.events import (
 )
 from remsguard.domain.findings import Finding
 from remsguard.domain.protocol import MonitoringProtocol
+from remsguard.domain.readiness import DischargeReadiness, discharge_readiness
 from remsguard.domain.session import BPReading, Mark, Measurement, Session, insert
 from remsguard.domain.thresholds import Thresholds, all_starts, starts_at
 
@@ -140,6 +141,15 @@ class MonitoringEngine:
             return None
         checks = due_checks(session, self.protocol_of(session))
         return min((check.due for check in checks), default=None)
+
+    def readiness(
+        self, session_id: str, now: datetime, open_critical_rules: tuple[str, ...] = ()
+    ) -> DischargeReadiness | None:
+        """Whether the patient may leave now; `open_critical_rules` come from the alert log."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return None
+        return discharge_readiness(session, self.protocol_of(session), now, open_critical_rules)
 
     def protocol_of(self, session: Session) -> MonitoringProtocol:
         key = (session.protocol, session.medications)
