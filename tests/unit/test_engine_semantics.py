@@ -516,3 +516,32 @@ def test_a_second_dose_near_the_40_minute_deadline_is_judged_by_event_time(
         assert missed == [("d2",)]
     else:
         assert missed == [("d1",), ("d2",)]
+
+
+# -- known limits of deciding threshold rules on arrival (judgement calls for the lead) -----
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="threshold rules are decided on arrival under the protocol known then; a late "
+    "session.opened (other protocol or medications) does not re-judge earlier readings",
+)
+def test_a_late_session_opened_re_judges_earlier_readings() -> None:
+    s = Session()
+    opened, reading = s.opened(-3, meds=["opioid"]), s.vitals(-1, spo2=93, rr=11)
+    head = [s.bp(-5)]
+    assert rules(run([*head, reading, opened], until=2)) == rules(
+        run([*head, opened, reading], until=2)
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a reading stamped after the discharge but arriving before it (within the "
+    "lateness) is judged before the discharge is known, and its alert cannot be taken back",
+)
+def test_a_reading_after_discharge_arriving_before_it_triggers_nothing() -> None:
+    s = Session()
+    events = s.compliant()
+    crisis = s.bp(126, 200, 100)
+    assert run([*events[:-1], crisis, events[-1]], until=600) == []
