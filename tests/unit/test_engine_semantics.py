@@ -521,11 +521,6 @@ def test_a_second_dose_near_the_40_minute_deadline_is_judged_by_event_time(
 # -- known limits of deciding threshold rules on arrival (judgement calls for the lead) -----
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="threshold rules are decided on arrival under the protocol known then; a late "
-    "session.opened (other protocol or medications) does not re-judge earlier readings",
-)
 def test_a_late_session_opened_re_judges_earlier_readings() -> None:
     s = Session()
     opened, reading = s.opened(-3, meds=["opioid"]), s.vitals(-1, spo2=93, rr=11)
@@ -545,3 +540,11 @@ def test_a_reading_after_discharge_arriving_before_it_triggers_nothing() -> None
     events = s.compliant()
     crisis = s.bp(126, 200, 100)
     assert run([*events[:-1], crisis, events[-1]], until=600) == []
+
+
+def test_a_late_session_opened_with_another_protocol_re_judges_earlier_readings() -> None:
+    s = Session()
+    opened, reading = s.opened(0, protocol="ketamine-iv"), s.vitals(2, spo2=93)
+    late = run([reading, opened], until=3)
+    assert rules(late) == rules(run([opened, reading], until=3)) == ["SPO2_LOW"]
+    assert late[0].protocol == "ketamine-iv"

@@ -188,7 +188,8 @@ class MonitoringEngine:
             session.protocol = event.protocol or self._default
             session.medications = frozenset(event.concomitant_medications)
             decisions.audit.append(_state_change(AuditKind.SESSION_OPENED, event))
-            return []
+            now_in_force = self.protocol_of(session)
+            return [] if now_in_force is protocol else self._rejudge(session, now_in_force)
         if isinstance(event, SessionDischarged):
             return self._discharge(session, event, decisions)
         return []
@@ -248,6 +249,29 @@ class MonitoringEngine:
                     findings += [
                         Finding.bp_rise(r, baseline) for r in starts_at(session.bp, index, rise)
                     ]
+        return findings
+
+    def _rejudge(self, session: Session, protocol: MonitoringProtocol) -> list[Finding]:
+        """A late session.opened changed the protocol: judge the earlier readings again by it."""
+        t = self._thresholds_of(protocol)
+        findings: list[Finding] = []
+        if t.crisis is not None:
+            crisis = protocol.rule("BP_CRISIS")
+            findings += [Finding.bp_crisis(r, crisis) for r in all_starts(session.bp, t.crisis)]
+        for rule, condition in (("SPO2_CRITICAL", t.spo2_critical), ("SPO2_LOW", t.spo2_low)):
+            if condition is not None:
+                below = protocol.rule(rule)["below"]
+                starts = all_starts(session.spo2, condition)
+                findings += [Finding.spo2(rule, r, below) for r in starts]
+        if t.respiratory_rate is not None:
+            below = protocol.rule("RESPIRATORY_DEPRESSION")["rate_below"]
+            starts = all_starts(session.respiratory_rate, t.respiratory_rate)
+            findings += [Finding.respiratory_rate(r, below) for r in starts]
+        if t.deep_sedation is not None:
+            starts = all_starts(session.sedation, t.deep_sedation)
+            findings += [Finding.deep_sedation(r) for r in starts]
+        if protocol.rule("BP_RISE").enabled:
+            findings += self._rise_rescan(session, protocol)
         return findings
 
     def _rise_rescan(self, session: Session, protocol: MonitoringProtocol) -> list[Finding]:
