@@ -220,6 +220,8 @@ def audit_sink_command(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    telemetry, metrics_server = _sink_telemetry(settings.metrics_port)
+    lag_topic = audit_topic.removeprefix(prefix)
     last_message = last_sign = time.monotonic()
     try:
         while not stopping:
@@ -240,6 +242,7 @@ def audit_sink_command(
                     log.error("audit_sink.malformed", where=where, reason=why)
                 stored = store(clog, decoded)
                 consumer.commit()
+                telemetry.audit_batch(stored.records, stored.duplicates, time.monotonic() - now)
                 last_message = now
                 log.info(
                     "audit_sink.batch",
@@ -248,6 +251,11 @@ def audit_sink_command(
                     duplicates=stored.duplicates,
                     alerts=stored.alerts,
                 )
+            for tp in consumer.assignment():
+                end = consumer.highwater(tp) if tp.topic == audit_topic else None
+                if end is not None:
+                    telemetry.set_consumer_lag(lag_topic, tp.partition, end - consumer.position(tp))
+            telemetry.up("audit-sink")
             if signer is not None and sign_every > 0 and now - last_sign >= sign_every:
                 clog.sign_head(signer)
                 last_sign = now
@@ -256,5 +264,24 @@ def audit_sink_command(
         if signer is not None:
             clog.sign_head(signer)
     finally:
+        telemetry.up("audit-sink", False)
+        if metrics_server is not None:
+            metrics_server.close()
         consumer.close()
         clog.close()
+
+
+def _sink_telemetry(port: int) -> tuple[Any, Any]:
+    """The sink's metrics on `port` (/metrics, /healthz); without a server if the port is taken."""
+    from remsguard.adapters.metrics import new_registry, serve_metrics
+    from remsguard.adapters.telemetry import Telemetry
+
+    telemetry = Telemetry(new_registry())
+    try:
+        server = serve_metrics(telemetry.registry, "0.0.0.0", port)
+    except OSError as exc:
+        structlog.get_logger("remsguard.audit_sink").warning(
+            "audit_sink.metrics_unavailable", port=port, error=str(exc)
+        )
+        server = None
+    return telemetry, server

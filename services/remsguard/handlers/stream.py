@@ -42,7 +42,7 @@ from remsguard.contract.decode import decode_event
 from remsguard.contract.outbound import alert_to_json, audit_record_to_json
 from remsguard.domain.decisions import Decisions, Outcome, Rejection
 from remsguard.domain.engine import MonitoringEngine
-from remsguard.domain.events import AssessmentRecorded, VitalsRecorded
+from remsguard.domain.events import AssessmentRecorded, Event, VitalsRecorded
 from remsguard.domain.session import Session
 
 __all__ = [
@@ -78,6 +78,8 @@ class Result:
     outcome: str = Outcome.ACCEPTED.value
     alerts: list[str] = field(default_factory=list)  # rules of the alerts raised
     dead_letter_reason: str | None = None
+    decisions: Decisions | None = None  # for telemetry (Telemetry.observe_decisions)
+    event: Event | None = None  # the decoded input event, if it decoded
 
 
 def encode_tick(now: datetime) -> bytes:
@@ -249,6 +251,10 @@ class StreamProcessor:
     def has_consumed(self, topic: str, partition: int) -> bool:
         return (topic, partition) in self._consumed
 
+    def consumed(self, topic: str, partition: int) -> int | None:
+        """The next offset to process of an input partition, once known (for consumer lag)."""
+        return self._consumed.get((topic, partition))
+
     def note_position(self, topic: str, partition: int, position: int) -> None:
         """Where consumption of an input starts, before any of its messages is processed."""
         self._consumed.setdefault((topic, partition), position)
@@ -291,6 +297,7 @@ class StreamProcessor:
                 decisions = self.engine.reject(event, source=source)
             else:
                 session_id = event.session_id
+                result.event = event
                 decisions = self.engine.handle(event)
                 tp = (topic, partition)
                 seen = self._watermark.get(tp)
@@ -335,6 +342,7 @@ class StreamProcessor:
 
     def _emit(self, decisions: Decisions, result: Result) -> None:
         result.outcome = decisions.outcome.value
+        result.decisions = decisions
         topics = self.topics
         for alert in decisions.alerts:
             result.outbound.append(

@@ -28,12 +28,21 @@ from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from remsguard.adapters.kafka.topics import Topics
+from remsguard.adapters.telemetry import Telemetry
 from remsguard.bootstrap import load_protocols
 from remsguard.config import Settings
 from remsguard.domain.engine import MonitoringEngine
-from remsguard.handlers.stream import FLUSH, SessionStore, StreamProcessor, encode_tick
+from remsguard.handlers.stream import (
+    FLUSH,
+    PROCESSING_ERROR,
+    SessionStore,
+    StreamProcessor,
+    encode_tick,
+)
 
 __all__ = ["ProcessorMetrics", "create_app"]
+
+SESSIONS_SCAN_SECONDS = 5.0  # how often the timer counts sessions for telemetry
 
 CHANGELOG_CONFIG = {
     "cleanup.policy": "compact",
@@ -131,10 +140,14 @@ def create_app(
         producer_linger=0.002,
         producer_max_batch_size=256 * 1024,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.processor_session_timeout_seconds,
+        broker_heartbeat_interval=max(0.5, settings.processor_session_timeout_seconds / 10),
         stream_wait_empty=False,
         stream_buffer_maxsize=16384,
     )
     metrics = ProcessorMetrics(registry)
+    telemetry = Telemetry(registry)
+    logical = len(settings.topic_prefix)  # telemetry labels topics without the env prefix
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(*topics.inputs, topics.ticks, key_type=bytes, value_type=bytes, **raw)
     outputs = {
@@ -168,6 +181,7 @@ def create_app(
     inputs = frozenset(topics.inputs)
     kinds = {name: "input" for name in topics.inputs} | {topics.ticks: "tick"}
     assigned: dict[str, Any] = {"count": -1}
+    sessions_scanned = [0.0]
 
     @app.agent(source, concurrency=1)
     async def process(stream: Any) -> AsyncIterator[None]:
@@ -194,6 +208,16 @@ def create_app(
                 metrics.alerts.labels(rule).inc()
             if result.dead_letter_reason is not None:
                 metrics.dead_letters.labels(result.dead_letter_reason).inc()
+            if result.outcome == PROCESSING_ERROR:
+                telemetry.dead_letter(message.topic[logical:], PROCESSING_ERROR)
+            elif result.decisions is not None:
+                telemetry.observe_decisions(
+                    result.decisions,
+                    topic=message.topic[logical:] if kind == "input" else None,
+                    event=result.event,
+                    ingested_at=message.timestamp if kind == "input" else None,
+                    dead_lettered=True,
+                )
             if result.outcome == "flush" or processor.should_flush(partition):
                 sends = pending.sends.pop(partition, [])
                 if sends:
@@ -207,6 +231,7 @@ def create_app(
 
     @app.timer(interval=settings.clock_tick_seconds)  # type: ignore[untyped-decorator]
     async def clock() -> None:
+        telemetry.up("processor", not app.rebalancing)
         if app.rebalancing:
             return
         actives = app.assignor.assigned_actives()
@@ -233,6 +258,13 @@ def create_app(
             for tp, position in zip(unknown, found, strict=True):
                 if position is not None:
                     processor.note_position(tp.topic, tp.partition, position)
+        for (topic, p), end in ends.items():
+            position = processor.consumed(topic, p)
+            if position is not None:
+                telemetry.set_consumer_lag(topic[logical:], p, end - position)
+        if time.monotonic() - sessions_scanned[0] >= SESSIONS_SCAN_SECONDS:
+            sessions_scanned[0] = time.monotonic()
+            telemetry.observe_sessions(engine.sessions.values(), engine.protocol_of)
         wall = datetime.now(UTC)
         clocks = processor.clocks(ends, wall)
         for partition, at in clocks.items():
@@ -256,6 +288,7 @@ def create_app(
     app.remsguard = {  # type: ignore[attr-defined]
         "processor": processor,
         "metrics": metrics,
+        "telemetry": telemetry,
         "topics": topics,
         "agent": process,
         "timer": clock,
