@@ -255,14 +255,19 @@ def _gap_candidate(session: Session, first_dose: Mark, limit: timedelta) -> Mark
     """The first undecided point that may open a gap: its successor is missing or too far.
 
     Points closer than the limit to their successor can never open one (a late reading only
-    shortens gaps), so the engine wakes only for the last point or a real hole.
+    shortens gaps), so the engine wakes only for the last point or a real hole. Those points
+    are decided here and now: the cursor moves past them, so the next look starts later.
     """
     cursor = session.gap_cursor
     previous = first_dose if cursor is None else None
+    decided = cursor
     for point in _points_after(session, cursor or first_dose):
-        if previous is not None and point.at - previous.at > limit:
-            return previous
+        if previous is not None:
+            if point.at - previous.at > limit:
+                break
+            decided = previous
         previous = point
+    session.gap_cursor = decided
     return previous
 
 
