@@ -28,8 +28,8 @@ class AuditKind(StrEnum):
 
 def stable_id(*parts: str) -> str:
     """A deterministic id, so re-processing the same input yields the same ids."""
-    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
-    return digest[:32]
+    key = "\x1f".join(parts).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(key, digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
