@@ -332,6 +332,11 @@ class EmbeddedRuntime:
         answers: list[tuple[_Batch, list[EventResult]]] = []
         if batches:
             answers = await self._ingest(batches, decisions)
+            # Deadlines already past for what just arrived are decided now, not at the next
+            # tick, so the requests' answers come after the alerts are in the log.
+            caught_up = self.engine.advance_to(self._now())
+            self.telemetry.observe_decisions(caught_up)
+            decisions.extend(caught_up)
         if decisions.alerts or decisions.audit:
             try:
                 await asyncio.to_thread(self._record_now, decisions)

@@ -1,0 +1,298 @@
+"""Embedded mode end to end: `remsguard up` as a real process, HTTP on 127.0.0.1.
+
+- A simulated clinic day posted over HTTP raises exactly the alerts `remsguard replay` raises
+  on the same file (alert ids and full alert JSON).
+- Bad input at the HTTP edge gets a clear 4xx, never a 5xx.
+- SIGTERM stops cleanly; a restart serves the same alerts, nothing twice.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from .embedded_support import (
+    NDJSON,
+    Up,
+    batches,
+    core_alert,
+    event,
+    ndjson,
+    remsguard,
+    start_up,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _simulated_day(path: Path, start: datetime, seed: int) -> list[bytes]:
+    done = remsguard(
+        "simulate",
+        "--seed",
+        str(seed),
+        "--start",
+        start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "--clinics",
+        "3",
+        "--chairs",
+        "3",
+        "--sessions-per-chair",
+        "4",
+        "--early-discharge-rate",
+        "0.15",
+        "--missed-check-rate",
+        "0.15",
+        "--missing-pre-dose-bp-rate",
+        "0.1",
+        "--bp-crisis-rate",
+        "0.15",
+        "--desaturation-rate",
+        "0.15",
+        "--dropout-rate",
+        "0.15",
+        "--duplicate-rate",
+        "0.05",
+        "--malformed-rate",
+        "0.02",
+        "--out",
+        str(path),
+        "--manifest",
+        str(path.with_suffix(".manifest.json")),
+    )
+    assert done.returncode == 0, done.stderr
+    return path.read_bytes().splitlines()
+
+
+def _replay(path: Path, until: datetime | None = None) -> list[dict[str, object]]:
+    args = ["replay", str(path)]
+    if until is not None:
+        args += ["--until", until.strftime("%Y-%m-%dT%H:%M:%S.%fZ")]
+    done = remsguard(*args)
+    assert done.returncode == 0, done.stderr
+    return [orjson.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def _by_id(alerts: list[dict[str, object]]) -> dict[object, dict[str, object]]:
+    found = {alert["alert_id"]: alert for alert in alerts}
+    assert len(found) == len(alerts), "an alert id appears twice"
+    return found
+
+
+@pytest.mark.parametrize("when", ["future", "past"])
+def test_posted_scenario_raises_the_alerts_replay_raises(tmp_path: Path, when: str) -> None:
+    """`future`: event times ahead of the wall clock, so the engine clock is event time, as in
+    replay. `past`: yesterday's events; the wall clock decides every deadline, as replay with
+    `--until now` does."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now + timedelta(days=1) if when == "future" else now - timedelta(days=2)
+    scenario = tmp_path / "day.jsonl"
+    lines = _simulated_day(scenario, start, seed=11 if when == "future" else 12)
+
+    up = start_up(tmp_path / "data")
+    try:
+        counts = {"accepted": 0, "duplicates": 0, "rejected": 0}
+        # Past events arrive long after their time: with several requests, the live clock would
+        # decide deadlines between them (rightly: that is what "late" means live), so the
+        # whole day goes in one request, and replay decides at --until now.
+        for batch in batches(lines, 150 if when == "future" else len(lines)):
+            response = up.post(ndjson(batch))
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert len(body["results"]) == len([line for line in batch if line.strip()])
+            for key in counts:
+                counts[key] += body[key]
+        assert counts["accepted"] > 1000
+        assert counts["duplicates"] > 0 and counts["rejected"] > 0
+        served = up.alerts()
+        until = datetime.now(UTC) if when == "past" else None
+    finally:
+        assert up.stop() == 0, up.log
+
+    expected = _replay(scenario, until)
+    assert len(expected) > 10
+    served_core = _by_id([core_alert(a) for a in served])
+    assert set(served_core) == set(_by_id(expected))
+    assert served_core == _by_id(expected)
+    assert all(alert["status"] == "open" for alert in served)
+
+
+def test_restart_serves_the_same_alerts_and_keeps_the_tokens(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    up = start_up(data)
+    tokens_file = data / "first-run-tokens.txt"
+    assert stat.S_IMODE(os.stat(tokens_file).st_mode) == 0o600
+    assert sorted(up.tokens) == ["admin", "device"]
+    tokens = tokens_file.read_bytes()
+    t0 = datetime.now(UTC) - timedelta(hours=3)
+
+    def at(minutes: float) -> str:
+        return (t0 + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    lines = [
+        event("session.opened", "o1", "s1", at(-10), {"patient_ref": "p1"}),
+        event(
+            "dose.administered",
+            "d1",
+            "s1",
+            at(0),
+            {"drug": "esketamine", "route": "intranasal", "dose_mg": 56},
+        ),
+        event("vitals.recorded", "v1", "s1", at(5), {"systolic": 190, "diastolic": 100}),
+    ]
+    try:
+        assert up.post(ndjson(lines)).json()["accepted"] == 3
+        first = up.alerts()
+        assert {"PRE_DOSE_BP_MISSING", "BP_CRISIS", "POST_DOSE_BP_MISSED"} <= {
+            a["rule"] for a in first
+        }
+    finally:
+        assert up.stop() == 0, up.log
+
+    again = start_up(data)
+    try:
+        assert again.alerts() == first
+        assert again.post(ndjson(lines)).json()["duplicates"] == 3
+        assert again.alerts() == first
+    finally:
+        assert again.stop() == 0, again.log
+    assert tokens_file.read_bytes() == tokens
+    verified = remsguard("audit", "verify", "--db", f"sqlite:///{data / 'remsguard.db'}")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+@pytest.fixture(scope="module")
+def small_limit_up(tmp_path_factory: pytest.TempPathFactory) -> object:
+    data = tmp_path_factory.mktemp("edge") / "data"
+    up = start_up(data, env={"REMSGUARD_INGEST_MAX_BODY_BYTES": str(64 * 1024)})
+    yield up
+    assert up.stop() == 0, up.log
+
+
+VALID = event("session.opened", "e-ok", "s-edge", "2026-11-23T09:00:00Z", {"patient_ref": "p"})
+
+
+@pytest.mark.parametrize(
+    ("name", "headers", "body", "status", "code"),
+    [
+        ("no token", {"Authorization": ""}, VALID, 401, "unauthenticated"),
+        ("wrong token", {"Authorization": "Bearer nope"}, VALID, 401, "unauthenticated"),
+        ("not bearer", {"Authorization": "Basic YTpi"}, VALID, 401, "unauthenticated"),
+        ("empty bearer", {"Authorization": "Bearer"}, VALID, 401, "unauthenticated"),
+        ("text/plain", {"Content-Type": "text/plain"}, VALID, 415, "unsupported_media_type"),
+        ("no content type", {"Content-Type": ""}, VALID, 415, "unsupported_media_type"),
+        ("form", {"Content-Type": "application/x-www-form-urlencoded"}, b"a=1", 415, None),
+        ("invalid JSON", {"Content-Type": "application/json"}, b'[{"a": ', 400, "invalid_json"),
+        ("not UTF-8", {"Content-Type": "application/json"}, b"[\xff\xfe]", 400, "invalid_json"),
+        ("JSON scalar", {"Content-Type": "application/json"}, b"42", 400, "not_an_array"),
+        ("empty body", {"Content-Type": NDJSON}, b"", 400, "empty_body"),
+        ("blank body", {"Content-Type": "application/json"}, b"  \n", 400, "empty_body"),
+        ("oversized", {"Content-Type": NDJSON}, VALID + b"\n" * (65 * 1024), 413, None),
+        (
+            "oversized array",
+            {"Content-Type": "application/json"},
+            b"[" + b",".join([VALID] * 1000) + b"]",
+            413,
+            "body_too_large",
+        ),
+    ],
+)
+def test_bad_requests_get_a_clear_4xx(
+    small_limit_up: Up,
+    name: str,
+    headers: dict[str, str],
+    body: bytes,
+    status: int,
+    code: str | None,
+) -> None:
+    up = small_limit_up
+    sent = {"Content-Type": NDJSON, **up.auth("device"), **headers}
+    sent = {key: value for key, value in sent.items() if value}  # "": leave the header out
+    response = up.client.post(f"{up.base}/v1/events", content=body, headers=sent)
+    assert response.status_code == status, (name, response.text)
+    if code is not None:
+        assert response.json()["error"] == code
+    if status == 401:
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    assert up.client.get(f"{up.base}/healthz").status_code == 200
+
+
+def test_bad_events_are_rejected_one_by_one(small_limit_up: Up) -> None:
+    up = small_limit_up
+    body = orjson.dumps(
+        [
+            orjson.loads(
+                event("session.opened", "a1", "s-arr", "2026-11-23T09:00:00Z", {"patient_ref": "p"})
+            ),
+            orjson.loads(
+                event("session.opened", "a1", "s-arr", "2026-11-23T09:00:00Z", {"patient_ref": "p"})
+            ),
+            17,
+            {"type": "vitals.recorded", "event_id": "a2"},
+            {"type": "nope", "event_id": "a3", "session_id": "s-arr", "clinic_id": "c1"},
+            orjson.loads(
+                event("vitals.recorded", "a4", "s-arr", "2026-11-23T09:01:00", {"spo2": 97})
+            ),
+        ]
+    )
+    response = up.post(body, "application/json; charset=utf-8")
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert [r["outcome"] for r in result["results"]] == [
+        "accepted",
+        "duplicate",
+        "rejected",
+        "rejected",
+        "rejected",
+        "rejected",
+    ]
+    assert [r.get("reason") for r in result["results"][2:]] == [
+        "not_an_object",
+        "missing_field",
+        "unknown_type",
+        "invalid_time",
+    ]
+    assert (result["accepted"], result["duplicates"], result["rejected"]) == (1, 1, 4)
+
+    huge = event("vitals.recorded", "big", "s-arr", "2026-11-23T09:02:00Z", {"spo2": 97})
+    huge = huge[:-1] + b',"pad":"' + b"x" * 70_000 + b'"}'
+    lines = [b"not json", huge[: 60 * 1024], b"", b"  "]
+    response = up.post(ndjson(lines))
+    assert response.status_code == 200, response.text
+    assert [(r["line"], r["reason"]) for r in response.json()["results"]] == [
+        (1, "invalid_json"),
+        (2, "invalid_json"),
+    ]
+
+
+def test_roles_and_query_parameters(small_limit_up: Up) -> None:
+    up = small_limit_up
+    url = f"{up.base}/v1/alerts"
+    get = up.client.get
+    assert get(url).status_code == 401
+    assert get(url, headers=up.auth("device")).status_code == 403
+    assert get(url, headers=up.auth("admin")).status_code == 200
+    admin = up.auth("admin")
+    for params, status in [
+        ({"limit": 10_000}, 200),
+        ({"limit": 10_001}, 422),
+        ({"limit": 0}, 422),
+        ({"limit": "x"}, 422),
+        ({"since": "yesterday"}, 422),
+        ({"since": "2026-11-23T09:00:00"}, 400),
+        ({"since": "2026-11-23T09:00:00Z"}, 200),
+        ({"cursor": "not-a-cursor"}, 400),
+        ({"cursor": "W10"}, 400),
+        ({"session": "s1", "clinic": "c1", "rule": "BP_CRISIS"}, 200),
+        ({"session": ""}, 422),
+    ]:
+        response = get(url, params=params, headers=admin)
+        assert response.status_code == status, (params, response.text)
+    # an admin may post events too; the metrics and health endpoints need no token
+    assert up.post(VALID, role="admin").status_code == 200
+    assert get(f"{up.base}/metrics").status_code == 200
+    assert "remsguard_events_consumed_total" in get(f"{up.base}/metrics").text
