@@ -43,6 +43,18 @@ class Settings(BaseSettings):
     state_flush_seconds: float = Field(default=0.25, gt=0)  # session state write-behind period
     protocol_files: list[Path] = Field(default_factory=list)  # a clinic's own protocol files
 
+    # Staff alerting (`remsguard notifier`, and the same service inside `remsguard up`).
+    alerting_policy_file: Path | None = None  # TOML/JSON escalation policies per clinic
+    webhook_url: str | None = None  # signed webhook for notifications and escalations
+    webhook_secret: SecretStr | None = None  # HMAC-SHA256 key of X-Remsguard-Signature
+    webhook_max_attempts: int = Field(default=6, ge=1, le=20)
+    webhook_backoff_seconds: float = Field(default=0.5, gt=0)  # first retry delay (doubles)
+    webhook_max_backoff_seconds: float = Field(default=30.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    escalation_tick_seconds: float = Field(default=1.0, gt=0)
+    alerting_catchup_seconds: float = Field(default=3600.0, ge=0)  # notify late after restart
+    notifier_group_id: str = "remsguard-notifier"
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

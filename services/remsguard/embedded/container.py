@@ -20,6 +20,8 @@ from prometheus_client import CollectorRegistry
 from remsguard.adapters.metrics import new_registry
 from remsguard.adapters.storage import ComplianceLog
 from remsguard.adapters.telemetry import Telemetry
+from remsguard.alerting.factory import NotifyingLog, build_alerting
+from remsguard.alerting.service import AlertingService
 from remsguard.bootstrap import build_engine
 from remsguard.config import Settings
 from remsguard.embedded.compliance import Role, create_principal, has_principals
@@ -66,6 +68,7 @@ class EmbeddedContainer:
     runtime: EmbeddedRuntime
     telemetry: Telemetry
     recovery: RecoverySummary | None = field(default=None)
+    alerting: AlertingService | None = field(default=None)
 
     @classmethod
     def open(
@@ -77,10 +80,15 @@ class EmbeddedContainer:
         engine = build_engine(settings.default_protocol, protocol_files)
         journal = EventJournal(data_dir / JOURNAL_FILE)
         compliance = ComplianceLog.open(f"sqlite:///{data_dir / COMPLIANCE_FILE}")
+        alerting = build_alerting(settings, compliance, telemetry)
         runtime = EmbeddedRuntime(
-            engine, journal, compliance, telemetry, clock_mode=settings.embedded_clock
+            engine,
+            journal,
+            NotifyingLog(compliance, alerting),
+            telemetry,
+            clock_mode=settings.embedded_clock,
         )
-        return cls(settings, data_dir, journal, compliance, runtime, telemetry)
+        return cls(settings, data_dir, journal, compliance, runtime, telemetry, alerting=alerting)
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -95,9 +103,13 @@ class EmbeddedContainer:
             alerts=self.recovery.alerts,
             seconds=round(self.recovery.seconds, 3),
         )
+        if self.alerting is not None:
+            await self.alerting.start()
         await self.runtime.start()
 
     async def stop(self) -> None:
         await self.runtime.stop()
+        if self.alerting is not None:
+            await self.alerting.stop()
         self.journal.close()
         self.compliance.close()

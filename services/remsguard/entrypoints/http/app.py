@@ -22,13 +22,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from remsguard import __version__
 from remsguard.entrypoints.http import alerts, events
 from remsguard.entrypoints.http.errors import install_error_handlers
+from remsguard.entrypoints.http.staff_routes import STAFF_ROUTERS
 
 if TYPE_CHECKING:
     from remsguard.embedded.container import EmbeddedContainer
 
 __all__ = ["ROUTERS", "create_app"]
 
-ROUTERS: list[APIRouter] = [events.router, alerts.router]
+ROUTERS: list[APIRouter] = [events.router, alerts.router, *STAFF_ROUTERS]
 
 _ops = APIRouter(tags=["operations"])
 

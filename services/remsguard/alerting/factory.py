@@ -1,0 +1,78 @@
+"""Builds the alerting service from `Settings` (embedded mode and `remsguard notifier`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+
+from remsguard.adapters.storage import AppendResult, ComplianceLog
+from remsguard.adapters.telemetry import Telemetry
+from remsguard.alerting.channels import Channel
+from remsguard.alerting.policy import Policies
+from remsguard.alerting.service import AlertingService
+from remsguard.alerting.sse import SseHub
+from remsguard.alerting.webhook import WebhookChannel
+from remsguard.config import Settings
+from remsguard.domain.decisions import Alert, AuditRecord
+
+__all__ = ["NotifyingLog", "build_alerting"]
+
+
+def build_alerting(
+    settings: Settings, log: ComplianceLog, telemetry: Telemetry | None = None
+) -> AlertingService:
+    """The service with the SSE hub, and the signed webhook when `webhook_url` is set.
+
+    Raises `PolicyError` (a ValueError) for a bad policy file, and ValueError for a webhook
+    URL without a secret."""
+    policies = Policies.load(settings.alerting_policy_file)
+    channels: list[Channel] = []
+    service = AlertingService(
+        log,
+        policies,
+        hub=SseHub(),
+        telemetry=telemetry,
+        tick_interval=settings.escalation_tick_seconds,
+        catchup=timedelta(seconds=settings.alerting_catchup_seconds),
+    )
+    if settings.webhook_url:
+        if settings.webhook_secret is None:
+            raise ValueError("REMSGUARD_WEBHOOK_URL needs REMSGUARD_WEBHOOK_SECRET (HMAC key)")
+
+        def attempted(_attempt: int, outcome: str) -> None:
+            if telemetry is not None:
+                telemetry.notified("webhook", outcome)
+
+        channels.append(
+            WebhookChannel(
+                settings.webhook_url,
+                settings.webhook_secret.get_secret_value().encode(),
+                max_attempts=settings.webhook_max_attempts,
+                base_delay=settings.webhook_backoff_seconds,
+                max_delay=settings.webhook_max_backoff_seconds,
+                timeout=settings.webhook_timeout_seconds,
+                dead_letter=service.dead_letter,
+                on_attempt=attempted,
+            )
+        )
+    service.channels.extend(channels)
+    return service
+
+
+class NotifyingLog:
+    """The compliance log as the embedded runtime writes to it, telling the alerting service
+    about alerts as soon as they are stored (`save_alerts` runs in a worker thread;
+    `on_alerts` is thread-safe and returns at once)."""
+
+    def __init__(self, log: ComplianceLog, service: AlertingService) -> None:
+        self._log = log
+        self._service = service
+
+    def append_audit(self, records: Iterable[AuditRecord]) -> AppendResult:
+        return self._log.append_audit(records)
+
+    def save_alerts(self, alerts: Iterable[Alert]) -> int:
+        batch = list(alerts)
+        inserted = self._log.save_alerts(batch)
+        self._service.on_alerts(batch)
+        return inserted

@@ -1,0 +1,606 @@
+"""`AlertingService`: alert lifecycle, escalation and delivery over the compliance log.
+
+**Lifecycle.** `open` (raised) -> `acknowledged` (by a named staff member) -> `resolved`, stored
+in the compliance log's alerts table (`ComplianceLog.acknowledge_alert`/`resolve_alert`, which
+are conditional updates, so concurrent clicks cannot both win). Each transition is also an
+audit record naming the staff member (`records.py`).
+
+**De-duplication.** A new alert is claimed by writing its `alert.notified` audit record (id
+derived from the alert id) before anything is delivered; an alert whose record exists, or that
+is no longer open, is not notified again, whatever the redelivery. A small in-memory set of
+recent ids saves the database round trip for the common redelivery. Claim-then-deliver means a
+crash between the two loses that one push (the console, which reads the stored alerts, still
+shows it); it never notifies twice.
+
+**Escalation.** There are no in-memory timers to lose. The steps of an open alert are due at
+`recorded_at + step.after` (the policy of its clinic and severity); a step is done when its
+`alert.escalated` record exists. `tick(now)` escalates what is due and not done, re-reading
+the alert first (an acknowledgement made by another process counts). On start-up the watch
+list is rebuilt from the stored open alerts and the existing step records, so a restart
+neither repeats a step nor forgets one; alerts recorded more than `catchup` ago are not
+notified late on start-up (their escalation steps still run).
+
+**Clock.** Every time comes from `clock()` (or the `now` passed to `tick`), so tests drive it.
+
+**Threads.** `on_alerts` may be called from any thread (embedded mode calls it from the
+runtime's step); the work happens in the service's own task on the event loop, and database
+calls run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import orjson
+import structlog
+
+from remsguard.adapters.storage import AlertQuery, AlertRow, AlertStatus, ComplianceLog
+from remsguard.adapters.storage.models import utc
+from remsguard.adapters.telemetry import Telemetry
+from remsguard.alerting import records
+from remsguard.alerting.channels import Channel, Notification, NotificationKind
+from remsguard.alerting.policy import EscalationStep, Policies
+from remsguard.alerting.sse import SseHub
+from remsguard.alerting.webhook import DeadLetter
+from remsguard.contract.outbound import alert_to_json
+from remsguard.domain.decisions import Alert, AuditRecord
+
+__all__ = ["AlertNotFound", "AlertingService", "Transition", "alert_row_dict"]
+
+log = structlog.get_logger(__name__)
+
+RECENT_IDS: Final = 100_000
+_PAGE: Final = 1000
+
+
+class AlertNotFound(LookupError):
+    """No such alert, or not one of the caller's clinics."""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """The outcome of acknowledge/resolve: the stored row and whether this call changed it."""
+
+    row: AlertRow
+    changed: bool
+
+
+@dataclass(slots=True)
+class _Watch:
+    alert_id: str
+    clinic_id: str
+    severity: str
+    base: datetime  # recorded_at: when the alert reached the compliance log
+    steps: tuple[EscalationStep, ...]
+    next_step: int
+
+    def due_at(self) -> datetime | None:
+        if self.next_step >= len(self.steps):
+            return None
+        return self.base + self.steps[self.next_step].after
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else utc(value).isoformat().replace("+00:00", "Z")
+
+
+def alert_row_dict(row: AlertRow) -> dict[str, Any]:
+    """A stored alert as the API shows it: the outbound alert fields plus its lifecycle."""
+    return {
+        "alert_id": row.alert_id,
+        "rule": row.rule,
+        "severity": row.severity,
+        "session_id": row.session_id,
+        "clinic_id": row.clinic_id,
+        "triggered_at": _iso(row.triggered_at),
+        "message": row.message,
+        "evidence": orjson.loads(row.evidence),
+        "protocol": row.protocol,
+        "protocol_version": row.protocol_version,
+        "status": row.status,
+        "acknowledged_by": row.acknowledged_by,
+        "acknowledged_at": _iso(row.acknowledged_at),
+        "resolved_by": row.resolved_by,
+        "resolved_at": _iso(row.resolved_at),
+        "recorded_at": _iso(row.recorded_at),
+    }
+
+
+def _new_alert_dict(alert: Alert, recorded_at: datetime | None) -> dict[str, Any]:
+    out: dict[str, Any] = orjson.loads(alert_to_json(alert))
+    out.update(
+        status=AlertStatus.OPEN.value,
+        acknowledged_by=None,
+        acknowledged_at=None,
+        resolved_by=None,
+        resolved_at=None,
+        recorded_at=_iso(recorded_at),
+    )
+    return out
+
+
+class AlertingService:
+    def __init__(
+        self,
+        log_: ComplianceLog,
+        policies: Policies | None = None,
+        channels: Sequence[Channel] = (),
+        *,
+        hub: SseHub | None = None,
+        telemetry: Telemetry | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        tick_interval: float = 1.0,
+        catchup: timedelta = timedelta(hours=1),
+        on_published: Callable[[Alert, float], None] | None = None,
+    ) -> None:
+        self.log = log_
+        self.policies = policies or Policies()
+        self.hub = hub if hub is not None else SseHub()
+        self.channels: list[Channel] = [self.hub, *[c for c in channels if c is not self.hub]]
+        self.telemetry = telemetry
+        self.clock = clock
+        self.tick_interval = tick_interval
+        self.catchup = catchup
+        self.on_published = on_published  # benchmarks: (alert, unix time it was published)
+        self._recent: OrderedDict[str, None] = OrderedDict()
+        self._watch: dict[str, _Watch] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue[list[Alert] | None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._deliveries: set[asyncio.Task[bool]] = set()
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild the escalation watch list from the log, then run the service's task."""
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        await self.restore()
+        self._task = asyncio.create_task(self._run(), name="remsguard-alerting")
+        if self.telemetry is not None:
+            self.telemetry.up("notifier", True)
+
+    async def stop(self) -> None:
+        if self._task is not None and self._queue is not None:
+            self._queue.put_nowait(None)
+            try:
+                await asyncio.wait_for(self._task, timeout=10)
+            except TimeoutError:
+                self._task.cancel()
+            self._task = None
+        if self._deliveries:
+            _, pending = await asyncio.wait(set(self._deliveries), timeout=5)
+            for task in pending:
+                task.cancel()
+        for channel in self.channels:
+            await channel.aclose()
+        if self.telemetry is not None:
+            self.telemetry.up("notifier", False)
+
+    def on_alerts(self, alerts: Iterable[Alert]) -> None:
+        """New alerts from the engine (embedded ingest) or the alerts topic; returns at once.
+
+        Thread-safe; a no-op before `start`. Delivery happens on the service's task."""
+        batch = list(alerts)
+        if not batch or self._loop is None or self._queue is None or self._loop.is_closed():
+            return
+        queue = self._queue
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            queue.put_nowait(batch)
+        else:
+            self._loop.call_soon_threadsafe(queue.put_nowait, batch)
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        next_tick = time.monotonic()
+        while True:
+            timeout = max(0.0, next_tick - time.monotonic())
+            batch: list[Alert] = []
+            stop = False
+            try:
+                first = await asyncio.wait_for(queue.get(), timeout=timeout)
+            except TimeoutError:
+                first = []
+            if first is None:
+                stop = True
+            else:
+                batch.extend(first)
+            while not queue.empty():
+                more = queue.get_nowait()
+                if more is None:
+                    stop = True
+                else:
+                    batch.extend(more)
+            try:
+                if batch:
+                    await self.process(batch)
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + self.tick_interval
+                    await self.tick()
+            except Exception:
+                log.exception("alerting.step_failed", alerts=len(batch))
+            if stop:
+                return
+
+    # -- new alerts --------------------------------------------------------------------------
+
+    def _seen(self, alert_id: str) -> bool:
+        if alert_id in self._recent:
+            self._recent.move_to_end(alert_id)
+            return True
+        return False
+
+    def _remember(self, alert_id: str) -> None:
+        self._recent[alert_id] = None
+        if len(self._recent) > RECENT_IDS:
+            self._recent.popitem(last=False)
+
+    async def process(self, alerts: Sequence[Alert], *, save: bool = False) -> list[Alert]:
+        """Notify the alerts not notified before; returns them. `save`: store them first
+        (the Kafka notifier; embedded mode's runtime has stored them already)."""
+        fresh: dict[str, Alert] = {}
+        for alert in alerts:
+            if not self._seen(alert.alert_id) and alert.alert_id not in fresh:
+                fresh[alert.alert_id] = alert
+        if not fresh:
+            return []
+        now = self.clock()
+        async with self._lock:
+            claimed = await asyncio.to_thread(self._claim, list(fresh.values()), now, save)
+        for alert in fresh.values():
+            self._remember(alert.alert_id)
+        published = time.time()
+        for alert, row in claimed:
+            recorded = None if row is None else utc(row.recorded_at)
+            body = _new_alert_dict(alert, recorded)
+            self._notify(Notification("alert", body, now))
+            if self.on_published is not None:
+                self.on_published(alert, published)
+            if self.telemetry is not None:
+                self.telemetry.alert_opened(alert.clinic_id, alert.severity.value)
+            steps = self.policies.steps(alert.clinic_id, alert.severity.value)
+            if steps:
+                self._watch[alert.alert_id] = _Watch(
+                    alert.alert_id,
+                    alert.clinic_id,
+                    alert.severity.value,
+                    recorded or utc(now),
+                    steps,
+                    0,
+                )
+        return [alert for alert, _ in claimed]
+
+    def _claim(
+        self, alerts: list[Alert], now: datetime, save: bool
+    ) -> list[tuple[Alert, AlertRow | None]]:
+        """In a worker thread: store (if asked), then claim each still-open alert not yet
+        notified by writing its `alert.notified` record. Returns the claimed ones."""
+        if save:
+            self.log.save_alerts(alerts)
+        out: list[tuple[Alert, AlertRow | None]] = []
+        claims: list[AuditRecord] = []
+        for alert in alerts:
+            row = self.log.get_alert(alert.alert_id)
+            if row is not None and row.status != AlertStatus.OPEN.value:
+                continue
+            rec = records.record(
+                records.NOTIFIED,
+                id_parts=(alert.alert_id,),
+                subject_id=alert.alert_id,
+                session_id=alert.session_id,
+                clinic_id=alert.clinic_id,
+                occurred_at=now,
+                detail={
+                    "rule": alert.rule,
+                    "alert_severity": alert.severity.value,
+                    "channels": [c.name for c in self.channels],
+                },
+            )
+            if rec is not None:
+                if self.log.get_record(rec.record_id) is not None:
+                    continue
+                claims.append(rec)
+            out.append((alert, row))
+        if claims:
+            self.log.append_audit(claims)
+        return out
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    def _notify(self, notification: Notification) -> None:
+        for channel in self.channels:
+            if isinstance(channel, SseHub):  # in-process: deliver now, in order
+                channel.publish(
+                    "alert",
+                    notification.payload(),
+                    notification.clinic_id,
+                    notification.notification_id,
+                )
+                if self.telemetry is not None:
+                    self.telemetry.notified("sse")
+                continue
+            task = asyncio.get_running_loop().create_task(channel.deliver(notification))
+            self._deliveries.add(task)
+            task.add_done_callback(self._deliveries.discard)
+
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        """Record a notification that could not be delivered (the webhook's last attempt)."""
+        note = letter.notification
+        rec = records.record(
+            records.DEAD_LETTERED,
+            id_parts=(note.notification_id, letter.channel),
+            subject_id=note.notification_id,
+            session_id=note.alert.get("session_id"),
+            clinic_id=note.clinic_id,
+            occurred_at=self.clock(),
+            detail={
+                "alert_id": note.alert_id,
+                "notification_kind": note.kind,
+                "target": note.target,
+                "step": note.step,
+                "channel": letter.channel,
+                "url": letter.url,
+                "attempts": letter.attempts,
+                "error": letter.error,
+            },
+        )
+        if rec is not None:
+            await asyncio.to_thread(self.log.append_audit, [rec])
+        if self.telemetry is not None:
+            self.telemetry.notified(letter.channel, "dead_letter")
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Wait for background deliveries (tests, benchmarks, shutdown)."""
+        if self._deliveries:
+            await asyncio.wait(set(self._deliveries), timeout=timeout)
+
+    # -- escalation --------------------------------------------------------------------------
+
+    async def restore(self) -> int:
+        """Rebuild the watch list from the stored open alerts and their step records."""
+        now = self.clock()
+        watch, unnotified = await asyncio.to_thread(self._load_open, now)
+        self._watch = watch
+        if self.telemetry is not None:
+            counts: dict[tuple[str, str], int] = {}
+            for row in unnotified[1]:
+                key = (row.clinic_id, row.severity)
+                counts[key] = counts.get(key, 0) + 1
+            self.telemetry.set_open_alerts(counts)
+        if unnotified[0]:
+            log.info("alerting.catchup", alerts=len(unnotified[0]))
+            await self.process(unnotified[0])
+        return len(watch)
+
+    def _load_open(
+        self, now: datetime
+    ) -> tuple[dict[str, _Watch], tuple[list[Alert], list[AlertRow]]]:
+        watch: dict[str, _Watch] = {}
+        late: list[Alert] = []
+        rows: list[AlertRow] = []
+        cursor: str | None = None
+        while True:
+            page = self.log.alerts(
+                AlertQuery(status=AlertStatus.OPEN.value, cursor=cursor, limit=_PAGE)
+            )
+            rows.extend(page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        horizon = utc(now) - self.catchup
+        for row in rows:
+            recorded = utc(row.recorded_at)
+            if recorded >= horizon and records.KINDS_AVAILABLE:
+                notified = records.record_id(records.NOTIFIED, row.alert_id)
+                if self.log.get_record(notified) is None:
+                    late.append(_alert_of(row))
+            steps = self.policies.steps(row.clinic_id, row.severity)
+            if not steps:
+                continue
+            done = 0
+            if records.KINDS_AVAILABLE:
+                for index in range(len(steps)):
+                    rid = records.record_id(records.ESCALATED, row.alert_id, str(index))
+                    if self.log.get_record(rid) is None:
+                        break
+                    done = index + 1
+            if done < len(steps):
+                watch[row.alert_id] = _Watch(
+                    row.alert_id, row.clinic_id, row.severity, recorded, steps, done
+                )
+        return watch, (late, rows)
+
+    def pending(self) -> list[tuple[str, int, datetime]]:
+        """(alert id, next step index, due at) of every escalation still to come."""
+        out = []
+        for w in self._watch.values():
+            due = w.due_at()
+            if due is not None:
+                out.append((w.alert_id, w.next_step, due))
+        return sorted(out, key=lambda item: item[2])
+
+    async def tick(self, now: datetime | None = None) -> int:
+        """Escalate every step due at `now` (default: the clock); returns steps taken."""
+        now = utc(now or self.clock())
+        due = [w for w in self._watch.values() if (at := w.due_at()) is not None and at <= now]
+        if not due:
+            return 0
+        taken = 0
+        async with self._lock:
+            results = await asyncio.to_thread(self._escalate, due, now)
+        for watch, row, step_index in results:
+            if row is None:
+                continue
+            step = watch.steps[step_index]
+            self._notify(
+                Notification(
+                    "escalation",
+                    alert_row_dict(row),
+                    now,
+                    target=step.target,
+                    step=step_index,
+                    extra={"after_seconds": step.after.total_seconds()},
+                )
+            )
+            taken += 1
+            if self.telemetry is not None:
+                self.telemetry.escalated(watch.clinic_id, watch.severity)
+        for watch in due:
+            if watch.due_at() is None:
+                self._watch.pop(watch.alert_id, None)
+        return taken
+
+    def _escalate(
+        self, due: list[_Watch], now: datetime
+    ) -> list[tuple[_Watch, AlertRow | None, int]]:
+        out: list[tuple[_Watch, AlertRow | None, int]] = []
+        for watch in due:
+            row = self.log.get_alert(watch.alert_id)
+            if row is None or row.status != AlertStatus.OPEN.value:
+                watch.next_step = len(watch.steps)  # acknowledged elsewhere: stop watching
+                continue
+            while (at := watch.due_at()) is not None and at <= now:
+                index = watch.next_step
+                step = watch.steps[index]
+                rec = records.record(
+                    records.ESCALATED,
+                    id_parts=(watch.alert_id, str(index)),
+                    subject_id=watch.alert_id,
+                    session_id=row.session_id,
+                    clinic_id=row.clinic_id,
+                    occurred_at=now,
+                    detail={
+                        "step": index,
+                        "target": step.target,
+                        "after_seconds": step.after.total_seconds(),
+                        "due_at": _iso(at),
+                        "rule": row.rule,
+                        "alert_severity": row.severity,
+                    },
+                )
+                inserted = 1
+                if rec is not None:
+                    inserted = self.log.append_audit([rec]).inserted
+                watch.next_step += 1
+                out.append((watch, row if inserted else None, index))
+        return out
+
+    # -- staff actions -----------------------------------------------------------------------
+
+    async def acknowledge(
+        self, alert_id: str, by: str, by_name: str, clinics: frozenset[str] | None = None
+    ) -> Transition:
+        return await self._transition("acknowledged", alert_id, by, by_name, clinics)
+
+    async def resolve(
+        self, alert_id: str, by: str, by_name: str, clinics: frozenset[str] | None = None
+    ) -> Transition:
+        return await self._transition("resolved", alert_id, by, by_name, clinics)
+
+    async def _transition(
+        self,
+        kind: NotificationKind,
+        alert_id: str,
+        by: str,
+        by_name: str,
+        clinics: frozenset[str] | None,
+    ) -> Transition:
+        now = utc(self.clock())
+        result = await asyncio.to_thread(
+            self._transition_now, kind, alert_id, by, by_name, clinics, now
+        )
+        if result.changed:
+            row = result.row
+            self._watch.pop(alert_id, None)
+            if self.telemetry is not None:
+                if kind == "acknowledged":
+                    self.telemetry.alert_acknowledged(
+                        row.clinic_id, row.severity, utc(row.recorded_at), now
+                    )
+                elif row.acknowledged_at is None:  # resolved straight from open
+                    self.telemetry.alerts_open.labels(row.clinic_id, row.severity).dec()
+            self._notify(Notification(kind, alert_row_dict(row), now, by=by, by_name=by_name))
+        return result
+
+    def _transition_now(
+        self,
+        kind: NotificationKind,
+        alert_id: str,
+        by: str,
+        by_name: str,
+        clinics: frozenset[str] | None,
+        now: datetime,
+    ) -> Transition:
+        before = self.log.get_alert(alert_id)
+        if before is None or (clinics is not None and before.clinic_id not in clinics):
+            raise AlertNotFound(alert_id)
+        if kind == "acknowledged":
+            after = self.log.acknowledge_alert(alert_id, by, now)
+            changed = (
+                after is not None
+                and before.status == AlertStatus.OPEN.value
+                and after.acknowledged_by == by
+                and after.acknowledged_at is not None
+                and utc(after.acknowledged_at) == now
+            )
+            kind_name = records.ACKNOWLEDGED
+        else:
+            after = self.log.resolve_alert(alert_id, by, now)
+            changed = (
+                after is not None
+                and before.status != AlertStatus.RESOLVED.value
+                and after.resolved_by == by
+                and after.resolved_at is not None
+                and utc(after.resolved_at) == now
+            )
+            kind_name = records.RESOLVED
+        assert after is not None
+        if changed:
+            raised = utc(after.recorded_at)
+            rec = records.record(
+                kind_name,
+                id_parts=(alert_id,),
+                subject_id=alert_id,
+                session_id=after.session_id,
+                clinic_id=after.clinic_id,
+                occurred_at=now,
+                detail={
+                    "by": by,
+                    "by_name": by_name,
+                    "rule": after.rule,
+                    "alert_severity": after.severity,
+                    "seconds_since_raised": round((now - raised).total_seconds(), 3),
+                },
+            )
+            if rec is not None:
+                self.log.append_audit([rec])
+        return Transition(after, changed)
+
+
+def _alert_of(row: AlertRow) -> Alert:
+    from remsguard.domain.decisions import Severity
+
+    return Alert(
+        alert_id=row.alert_id,
+        rule=row.rule,
+        severity=Severity(row.severity),
+        session_id=row.session_id,
+        clinic_id=row.clinic_id,
+        triggered_at=utc(row.triggered_at),
+        message=row.message,
+        evidence=tuple(orjson.loads(row.evidence)),
+        protocol=row.protocol,
+        protocol_version=row.protocol_version,
+    )

@@ -1,0 +1,79 @@
+"""`POST /v1/alerts/{id}/acknowledge` and `/resolve`, attributed to the staff member.
+
+The caller's principal (staff or admin) is the one recorded: the alert's `acknowledged_by` /
+`resolved_by` and the `alert.acknowledged` / `alert.resolved` audit record carry its id (and
+the audit record its name). Both are idempotent: acknowledging an alert that is already
+acknowledged or resolved answers 200 with `changed: false` and the stored state.
+"""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import Response
+
+from remsguard.alerting.service import AlertingService, AlertNotFound, Transition, alert_row_dict
+from remsguard.embedded.compliance import Principal, Role
+from remsguard.entrypoints.http.auth import require
+from remsguard.entrypoints.http.errors import ApiError
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["staff"])
+_RESPONSES: dict[int | str, dict[str, str]] = {
+    200: {"description": '`{"changed": bool, "alert": {...}}`'},
+    401: {"description": "Missing or unknown bearer token."},
+    403: {"description": "Not a staff or admin token."},
+    404: {"description": "No such alert, or not one of this principal's clinics."},
+}
+
+
+def _service(request: Request) -> AlertingService:
+    service = getattr(request.app.state.container, "alerting", None)
+    if service is None:
+        raise ApiError(503, "no_alerting", "staff alerting is not running in this process")
+    assert isinstance(service, AlertingService)
+    return service
+
+
+def _answer(result: Transition) -> Response:
+    body = {"changed": result.changed, "alert": alert_row_dict(result.row)}
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+@router.post(
+    "/v1/alerts/{alert_id}/acknowledge",
+    summary="Acknowledge an alert as the signed-in staff member",
+    responses=_RESPONSES,
+)
+async def acknowledge(
+    request: Request,
+    alert_id: str = Path(min_length=1, max_length=64),
+    principal: Principal = Depends(require(Role.STAFF, Role.ADMIN)),
+) -> Response:
+    try:
+        result = await _service(request).acknowledge(
+            alert_id, principal.principal_id, principal.name, principal.clinic_scope
+        )
+    except AlertNotFound:
+        raise ApiError(404, "not_found", f"no alert {alert_id!r}") from None
+    return _answer(result)
+
+
+@router.post(
+    "/v1/alerts/{alert_id}/resolve",
+    summary="Resolve an alert as the signed-in staff member",
+    responses=_RESPONSES,
+)
+async def resolve(
+    request: Request,
+    alert_id: str = Path(min_length=1, max_length=64),
+    principal: Principal = Depends(require(Role.STAFF, Role.ADMIN)),
+) -> Response:
+    try:
+        result = await _service(request).resolve(
+            alert_id, principal.principal_id, principal.name, principal.clinic_scope
+        )
+    except AlertNotFound:
+        raise ApiError(404, "not_found", f"no alert {alert_id!r}") from None
+    return _answer(result)

@@ -1,0 +1,75 @@
+"""The staff console: one HTML page, a small script and a stylesheet, no build step.
+
+- `GET /console`: the page (public; it holds no data). Staff sign in with their token, which
+  the page keeps in `sessionStorage` and sends as `Authorization: Bearer`.
+- `GET /console/api/state`: the signed-in principal, the sessions board and the unresolved
+  alerts (the same snapshot `GET /v1/stream` sends as `sessions` events).
+The page then follows `GET /v1/stream` and acknowledges/resolves with the `/v1/alerts/{id}/...`
+endpoints.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Final
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from remsguard.embedded.compliance import Principal, Role
+from remsguard.entrypoints.http.auth import require
+from remsguard.entrypoints.http.errors import ApiError
+from remsguard.entrypoints.http.sse import snapshot
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["console"])
+_STATIC: Final = resources.files("remsguard.entrypoints.http") / "static"
+_TYPES: Final = {
+    "console.js": "text/javascript; charset=utf-8",
+    "console.css": "text/css; charset=utf-8",
+}
+_OPTS: Final = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+
+
+@router.get("/", include_in_schema=False)
+async def root() -> RedirectResponse:
+    return RedirectResponse("/console")
+
+
+@router.get("/console", include_in_schema=False)
+async def page() -> HTMLResponse:
+    return HTMLResponse(
+        (_STATIC / "console.html").read_text(encoding="utf-8"),
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.get("/console/static/{name}", include_in_schema=False)
+async def static(name: str) -> Response:
+    if name not in _TYPES:
+        raise ApiError(404, "not_found", f"no file {name!r}")
+    return Response(
+        (_STATIC / name).read_bytes(),
+        media_type=_TYPES[name],
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+@router.get(
+    "/console/api/state",
+    summary="The console's state: who is signed in, sessions board, unresolved alerts",
+)
+async def state(
+    request: Request,
+    principal: Principal = Depends(require(Role.STAFF, Role.ADMIN, Role.AUDITOR)),
+) -> Response:
+    body = await snapshot(request.app.state.container, principal)
+    body["me"] = {
+        "principal_id": principal.principal_id,
+        "name": principal.name,
+        "role": principal.role.value,
+        "clinics": sorted(principal.clinics),
+    }
+    return Response(orjson.dumps(body, option=_OPTS), media_type="application/json")
