@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     alerting_catchup_seconds: float = Field(default=3600.0, ge=0)  # notify late after restart
     notifier_group_id: str = "remsguard-notifier"
 
+    # Auditor API (`remsguard api`): the compliance log at database_url, no engine.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8410, ge=0, le=65535)
+    form_check_seconds: float = Field(default=300.0, gt=0)  # MONITORING_FORM_OVERDUE check
+    # Recompute session summaries and forms from new audit records in the API process (for
+    # writers that store records only, e.g. embedded mode; the audit sink already does it).
+    api_follow_sessions: bool = False
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -8,6 +8,7 @@ from remsguard import __version__
 from remsguard.adapters.logs import configure_logging
 from remsguard.config import get_settings
 from remsguard.contract.schemas import schemas_app
+from remsguard.entrypoints.api import api_command, principals_app
 from remsguard.entrypoints.audit import audit_app, audit_sink_command
 from remsguard.entrypoints.replay import replay_command
 from remsguard.entrypoints.simulate import simulate_command
@@ -35,6 +36,8 @@ app.add_typer(alerts_app, name="alerts")
 app.command("processor")(processor_command)
 app.command("publish")(publish_command)
 app.command("up")(up_command)
+app.command("api")(api_command)
+app.add_typer(principals_app, name="principals")
 
 
 @app.callback()

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from datetime import datetime
-from typing import Final, Protocol
+from typing import Final, Protocol, cast
 
 import orjson
 
@@ -37,16 +37,33 @@ from remsguard.contract.outbound import audit_record_to_json
 from remsguard.domain.decisions import AuditKind, AuditRecord
 
 __all__ = [
+    "API_QUERY",
+    "FORM_SUBMITTED",
     "GENESIS",
+    "SERVICE_KINDS",
     "canonical_entry",
     "chain_of",
     "detail_text",
     "entry_hash",
+    "kind_of",
     "normalise",
     "record_of_row",
 ]
 
 GENESIS: Final = "0" * 64
+API_QUERY: Final = "api.query"  # an auditor API query: who, which filters, how many rows
+FORM_SUBMITTED: Final = "form.submitted"  # a Patient Monitoring Form marked submitted
+# Staff alerting's lifecycle records (remsguard.alerting.records).
+ALERTING_KINDS: Final = frozenset(
+    {
+        "alert.notified",
+        "alert.escalated",
+        "alert.acknowledged",
+        "alert.resolved",
+        "notification.dead_lettered",
+    }
+)
+SERVICE_KINDS: Final = frozenset({API_QUERY, FORM_SUBMITTED}) | ALERTING_KINDS
 _OPTS: Final = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
@@ -106,10 +123,19 @@ class StoredRecord(Protocol):
     def appended_at(self) -> datetime: ...
 
 
+def kind_of(value: str) -> AuditKind:
+    """The kind of a stored record. Besides the engine's kinds, the log holds the service's
+    own facts (``SERVICE_KINDS``: API queries, form submissions); they hash and verify like
+    any record and are typed as ``AuditKind`` values for the record's sake."""
+    if value in SERVICE_KINDS:
+        return cast(AuditKind, value)
+    return AuditKind(value)
+
+
 def record_of_row(row: StoredRecord) -> AuditRecord:
     return AuditRecord(
         record_id=row.record_id,
-        kind=AuditKind(row.kind),
+        kind=kind_of(row.kind),
         subject_id=row.subject_id,
         session_id=row.session_id,
         clinic_id=row.clinic_id,

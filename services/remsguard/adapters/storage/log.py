@@ -45,6 +45,7 @@ from remsguard.adapters.storage.models import (
     MerkleNode,
     MonitoringForm,
     PrincipalRole,
+    SessionEventRow,
     SessionSummary,
     TreeHead,
     utc,
@@ -52,6 +53,7 @@ from remsguard.adapters.storage.models import (
 from remsguard.adapters.storage.signing import HeadSigner
 from remsguard.domain import merkle
 from remsguard.domain.decisions import Alert, AuditKind, AuditRecord
+from remsguard.domain.events import Event
 
 __all__ = [
     "AlertQuery",
@@ -76,6 +78,7 @@ NODES: Final[Table] = MerkleNode.__table__  # type: ignore[attr-defined]
 SUMMARIES: Final[Table] = SessionSummary.__table__  # type: ignore[attr-defined]
 FORMS: Final[Table] = MonitoringForm.__table__  # type: ignore[attr-defined]
 PRINCIPALS: Final[Table] = ApiPrincipal.__table__  # type: ignore[attr-defined]
+EVENTS: Final[Table] = SessionEventRow.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,6 +510,65 @@ class ComplianceLog:
                 )
                 done += len(rows)
         return done
+
+    def save_events(self, events: Iterable[Event]) -> int:
+        """Store accepted events in wire form (first write of a (session, event id) wins);
+        returns how many were new. Readers join them to their ``event.accepted`` records."""
+        from remsguard.adapters.storage.events import event_to_json
+
+        rows = [
+            {
+                "session_id": e.session_id,
+                "event_id": e.event_id,
+                "clinic_id": e.clinic_id,
+                "type": e.type,
+                "occurred_at": utc(e.occurred_at),
+                "payload": event_to_json(e).decode(),
+            }
+            for e in {(e.session_id, e.event_id): e for e in reversed(list(events))}.values()
+        ]
+        if not rows:
+            return 0
+        inserted = 0
+        with self.engine.begin() as conn:
+            for start in range(0, len(rows), _CHUNK):
+                stmt = _insert(conn)(EVENTS).on_conflict_do_nothing(
+                    index_elements=[EVENTS.c.session_id, EVENTS.c.event_id]
+                )
+                result = conn.execute(
+                    stmt.returning(EVENTS.c.event_id), rows[start : start + _CHUNK]
+                )
+                inserted += len(result.all())
+        return inserted
+
+    def session_events(self, session_id: str) -> list[SessionEventRow]:
+        """The session's stored events that the log records as accepted, in event-time
+        order (then event id)."""
+        accepted = select(AUDIT.c.subject_id).where(
+            AUDIT.c.session_id == session_id, AUDIT.c.kind == AuditKind.EVENT_ACCEPTED.value
+        )
+        stmt = (
+            select(SessionEventRow)
+            .where(EVENTS.c.session_id == session_id, EVENTS.c.event_id.in_(accepted))
+            .order_by(EVENTS.c.occurred_at, EVENTS.c.event_id)
+        )
+        with Session(self.engine) as s:
+            return list(s.scalars(stmt))
+
+    def sessions_since(self, log_index: int, limit: int = 10_000) -> tuple[list[str], int]:
+        """Sessions with records at ``log_index`` or later (up to ``limit`` records read);
+        returns them and the index to continue from. For processes that keep summaries
+        following the log (embedded mode writes records but no summaries)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(AUDIT.c.log_index, AUDIT.c.session_id)
+                .where(AUDIT.c.log_index >= log_index)
+                .order_by(AUDIT.c.log_index)
+                .limit(limit)
+            ).all()
+        if not rows:
+            return [], log_index
+        return sorted({sid for _, sid in rows if sid is not None}), rows[-1][0] + 1
 
     # -- monitoring forms -----------------------------------------------------------------
 

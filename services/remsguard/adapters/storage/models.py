@@ -21,6 +21,7 @@ __all__ = [
     "MerkleNode",
     "MonitoringForm",
     "PrincipalRole",
+    "SessionEventRow",
     "SessionSummary",
     "TreeHead",
     "utc",
@@ -203,3 +204,21 @@ class ApiPrincipal(SQLModel, table=True):
     clinics: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(sa_column=_ts(nullable=False))
     revoked_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class SessionEventRow(SQLModel, table=True):
+    """An accepted device event of a session, in its wire form (the inbound contract's JSON).
+
+    The audit records say *that* an event was accepted; the Patient Monitoring Form needs
+    *what* it said (BP values, drug, dose and lot, assessments). Written idempotently by the
+    compliance-log writers (first write wins, as the engine keeps the first of duplicates);
+    readers use only events whose ``event.accepted`` record is in the log."""
+
+    __tablename__ = "session_events"
+
+    session_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    event_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    clinic_id: str = Field(sa_column=Column(String(128), nullable=False))
+    type: str = Field(sa_column=Column(String(64), nullable=False))
+    occurred_at: datetime = Field(sa_column=_ts(nullable=False))
+    payload: str = Field(sa_column=Column(Text, nullable=False))

@@ -21,15 +21,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from remsguard import __version__
 from remsguard.entrypoints.http import alerts, events
+from remsguard.entrypoints.http.auditor_routes import AUDITOR_ROUTERS
 from remsguard.entrypoints.http.errors import install_error_handlers
 from remsguard.entrypoints.http.staff_routes import STAFF_ROUTERS
 
 if TYPE_CHECKING:
     from remsguard.embedded.container import EmbeddedContainer
+    from remsguard.entrypoints.api import ApiContainer
 
 __all__ = ["ROUTERS", "create_app"]
 
-ROUTERS: list[APIRouter] = [events.router, alerts.router, *STAFF_ROUTERS]
+ROUTERS: list[APIRouter] = [events.router, alerts.router, *STAFF_ROUTERS, *AUDITOR_ROUTERS]
 
 _ops = APIRouter(tags=["operations"])
 
@@ -48,7 +50,9 @@ def metrics(request: Request) -> Response:
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(container: EmbeddedContainer, routers: Sequence[APIRouter] = ()) -> FastAPI:
+def create_app(
+    container: EmbeddedContainer | ApiContainer, routers: Sequence[APIRouter] = ()
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await container.start()

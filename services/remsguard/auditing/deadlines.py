@@ -1,0 +1,154 @@
+"""The form deadline: a session's Patient Monitoring Form must be submitted within 7 calendar
+days after the session ends, else ``MONITORING_FORM_OVERDUE`` (warning) is raised, once.
+
+``check_overdue_forms(log, now)`` is the whole decision with an explicit clock; the API
+process runs it periodically (``FormDeadlineTask``). The alert's id is derived from the
+session, its audit record from the alert, and the form row remembers it
+(``mark_form_overdue``), so a crash between the steps or two API processes checking at once
+still raise the alert once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Final
+
+import structlog
+
+from remsguard.adapters.storage import ComplianceLog
+from remsguard.adapters.storage.models import utc
+from remsguard.domain.decisions import Alert, AuditKind, AuditRecord, Severity, stable_id
+from remsguard.domain.protocol import MonitoringProtocol
+
+__all__ = ["RULE", "FormDeadlineTask", "check_overdue_forms", "follow_sessions"]
+
+RULE: Final = "MONITORING_FORM_OVERDUE"
+log = structlog.get_logger(__name__)
+
+
+def overdue_alert(
+    session_id: str,
+    clinic_id: str,
+    due_at: datetime,
+    protocol: str | None,
+    protocols: Mapping[str, MonitoringProtocol],
+) -> Alert:
+    known = protocols.get(protocol) if protocol is not None else None
+    return Alert(
+        alert_id=stable_id(RULE, session_id),
+        rule=RULE,
+        severity=Severity.WARNING,
+        session_id=session_id,
+        clinic_id=clinic_id,
+        triggered_at=utc(due_at),
+        message=(
+            "Patient Monitoring Form not submitted within 7 calendar days after the session "
+            f"ended (due {utc(due_at).isoformat().replace('+00:00', 'Z')})"
+        ),
+        evidence=(),
+        protocol=protocol or "",
+        protocol_version=known.version if known is not None else "",
+    )
+
+
+def check_overdue_forms(
+    clog: ComplianceLog,
+    now: datetime,
+    protocols: Mapping[str, MonitoringProtocol] | None = None,
+) -> list[Alert]:
+    """Raise MONITORING_FORM_OVERDUE for every form past due and not submitted; returns the
+    alerts raised by this call (none for a form already flagged)."""
+    raised: list[Alert] = []
+    for form in clog.overdue_forms(now):
+        assert form.due_at is not None
+        summary = clog.session_summary(form.session_id)
+        alert = overdue_alert(
+            form.session_id,
+            form.clinic_id,
+            form.due_at,
+            summary.protocol if summary is not None else None,
+            protocols or {},
+        )
+        clog.save_alerts([alert])
+        clog.append_audit(
+            [
+                AuditRecord(
+                    record_id=stable_id(AuditKind.ALERT_RAISED, alert.alert_id),
+                    kind=AuditKind.ALERT_RAISED,
+                    subject_id=alert.alert_id,
+                    session_id=alert.session_id,
+                    clinic_id=alert.clinic_id,
+                    occurred_at=alert.triggered_at,
+                    detail={"rule": alert.rule, "severity": alert.severity.value},
+                )
+            ]
+        )
+        if clog.mark_form_overdue(form.session_id, alert.alert_id):
+            raised.append(alert)
+        clog.refresh_sessions([form.session_id])
+    return raised
+
+
+def follow_sessions(clog: ComplianceLog, start: int) -> int:
+    """Refresh the summaries (and form rows) of sessions with records at ``start`` or later;
+    returns where to continue."""
+    index = start
+    while True:
+        sessions, after = clog.sessions_since(index)
+        if after == index:
+            return index
+        if sessions:
+            clog.refresh_sessions(sessions)
+        index = after
+
+
+class FormDeadlineTask:
+    """Runs the form-deadline check (and, if asked, session following) every ``interval``
+    seconds with the given clock, in a worker thread."""
+
+    def __init__(
+        self,
+        clog: ComplianceLog,
+        clock: Callable[[], datetime],
+        interval: float,
+        protocols: Mapping[str, MonitoringProtocol] | None = None,
+        *,
+        follow: bool = False,
+    ) -> None:
+        self.clog = clog
+        self.clock = clock
+        self.interval = interval
+        self.protocols = protocols or {}
+        self.follow = follow
+        self._index = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def run_once(self) -> list[Alert]:
+        if self.follow:
+            self._index = follow_sessions(self.clog, self._index)
+        raised = check_overdue_forms(self.clog, self.clock(), self.protocols)
+        for alert in raised:
+            log.warning("form.overdue", session_id=alert.session_id, clinic_id=alert.clinic_id)
+        return raised
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.run_once)
+            except Exception:  # keep checking: a database blip must not end the task
+                log.exception("form.deadline_check_failed")
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,142 @@
+"""`remsguard api`: the standalone auditor API of the Kafka/PostgreSQL deployment, and
+`remsguard principals create`.
+
+The API serves the same FastAPI app as embedded mode (`create_app`), over an API-only
+container: the compliance log at `REMSGUARD_DATABASE_URL` (migrated on start), no engine, no
+ingest (`POST /v1/events` answers 404). It also runs the form-deadline check every
+`REMSGUARD_FORM_CHECK_SECONDS` (MONITORING_FORM_OVERDUE, once per session).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+import uvicorn
+from prometheus_client import CollectorRegistry
+from sqlalchemy.exc import IntegrityError
+
+from remsguard.adapters.metrics import new_registry
+from remsguard.adapters.storage import ComplianceLog, PrincipalRole
+from remsguard.adapters.telemetry import Telemetry
+from remsguard.auditing.deadlines import FormDeadlineTask
+from remsguard.bootstrap import load_protocols
+from remsguard.config import Settings, get_settings
+from remsguard.domain.protocol import MonitoringProtocol, ProtocolError
+
+__all__ = ["ApiContainer", "api_command", "principals_app"]
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ApiContainer:
+    """What the HTTP app serves from in `remsguard api`; `runtime` is None (no engine)."""
+
+    settings: Settings
+    compliance: ComplianceLog
+    telemetry: Telemetry
+    protocols: Mapping[str, MonitoringProtocol]
+    clock: Callable[[], datetime] = _wall_clock
+    deadlines: FormDeadlineTask | None = None
+    runtime: None = field(default=None)
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = _wall_clock,
+        compliance: ComplianceLog | None = None,
+        check_deadlines: bool = True,
+    ) -> ApiContainer:
+        log = compliance or ComplianceLog.open(settings.database_url)
+        protocols = load_protocols(list(settings.protocol_files))
+        deadlines = (
+            FormDeadlineTask(
+                log,
+                clock,
+                settings.form_check_seconds,
+                protocols,
+                follow=settings.api_follow_sessions,
+            )
+            if check_deadlines
+            else None
+        )
+        return cls(settings, log, Telemetry(new_registry()), protocols, clock, deadlines)
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self.telemetry.registry
+
+    async def start(self) -> None:
+        if self.deadlines is not None:
+            self.deadlines.start()
+
+    async def stop(self) -> None:
+        if self.deadlines is not None:
+            await self.deadlines.stop()
+        self.compliance.close()
+
+
+def api_command(
+    db: Annotated[str | None, typer.Option("--db", help="database URL (default: settings)")] = None,
+    host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="HTTP port")] = None,
+) -> None:
+    """Serve the auditor API over the compliance log (no engine, no ingest)."""
+    from remsguard.entrypoints.http import create_app
+
+    settings = get_settings()
+    if db is not None:
+        settings = settings.model_copy(update={"database_url": db})
+    try:
+        container = ApiContainer.open(settings)
+    except (ProtocolError, ValueError) as exc:
+        typer.echo(f"remsguard api: {exc}", err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(
+        create_app(container),
+        host=host or settings.api_host,
+        port=settings.api_port if port is None else port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+
+
+principals_app = typer.Typer(help="API principals and their tokens.", no_args_is_help=True)
+
+
+@principals_app.command("create")
+def principals_create_command(
+    role: Annotated[PrincipalRole, typer.Option(help="auditor, staff or admin")],
+    name: Annotated[str, typer.Option(help="unique name of the principal")],
+    clinic: Annotated[
+        list[str] | None,
+        typer.Option(help="a clinic it may see (repeatable; none: every clinic)"),
+    ] = None,
+    db: Annotated[str | None, typer.Option("--db", help="database URL (default: settings)")] = None,
+) -> None:
+    """Create a principal and print its token, once (only its SHA-256 is stored)."""
+    clinics = sorted({c.strip() for c in clinic or [] if c.strip()})
+    if not name.strip():
+        typer.echo("remsguard principals: --name must not be empty", err=True)
+        raise typer.Exit(2)
+    with ComplianceLog.open(db or get_settings().database_url) as log:
+        try:
+            principal, token = log.create_principal(name.strip(), role, clinics)
+        except IntegrityError:
+            typer.echo(f"remsguard principals: a principal named {name!r} exists", err=True)
+            raise typer.Exit(1) from None
+    scope = ", ".join(clinics) if clinics else "every clinic"
+    typer.echo(
+        f"principal {principal.name} ({principal.role}, {scope}); token, shown once:", err=True
+    )
+    typer.echo(token)

@@ -1,0 +1,162 @@
+"""Shared by the auditor API's routers: the clock, protocols, CSV negotiation, scoping, and
+the audit record every API query leaves in the compliance log."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any, Final, cast
+
+from fastapi import Request
+from fastapi.responses import Response
+
+from remsguard.adapters.storage import ComplianceLog
+from remsguard.adapters.storage.chain import API_QUERY
+from remsguard.bootstrap import load_protocols
+from remsguard.domain.decisions import AuditKind, AuditRecord
+from remsguard.domain.protocol import MonitoringProtocol
+from remsguard.embedded.compliance import Principal
+from remsguard.entrypoints.http.errors import ApiError
+
+__all__ = [
+    "CSV_CONTENT",
+    "Format",
+    "aware",
+    "compliance",
+    "csv_response",
+    "log_query",
+    "now",
+    "protocols",
+    "wants_csv",
+]
+
+CSV_CONTENT: Final = {"text/csv": {"schema": {"type": "string"}}}
+COMMON_ERRORS: Final[dict[int | str, dict[str, Any]]] = {  # responses= of every route
+    400: {"description": "A bad cursor or a time without an offset."},
+    401: {"description": "Missing or unknown bearer token."},
+    403: {"description": "This role may not do this, or a clinic this principal may not see."},
+}
+
+
+class Format(StrEnum):
+    JSON = "json"
+    CSV = "csv"
+
+
+def compliance(request: Request) -> ComplianceLog:
+    log: ComplianceLog = request.app.state.container.compliance
+    return log
+
+
+def now(request: Request) -> datetime:
+    """The container's clock if it has one (tests, the API container), else the wall clock."""
+    clock = getattr(request.app.state.container, "clock", None)
+    return clock() if clock is not None else datetime.now(UTC)
+
+
+def protocols(request: Request) -> tuple[Mapping[str, MonitoringProtocol], str]:
+    """The protocols forms are judged by, and the default protocol."""
+    container = request.app.state.container
+    settings = container.settings
+    found = getattr(container, "protocols", None)
+    if found is None:
+        found = getattr(request.app.state, "auditor_protocols", None)
+        if found is None:
+            found = request.app.state.auditor_protocols = load_protocols(
+                list(settings.protocol_files)
+            )
+    return found, settings.default_protocol
+
+
+def aware(name: str, value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise ApiError(400, "invalid_time", f"{name} needs an offset, e.g. 2026-11-23T09:00:00Z")
+    return value
+
+
+def wants_csv(request: Request, fmt: Format | None) -> bool:
+    if fmt is not None:
+        return fmt is Format.CSV
+    accept = request.headers.get("accept", "")
+    return "text/csv" in accept.lower()
+
+
+def check_clinic(principal: Principal, clinic: str | None) -> None:
+    if clinic is not None and not principal.may_see(clinic):
+        raise ApiError(403, "forbidden", f"this token may not see clinic {clinic!r}")
+
+
+def visible(principal: Principal, clinic: str | None) -> bool:
+    """Records without a clinic are visible only to principals bound to no clinic."""
+    if clinic is None:
+        return not principal.clinics
+    return principal.may_see(clinic)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def csv_response(header: Sequence[str], rows: Iterable[Sequence[Any]], name: str) -> Response:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([_cell(v) for v in row])
+    return Response(
+        out.getvalue().encode(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
+    )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
+def log_query(
+    request: Request,
+    principal: Principal,
+    filters: Mapping[str, Any],
+    rows: int,
+    fmt: str = "json",
+) -> None:
+    """Append the API query to the compliance log: who, what, when, how many rows."""
+    at = now(request)
+    compliance(request).append_audit(
+        [
+            AuditRecord(
+                record_id=uuid.uuid4().hex,
+                kind=cast(AuditKind, API_QUERY),  # a service kind (see storage.chain)
+                subject_id=principal.principal_id,
+                session_id=None,
+                clinic_id=None,
+                occurred_at=at,
+                detail={
+                    "principal": principal.name,
+                    "role": principal.role.value,
+                    "method": request.method,
+                    "endpoint": request.url.path,
+                    "filters": {k: _plain(v) for k, v in filters.items() if v is not None},
+                    "rows": rows,
+                    "format": fmt,
+                },
+            )
+        ]
+    )

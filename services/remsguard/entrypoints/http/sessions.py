@@ -1,0 +1,352 @@
+"""A session for auditors: its timeline (every event, decision and alert in event-time order),
+its Patient Monitoring Form (JSON or CSV, filled from the events, missing fields marked), and
+the form's submission (which stops the 7-day deadline)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final, cast
+
+import orjson
+from fastapi import APIRouter, Body, Depends, Path, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel
+
+from remsguard.adapters.storage import AuditQuery, ComplianceLog, MonitoringForm
+from remsguard.adapters.storage.chain import FORM_SUBMITTED
+from remsguard.adapters.storage.models import utc
+from remsguard.auditing.forms import FIELDS, build_form, form_csv
+from remsguard.contract.decode import decode_event
+from remsguard.domain.decisions import AuditKind, AuditRecord, stable_id
+from remsguard.domain.events import Event
+from remsguard.embedded.compliance import Principal, Role
+from remsguard.entrypoints.http.audit import (
+    READERS,
+    AlertOut,
+    AuditRecordOut,
+    alert_json,
+    record_json,
+)
+from remsguard.entrypoints.http.auth import require
+from remsguard.entrypoints.http.common import (
+    COMMON_ERRORS,
+    CSV_CONTENT,
+    Format,
+    compliance,
+    csv_response,
+    log_query,
+    now,
+    protocols,
+    visible,
+    wants_csv,
+)
+from remsguard.entrypoints.http.errors import ApiError
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["sessions"])
+SessionId = Path(min_length=1, max_length=128)
+NOT_FOUND: Final[dict[int | str, dict[str, Any]]] = {
+    404: {"description": "No such session (or one this principal may not see)."}
+}
+
+
+class TimelineEntry(BaseModel):
+    at: datetime
+    source: str  # "record" or "alert"
+    kind: str  # the record's kind, or "alert"
+    record: AuditRecordOut | None = None
+    alert: AlertOut | None = None
+    event: dict[str, Any] | None = None  # the event in wire form, for event.accepted records
+
+
+class Timeline(BaseModel):
+    session_id: str
+    clinic_id: str
+    entries: list[TimelineEntry]
+
+
+class FormFieldOut(BaseModel):
+    value: Any
+    missing: bool
+    reason: str | None
+    evidence: list[str]
+    basis: str | None
+
+
+class FormSubmission(BaseModel):
+    due_at: datetime | None
+    submitted_at: datetime | None
+    submitted_by: str | None
+    overdue: bool
+    overdue_alert_id: str | None
+
+
+class FormOut(BaseModel):
+    session_id: str
+    clinic_id: str
+    patient_ref: str | None
+    protocol: str | None
+    complete: bool
+    missing_fields: list[str]
+    fields: dict[str, FormFieldOut]
+    submission: FormSubmission
+
+
+class SubmitOut(BaseModel):
+    session_id: str
+    submitted: bool
+    already_submitted: bool
+    submission: FormSubmission
+
+
+def _session_clinic(log: ComplianceLog, principal: Principal, session_id: str) -> str:
+    """The session's clinic; 404 when unknown or not visible (its existence is not revealed)."""
+    summary = log.session_summary(session_id)
+    clinic: str | None = summary.clinic_id if summary is not None else None
+    if clinic is None:
+        form = log.get_form(session_id)
+        clinic = form.clinic_id if form is not None else None
+    if clinic is None:
+        page = log.audit_records(AuditQuery(session_id=session_id, limit=1))
+        clinic = page.items[0].clinic_id if page.items else None
+    if clinic is None or not visible(principal, clinic):
+        raise ApiError(404, "not_found", f"no session {session_id!r}")
+    return clinic
+
+
+def _events(log: ComplianceLog, session_id: str) -> tuple[list[Event], dict[str, Any]]:
+    events: list[Event] = []
+    wire: dict[str, Any] = {}
+    for row in log.session_events(session_id):
+        decoded = decode_event(row.payload)
+        if isinstance(decoded, Event):
+            events.append(decoded)
+            wire[row.event_id] = orjson.loads(row.payload)
+    return events, wire
+
+
+def _submission(form: MonitoringForm | None, at: datetime) -> dict[str, Any]:
+    if form is None:
+        return {
+            "due_at": None,
+            "submitted_at": None,
+            "submitted_by": None,
+            "overdue": False,
+            "overdue_alert_id": None,
+        }
+    due = None if form.due_at is None else utc(form.due_at)
+    return {
+        "due_at": due,
+        "submitted_at": None if form.submitted_at is None else utc(form.submitted_at),
+        "submitted_by": form.submitted_by,
+        "overdue": form.overdue_alert_id is not None
+        or (form.submitted_at is None and due is not None and due < at),
+        "overdue_alert_id": form.overdue_alert_id,
+    }
+
+
+def _json(payload: Any) -> Response:
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC),
+        media_type="application/json",
+    )
+
+
+@router.get(
+    "/v1/sessions/{session_id}/timeline",
+    summary="Every event, decision and alert of a session, in event-time order",
+    response_model=Timeline,
+    responses={**COMMON_ERRORS, **NOT_FOUND, 200: {"content": CSV_CONTENT}},
+)
+def get_timeline(
+    request: Request,
+    principal: Principal = Depends(require(*READERS)),
+    session_id: str = SessionId,
+    format: Format | None = Query(None, description="json (default) or csv"),
+) -> Response:
+    log = compliance(request)
+    try:
+        clinic = _session_clinic(log, principal, session_id)
+    except ApiError:
+        log_query(request, principal, {"session": session_id}, 0)
+        raise
+    records, alerts = log.session_timeline(session_id)
+    _, wire = _events(log, session_id)
+    entries: list[tuple[tuple[datetime, int, str], dict[str, Any]]] = []
+    for row in records:
+        if not visible(principal, row.clinic_id):
+            continue
+        entry: dict[str, Any] = {
+            "at": utc(row.event_time),
+            "source": "record",
+            "kind": row.kind,
+            "record": record_json(row),
+            "alert": None,
+            "event": wire.get(row.subject_id) if row.kind == AuditKind.EVENT_ACCEPTED else None,
+        }
+        entries.append(((utc(row.event_time), 0, f"{row.log_index:020d}"), entry))
+    for alert in alerts:
+        if not visible(principal, alert.clinic_id):
+            continue
+        at = utc(alert.triggered_at)
+        entries.append(
+            (
+                (at, 1, alert.alert_id),
+                {
+                    "at": at,
+                    "source": "alert",
+                    "kind": "alert",
+                    "record": None,
+                    "alert": alert_json(alert),
+                    "event": None,
+                },
+            )
+        )
+    entries.sort(key=lambda e: e[0])
+    items = [e for _, e in entries]
+    csv = wants_csv(request, format)
+    log_query(request, principal, {"session": session_id}, len(items), "csv" if csv else "json")
+    if csv:
+        header = ["at", "source", "kind", "id", "rule", "severity", "detail"]
+        rows = []
+        for item in items:
+            if item["source"] == "record":
+                rec = item["record"]
+                detail = item["event"] if item["event"] is not None else rec["detail"]
+                rows.append(
+                    [
+                        item["at"],
+                        "record",
+                        item["kind"],
+                        rec["record_id"],
+                        rec["rule"],
+                        rec["severity"],
+                        orjson.dumps(detail, option=orjson.OPT_UTC_Z).decode(),
+                    ]
+                )
+            else:
+                alert = item["alert"]
+                rows.append(
+                    [
+                        item["at"],
+                        "alert",
+                        "alert",
+                        alert["alert_id"],
+                        alert["rule"],
+                        alert["severity"],
+                        alert["message"],
+                    ]
+                )
+        return csv_response(header, rows, f"timeline-{session_id}")
+    return _json({"session_id": session_id, "clinic_id": clinic, "entries": items})
+
+
+@router.get(
+    "/v1/sessions/{session_id}/form",
+    summary="The session's Patient Monitoring Form, filled from its events",
+    description=(
+        "Fields: " + ", ".join(f"`{f}`" for f in FIELDS) + ". A field the events cannot fill "
+        "is `missing: true` with the `reason`; `evidence` lists the event (or alert) ids a "
+        "value comes from, `basis` the protocol thresholds behind a judgement. CSV: one row "
+        "per field."
+    ),
+    response_model=FormOut,
+    responses={**COMMON_ERRORS, **NOT_FOUND, 200: {"content": CSV_CONTENT}},
+)
+def get_form(
+    request: Request,
+    principal: Principal = Depends(require(*READERS)),
+    session_id: str = SessionId,
+    format: Format | None = Query(None, description="json (default) or csv"),
+) -> Response:
+    log = compliance(request)
+    csv = wants_csv(request, format)
+    try:
+        clinic = _session_clinic(log, principal, session_id)
+    except ApiError:
+        log_query(request, principal, {"session": session_id}, 0, "csv" if csv else "json")
+        raise
+    events, _ = _events(log, session_id)
+    summary = log.session_summary(session_id)
+    _, alerts = log.session_timeline(session_id)
+    known, default = protocols(request)
+    doc = build_form(
+        session_id,
+        clinic,
+        events,
+        known,
+        default_protocol=(summary.protocol if summary and summary.protocol else default),
+        patient_ref=summary.patient_ref if summary is not None else None,
+        alert_rules=[(a.rule, a.alert_id) for a in alerts],
+        submission=_submission(log.get_form(session_id), now(request)),
+    )
+    log_query(request, principal, {"session": session_id}, 1, "csv" if csv else "json")
+    if csv:
+        return Response(
+            form_csv(doc).encode(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="form-{session_id}.csv"'},
+        )
+    return _json(doc.to_json())
+
+
+@router.post(
+    "/v1/sessions/{session_id}/form/submit",
+    summary="Mark the session's Patient Monitoring Form submitted",
+    description=(
+        "The form must be submitted within 7 calendar days after the session ends, else "
+        "MONITORING_FORM_OVERDUE is raised. The first submission counts; later ones change "
+        "nothing (`already_submitted`). The body, if any, is kept as submitted."
+    ),
+    response_model=SubmitOut,
+    responses={
+        **COMMON_ERRORS,
+        404: {"description": "No such session, or it has no form yet (not discharged)."},
+    },
+)
+def submit_form(
+    request: Request,
+    principal: Principal = Depends(require(Role.STAFF, Role.ADMIN)),
+    session_id: str = SessionId,
+    payload: dict[str, Any] | None = Body(None, description="the form as submitted, if any"),
+) -> Response:
+    log = compliance(request)
+    clinic = _session_clinic(log, principal, session_id)
+    before = log.get_form(session_id)
+    if before is None:
+        raise ApiError(404, "no_form", f"session {session_id!r} has no monitoring form yet")
+    at = now(request)
+    already = before.submitted_at is not None
+    form = before
+    if not already:
+        form = log.submit_form(session_id, principal.name, payload, at) or before
+        log.append_audit(
+            [
+                AuditRecord(
+                    record_id=stable_id(FORM_SUBMITTED, session_id),
+                    kind=cast(AuditKind, FORM_SUBMITTED),
+                    subject_id=session_id,
+                    session_id=session_id,
+                    clinic_id=clinic,
+                    occurred_at=utc(form.submitted_at) if form.submitted_at else at,
+                    detail={
+                        "by": form.submitted_by,
+                        "principal_id": principal.principal_id,
+                        "on_time": form.due_at is None
+                        or (
+                            form.submitted_at is not None
+                            and utc(form.submitted_at) <= utc(form.due_at)
+                        ),
+                    },
+                )
+            ]
+        )
+    return _json(
+        {
+            "session_id": session_id,
+            "submitted": form.submitted_at is not None,
+            "already_submitted": already,
+            "submission": _submission(form, at),
+        }
+    )
