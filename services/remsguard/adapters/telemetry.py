@@ -299,6 +299,7 @@ class Telemetry:
         monitoring: dict[str, int] = dict.fromkeys(self._monitored_clinics, 0)
         seeding = not self._seeded and not count_existing
         for session in sessions:
+            monitoring.setdefault(session.clinic_id, 0)  # every known clinic shows, even at 0
             if session_state(session, protocol_of(session)) == "monitoring":
                 monitoring[session.clinic_id] = monitoring.get(session.clinic_id, 0) + 1
             elif session.session_id not in self._completed:
