@@ -28,8 +28,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from remsguard.adapters.storage import AlertQuery, AuditQuery, ComplianceLog
 from remsguard.domain.decisions import Alert, AuditKind, AuditRecord, Severity, stable_id
@@ -116,6 +117,19 @@ def load(
         if done >= count:
             break
     return done, time.perf_counter() - started
+
+
+def drop_database(admin: Engine, name: str) -> None:
+    """Without FORCE (we may not terminate an autovacuum worker): retry until it is gone."""
+    for attempt in range(60):
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            return
+        except DBAPIError:
+            if attempt == 59:
+                raise
+            time.sleep(2)
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -255,8 +269,7 @@ def main() -> None:
     finally:
         log.close()
         if not args.keep:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            drop_database(admin, name)
         admin.dispose()
 
 

@@ -3,12 +3,14 @@ server), a fresh SQLite file per test, and record factories."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,14 @@ def pg_database_factory(database_url: str) -> Iterator[Callable[[], str]]:
         return make_url(database_url).set(database=name).render_as_string(hide_password=False)
 
     yield make
-    with admin.connect() as conn:
-        for name in created:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    for name in created:
+        for attempt in range(30):  # no FORCE: we may not terminate an autovacuum worker
+            try:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+                break
+            except DBAPIError:
+                if attempt == 29:
+                    raise
+                time.sleep(1)
     admin.dispose()
