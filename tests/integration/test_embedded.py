@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -296,3 +297,20 @@ def test_roles_and_query_parameters(small_limit_up: Up) -> None:
     assert up.post(VALID, role="admin").status_code == 200
     assert get(f"{up.base}/metrics").status_code == 200
     assert "remsguard_events_consumed_total" in get(f"{up.base}/metrics").text
+
+
+def test_up_simulate_feeds_its_own_ingest(tmp_path: Path) -> None:
+    """`remsguard up --simulate`: the simulator posts with its own device token; alerts come."""
+    up = start_up(tmp_path / "data", args=["--simulate", "--speed", "600"])
+    try:
+        deadline = time.monotonic() + 90
+        alerts: list[dict[str, object]] = []
+        while not alerts:
+            assert time.monotonic() < deadline, f"no alert from the simulator:\n{up.log}"
+            time.sleep(0.5)
+            alerts = up.alerts()
+        metrics = up.client.get(f"{up.base}/metrics").text
+        assert 'remsguard_events_consumed_total{topic="http",type="dose.administered"}' in metrics
+    finally:
+        assert up.stop() == 0, up.log
+    assert "simulating clinic days" in up.log_path.read_text()

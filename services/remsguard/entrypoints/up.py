@@ -6,7 +6,9 @@ structlog setup stays), prints the URL, and stops cleanly on Ctrl-C or SIGTERM (
 flight are answered, queued events are journaled and applied, files are closed).
 
 `--simulate` also runs `remsguard simulate`, posting to this process's ingest with a device
-token of its own, starting now and running `--speed` times faster than real time.
+token of its own, starting now and running `--speed` times faster than real time (event
+times run ahead of the wall clock, and the engine's clock follows them: clock mode `event`),
+with higher violation rates than the simulator's defaults so alerts show up within a minute.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import uuid
 from pathlib import Path
 from typing import Annotated
 
-import structlog
 import typer
 import uvicorn
 
@@ -30,7 +31,15 @@ from remsguard.embedded.compliance import Role, create_principal
 from remsguard.embedded.container import EmbeddedContainer, ensure_first_run_tokens
 from remsguard.entrypoints.http import create_app
 
-log = structlog.get_logger(__name__)
+# A demo should show alerts within a minute: more violations than the simulator's defaults.
+DEMO_RATES = (
+    "--early-discharge-rate", "0.1",
+    "--missed-check-rate", "0.1",
+    "--missing-pre-dose-bp-rate", "0.1",
+    "--bp-crisis-rate", "0.1",
+    "--desaturation-rate", "0.1",
+    "--dropout-rate", "0.05",
+)  # fmt: skip
 
 
 def _url_host(host: str) -> str:
@@ -43,7 +52,8 @@ class _Simulator:
     """`remsguard simulate --post` as a child process; the token goes in its environment."""
 
     def __init__(self, url: str, token: str, speed: float, manifest: Path) -> None:
-        env = {**os.environ, "REMSGUARD_DEVICE_TOKEN": token}
+        # Warnings only: one log line per POST would drown the server's own lines.
+        env = {**os.environ, "REMSGUARD_DEVICE_TOKEN": token, "REMSGUARD_LOG_LEVEL": "warning"}
         command = [
             sys.executable,
             "-m",
@@ -57,6 +67,7 @@ class _Simulator:
             str(speed),
             "--manifest",
             str(manifest),
+            *DEMO_RATES,
         ]
         self.process = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
 
@@ -73,8 +84,10 @@ class _Simulator:
 async def _serve(
     container: EmbeddedContainer, host: str, port: int, simulate: bool, speed: float
 ) -> None:
+    app = create_app(container)
+    has_console = any(getattr(route, "path", None) == "/console" for route in app.routes)
     config = uvicorn.Config(
-        create_app(container),
+        app,
         host=host,
         port=port,
         log_config=None,
@@ -94,8 +107,12 @@ async def _serve(
                 bound = sock.getsockname()[1]
                 break
         base = f"http://{_url_host(host)}:{bound}"
-        typer.echo(f"remsguard is up: {base}/v1/alerts (API; the console is not built yet)")
-        typer.echo(f"  ingest  POST {base}/v1/events    metrics {base}/metrics")
+        if has_console:
+            typer.echo(f"remsguard is up: console {base}/console")
+        else:
+            typer.echo(f"remsguard is up: {base}/v1/alerts (API; no console in this build)")
+        typer.echo(f"  API     {base}/v1/alerts    ingest POST {base}/v1/events")
+        typer.echo(f"  metrics {base}/metrics    OpenAPI {base}/docs")
         typer.echo(f"  tokens  {container.data_dir / 'first-run-tokens.txt'}")
         typer.echo("  Ctrl-C stops it.")
         if simulate:
@@ -128,7 +145,7 @@ def up_command(
     ] = False,
     speed: Annotated[
         float, typer.Option(min=0.0, help="with --simulate: times faster than real time")
-    ] = 20.0,
+    ] = 60.0,
     protocol: Annotated[
         str | None, typer.Option(help="default protocol for sessions that name none")
     ] = None,
