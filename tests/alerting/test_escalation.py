@@ -1,0 +1,232 @@
+"""Escalation with an explicit clock: on time, not after acknowledgement, and a restart of the
+notifier in between changes neither (the steps are derived from the stored log)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from remsguard.adapters.storage import AuditQuery, ComplianceLog
+from remsguard.alerting import records
+from remsguard.alerting.channels import Notification
+from remsguard.alerting.policy import Policies, PolicyError
+from remsguard.alerting.service import AlertingService
+from remsguard.domain.decisions import Severity
+
+from .support import Clock, alert, open_log
+
+pytestmark = pytest.mark.skipif(
+    not records.KINDS_AVAILABLE,
+    reason="the compliance log does not know the alerting audit kinds (adapters/storage/chain.py)",
+)
+
+
+class Recorder:
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.sent: list[Notification] = []
+
+    async def deliver(self, notification: Notification) -> bool:
+        self.sent.append(notification)
+        return True
+
+    async def aclose(self) -> None:
+        pass
+
+    def escalations(self) -> list[tuple[str, int | None, str]]:
+        return [(n.alert_id, n.step, n.target) for n in self.sent if n.kind == "escalation"]
+
+
+def service(log: ComplianceLog, clock: Clock, recorder: Recorder) -> AlertingService:
+    return AlertingService(log, Policies(), [recorder], clock=clock)
+
+
+def kinds(log: ComplianceLog, kind: str) -> list[tuple[str, dict[str, object]]]:
+    import orjson
+
+    page = log.audit_records(AuditQuery(kind=kind, limit=1000))
+    return [(row.subject_id, orjson.loads(row.detail)) for row in page.items]
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_unacknowledged_critical_escalates_on_time_and_restart_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    log = open_log(tmp_path / "log.db", clock)
+    rec = Recorder()
+
+    async def first_life() -> None:
+        svc = service(log, clock, rec)
+        await svc.restore()
+        notified = await svc.process([alert("a1"), alert("w1", Severity.WARNING)], save=True)
+        assert [a.alert_id for a in notified] == ["a1", "w1"]
+        await svc.drain()
+        clock.advance(seconds=119)
+        assert await svc.tick() == 0  # 1:59 — not yet
+        clock.advance(seconds=1)
+        assert await svc.tick() == 1  # 2:00 — lead on call
+        assert await svc.tick() == 0  # once
+        await svc.drain()
+
+    run(first_life())
+    assert rec.escalations() == [("a1", 0, "lead_on_call")]
+
+    # the notifier restarts at 3:00: nothing is repeated, the 5-minute step is still pending
+    clock.advance(seconds=60)
+
+    async def second_life() -> None:
+        svc = service(log, clock, rec)
+        assert await svc.restore() == 1
+        assert [(a, s) for a, s, _ in svc.pending()] == [("a1", 1)]
+        assert await svc.process([alert("a1")], save=True) == []  # redelivery: not again
+        assert await svc.tick() == 0
+        clock.advance(seconds=119)  # 4:59
+        assert await svc.tick() == 0
+        await svc.drain()
+
+    run(second_life())
+    assert rec.escalations() == [("a1", 0, "lead_on_call")]
+
+    # another restart just after 5:00: the medical director step fires, once
+    clock.advance(seconds=2)
+
+    async def third_life() -> None:
+        svc = service(log, clock, rec)
+        await svc.restore()
+        assert await svc.tick() == 1
+        clock.advance(minutes=30)
+        assert await svc.tick() == 0
+        assert svc.pending() == []
+        await svc.drain()
+
+    run(third_life())
+    assert rec.escalations() == [("a1", 0, "lead_on_call"), ("a1", 1, "medical_director")]
+    assert [n.alert_id for n in rec.sent if n.kind == "alert"] == ["a1", "w1"]  # no repeats
+    steps = kinds(log, records.ESCALATED)
+    assert [(s, d["step"], d["target"]) for s, d in steps] == [
+        ("a1", 0, "lead_on_call"),
+        ("a1", 1, "medical_director"),
+    ]
+    assert sorted(s for s, _ in kinds(log, records.NOTIFIED)) == ["a1", "w1"]
+
+
+def test_acknowledged_critical_does_not_escalate_even_across_a_restart(tmp_path: Path) -> None:
+    clock = Clock()
+    log = open_log(tmp_path / "log.db", clock)
+    rec = Recorder()
+
+    async def first_life() -> None:
+        svc = service(log, clock, rec)
+        await svc.restore()
+        await svc.process([alert("a1"), alert("a2")], save=True)
+        clock.advance(seconds=90)
+        result = await svc.acknowledge("a1", "staff-1", "rn-jane")
+        assert result.changed and result.row.acknowledged_by == "staff-1"
+        again = await svc.acknowledge("a1", "staff-2", "rn-joe")
+        assert not again.changed and again.row.acknowledged_by == "staff-1"
+        await svc.drain()
+
+    run(first_life())
+    clock.advance(seconds=60)  # 2:30: restart after the 2-minute deadline of a2 passed
+
+    async def second_life() -> None:
+        svc = service(log, clock, rec)
+        await svc.restore()
+        assert [a for a, _, _ in svc.pending()] == ["a2"]
+        assert await svc.tick() == 1  # a2 (unacknowledged) escalates now; a1 never
+        clock.advance(minutes=10)
+        assert await svc.tick() == 1  # a2's second step
+        await svc.drain()
+
+    run(second_life())
+    assert [(a, s) for a, s, _ in rec.escalations()] == [("a2", 0), ("a2", 1)]
+    acks = kinds(log, records.ACKNOWLEDGED)
+    assert acks == [
+        (
+            "a1",
+            {
+                "by": "staff-1",
+                "by_name": "rn-jane",
+                "rule": "BP_CRISIS",
+                "alert_severity": "critical",
+                "seconds_since_raised": 90.0,
+            },
+        )
+    ]
+
+
+def test_acknowledged_in_another_process_stops_escalation(tmp_path: Path) -> None:
+    clock = Clock()
+    log = open_log(tmp_path / "log.db", clock)
+    rec = Recorder()
+
+    async def scenario() -> None:
+        svc = service(log, clock, rec)
+        await svc.restore()
+        await svc.process([alert("a1")], save=True)
+        clock.advance(seconds=30)
+        log.acknowledge_alert("a1", "staff-9")  # e.g. through the API of another process
+        clock.advance(minutes=10)
+        assert await svc.tick() == 0
+
+    run(scenario())
+    assert rec.escalations() == []
+
+
+def test_resolve_and_redelivery_never_notify_twice(tmp_path: Path) -> None:
+    clock = Clock()
+    log = open_log(tmp_path / "log.db", clock)
+    rec = Recorder()
+
+    async def scenario() -> None:
+        svc = service(log, clock, rec)
+        await svc.restore()
+        await svc.process([alert("a1"), alert("a1")], save=True)
+        await svc.process([alert("a1")], save=True)
+        fresh = service(log, clock, rec)  # no in-memory memory of a1
+        await fresh.restore()
+        assert await fresh.process([alert("a1")], save=True) == []
+        result = await fresh.resolve("a1", "staff-1", "rn-jane")
+        assert result.changed and result.row.status == "resolved"
+        clock.advance(minutes=10)
+        assert await fresh.tick() == 0
+        await fresh.drain()
+
+    run(scenario())
+    assert [n.kind for n in rec.sent] == ["alert", "resolved"]
+
+
+def test_policy_file_per_clinic(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        """
+[default]
+critical = [{ after_minutes = 2, target = "lead_on_call" }]
+warning = []
+
+[clinics.fast]
+critical = [{ after_seconds = 30, target = "lead" }, { after_minutes = 1, target = "director" }]
+warning = [{ after_minutes = 10, target = "lead" }]
+"""
+    )
+    policies = Policies.load(path)
+    assert [s.target for s in policies.steps("fast", "critical")] == ["lead", "director"]
+    assert policies.steps("other", "warning") == ()
+    assert policies.steps("other", "critical")[0].after.total_seconds() == 120
+    assert policies.severities == {"critical", "warning"}
+    path.write_text(
+        '[default]\ncritical = [{ after_minutes = 5, target = "a" }, '
+        '{ after_minutes = 2, target = "b" }]\n'
+    )
+    with pytest.raises(PolicyError, match="strictly later"):
+        Policies.load(path)
+    path.write_text("[default]\nsevere = []\n")
+    with pytest.raises(PolicyError, match="unknown severity"):
+        Policies.load(path)

@@ -1,0 +1,192 @@
+"""The signed webhook against a real HTTP receiver on 127.0.0.1: the signature verifies,
+5xx answers are retried with growing (jittered) delays, and after the last attempt the
+notification is dead-lettered as an audit record."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import orjson
+import pytest
+
+from remsguard.adapters.storage import AuditQuery
+from remsguard.alerting import records
+from remsguard.alerting.channels import Notification
+from remsguard.alerting.service import AlertingService
+from remsguard.alerting.webhook import (
+    NOTIFICATION_HEADER,
+    SIGNATURE_HEADER,
+    DeadLetter,
+    WebhookChannel,
+    verify_signature,
+)
+
+from .support import Clock, alert, open_log
+
+SECRET = b"test-secret-\x00\xff"
+
+
+class Receiver:
+    """A tiny HTTP server answering the scripted statuses in order (then 200)."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = list(statuses)
+        self.requests: list[tuple[float, dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append((time.monotonic(), dict(self.headers), body))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def __enter__(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def note() -> Notification:
+    body = orjson.loads(orjson.dumps({"alert_id": "a1", "clinic_id": "c1", "session_id": "s1"}))
+    return Notification("alert", body, datetime(2026, 11, 23, 9, 0, tzinfo=UTC))
+
+
+def test_signature_verifies_over_the_exact_body(note: Notification) -> None:
+    async def scenario(url: str) -> bool:
+        channel = WebhookChannel(url, SECRET)
+        try:
+            return await channel.deliver(note)
+        finally:
+            await channel.aclose()
+
+    with Receiver([]) as receiver:
+        assert asyncio.run(scenario(receiver.url))
+    [(_, headers, body)] = receiver.requests
+    assert verify_signature(SECRET, body, headers[SIGNATURE_HEADER])
+    assert not verify_signature(b"other", body, headers[SIGNATURE_HEADER])
+    assert not verify_signature(SECRET, body + b" ", headers[SIGNATURE_HEADER])
+    assert headers[NOTIFICATION_HEADER] == note.notification_id
+    assert orjson.loads(body)["alert"]["alert_id"] == "a1"
+
+
+def test_retries_5xx_with_exponential_backoff_then_delivers(note: Notification) -> None:
+    async def scenario(url: str) -> bool:
+        channel = WebhookChannel(url, SECRET, max_attempts=5, base_delay=0.1, max_delay=5)
+        try:
+            return await channel.deliver(note)
+        finally:
+            await channel.aclose()
+
+    with Receiver([500, 502, 503]) as receiver:
+        assert asyncio.run(scenario(receiver.url))
+    times = [t for t, _, _ in receiver.requests]
+    assert len(times) == 4  # three failures, then delivered
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # full jitter within [50%, 100%] of 0.1, 0.2, 0.4 s
+    for gap, ceiling in zip(gaps, (0.1, 0.2, 0.4), strict=True):
+        assert ceiling * 0.5 - 0.01 <= gap <= ceiling + 0.15, gaps
+    assert gaps[2] > gaps[0]
+    bodies = {body for _, _, body in receiver.requests}
+    assert len(bodies) == 1  # the same signed body each time (receivers dedupe on its id)
+
+
+def test_backoff_is_capped_and_jittered() -> None:
+    values = iter([0.0, 1.0, 0.5])
+    channel = WebhookChannel(
+        "http://127.0.0.1:9/x", SECRET, base_delay=1, max_delay=8, rng=lambda: next(values)
+    )
+    assert channel.backoff(1) == 0.5  # 1 s ceiling, rng 0 -> 50%
+    assert channel.backoff(5) == 8.0  # 16 s capped at 8, rng 1 -> 100%
+    assert channel.backoff(3) == 3.0  # 4 s ceiling, rng .5 -> 75%
+    asyncio.run(channel.aclose())
+
+
+def test_4xx_is_not_retried(note: Notification) -> None:
+    letters: list[DeadLetter] = []
+
+    async def dead(letter: DeadLetter) -> None:
+        letters.append(letter)
+
+    async def scenario(url: str) -> bool:
+        channel = WebhookChannel(url, SECRET, max_attempts=5, base_delay=0.01, dead_letter=dead)
+        try:
+            return await channel.deliver(note)
+        finally:
+            await channel.aclose()
+
+    with Receiver([400]) as receiver:
+        assert not asyncio.run(scenario(receiver.url))
+    assert len(receiver.requests) == 1
+    assert [(x.attempts, x.error) for x in letters] == [(1, "HTTP 400")]
+
+
+@pytest.mark.skipif(not records.KINDS_AVAILABLE, reason="alerting audit kinds not registered")
+def test_dead_letter_record_after_the_last_attempt(tmp_path: Path) -> None:
+    clock = Clock()
+    log = open_log(tmp_path / "log.db", clock)
+
+    async def scenario(url: str) -> None:
+        service = AlertingService(log, clock=clock)
+        channel = WebhookChannel(
+            url, SECRET, max_attempts=3, base_delay=0.02, dead_letter=service.dead_letter
+        )
+        service.channels.append(channel)
+        await service.process([alert("a1")], save=True)
+        await service.drain()
+        await channel.aclose()
+
+    with Receiver([500, 503, 500, 500]) as receiver:
+        asyncio.run(scenario(receiver.url))
+    assert len(receiver.requests) == 3
+    page = log.audit_records(AuditQuery(kind=records.DEAD_LETTERED, limit=10))
+    [row] = page.items
+    detail = orjson.loads(row.detail)
+    assert detail["alert_id"] == "a1"
+    assert detail["attempts"] == 3
+    assert detail["error"] == "HTTP 500"
+    assert detail["channel"] == "webhook"
+    assert row.clinic_id == "c1" and row.session_id == "s1"
+
+
+def test_connection_errors_are_retried_then_dead_lettered(note: Notification) -> None:
+    letters: list[DeadLetter] = []
+
+    async def dead(letter: DeadLetter) -> None:
+        letters.append(letter)
+
+    with Receiver([]) as receiver:
+        url = receiver.url  # a port that was bound and is now closed
+
+    async def scenario() -> bool:
+        channel = WebhookChannel(url, SECRET, max_attempts=3, base_delay=0.01, dead_letter=dead)
+        try:
+            return await channel.deliver(note)
+        finally:
+            await channel.aclose()
+
+    assert not asyncio.run(scenario())
+    assert [x.attempts for x in letters] == [3]
+    assert "ConnectError" in letters[0].error
