@@ -33,6 +33,7 @@ __all__ = ["SNAPSHOT_SECONDS", "router", "snapshot"]
 
 router = APIRouter(tags=["staff"])
 SNAPSHOT_SECONDS: Final = 2.0
+ALERT_REFRESH_SECONDS: Final = 0.25
 
 
 async def snapshot(container: Any, principal: Principal) -> dict[str, Any]:
@@ -90,6 +91,8 @@ async def stream(
                 if frame is None:  # dropped (too slow) or the hub closed
                     return
                 yield frame
+                # an alert usually comes with fresh vitals: refresh the board soon after
+                next_snapshot = min(next_snapshot, time.monotonic() + ALERT_REFRESH_SECONDS)
         finally:
             hub.unsubscribe(subscriber)
 

@@ -40,7 +40,7 @@
     if (note.kind === "acknowledged") alert.acknowledged_by_name = note.by_name;
     if (alert.status === "resolved") state.alerts.delete(alert.alert_id);
     else state.alerts.set(alert.alert_id, Object.assign({}, state.alerts.get(alert.alert_id), alert));
-    renderAlerts();
+    render();
   }
 
   function sortedAlerts() {
