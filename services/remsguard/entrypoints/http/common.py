@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Any, Final, cast
+from typing import Annotated, Any, Final, cast
 
 from fastapi import Request
 from fastapi.responses import Response
+from pydantic import BeforeValidator
 
 from remsguard.adapters.storage import ComplianceLog
 from remsguard.adapters.storage.chain import API_QUERY
@@ -25,6 +27,8 @@ from remsguard.entrypoints.http.errors import ApiError
 __all__ = [
     "CSV_CONTENT",
     "Format",
+    "IsoDate",
+    "Rfc3339",
     "aware",
     "compliance",
     "csv_response",
@@ -40,6 +44,29 @@ COMMON_ERRORS: Final[dict[int | str, dict[str, Any]]] = {  # responses= of every
     401: {"description": "Missing or unknown bearer token."},
     403: {"description": "This role may not do this, or a clinic this principal may not see."},
 }
+
+
+_RFC3339: Final = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+)
+_DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        return value
+    raise ValueError("an RFC 3339 time with an offset, e.g. 2026-11-23T09:00:00Z")
+
+
+def _iso_date(value: object) -> object:
+    if isinstance(value, str) and _DATE.fullmatch(value):
+        return value
+    raise ValueError("a date, YYYY-MM-DD")
+
+
+# Query parameter types: only the text forms (pydantic would also take Unix timestamps).
+Rfc3339 = Annotated[datetime, BeforeValidator(_rfc3339)]
+IsoDate = Annotated[date, BeforeValidator(_iso_date)]
 
 
 class Format(StrEnum):

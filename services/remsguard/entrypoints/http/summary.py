@@ -19,6 +19,7 @@ from remsguard.entrypoints.http.common import (
     COMMON_ERRORS,
     CSV_CONTENT,
     Format,
+    IsoDate,
     check_clinic,
     compliance,
     csv_response,
@@ -66,8 +67,8 @@ def get_summary(
     request: Request,
     principal: Principal = Depends(require(*READERS)),
     clinic: str | None = Query(None, min_length=1, max_length=128),
-    since: date | None = Query(None, description="first day, YYYY-MM-DD"),
-    until: date | None = Query(None, description="day after the last, YYYY-MM-DD"),
+    since: IsoDate | None = Query(None, description="first day, YYYY-MM-DD"),
+    until: IsoDate | None = Query(None, description="day after the last, YYYY-MM-DD"),
     format: Format | None = Query(None, description="json (default) or csv"),
 ) -> Response:
     check_clinic(principal, clinic)
