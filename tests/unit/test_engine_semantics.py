@@ -548,3 +548,16 @@ def test_a_late_session_opened_with_another_protocol_re_judges_earlier_readings(
     late = run([reading, opened], until=3)
     assert rules(late) == rules(run([opened, reading], until=3)) == ["SPO2_LOW"]
     assert late[0].protocol == "ketamine-iv"
+
+
+def test_the_opened_record_carries_the_pseudonymous_patient_and_protocol() -> None:
+    s = Session()
+    replay = Replay().feed([s.opened(0, meds=["opioid", "maoi"])])
+    opened = [r for r in replay.audit if r.kind == AuditKind.SESSION_OPENED]
+    assert [r.detail for r in opened] == [
+        {
+            "patient_ref": "p-s1",
+            "protocol": "spravato-rems",
+            "concomitant_medications": ["maoi", "opioid"],
+        }
+    ]

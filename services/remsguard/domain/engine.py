@@ -187,7 +187,13 @@ class MonitoringEngine:
             session.patient_ref = event.patient_ref
             session.protocol = event.protocol or self._default
             session.medications = frozenset(event.concomitant_medications)
-            decisions.audit.append(_state_change(AuditKind.SESSION_OPENED, event))
+            opened = _state_change(AuditKind.SESSION_OPENED, event)
+            opened.detail = {
+                "patient_ref": event.patient_ref,
+                "protocol": session.protocol,
+                "concomitant_medications": [m.value for m in sorted(session.medications)],
+            }
+            decisions.audit.append(opened)
             now_in_force = self.protocol_of(session)
             return [] if now_in_force is protocol else self._rejudge(session, now_in_force)
         if isinstance(event, SessionDischarged):
