@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     # Recompute session summaries and forms from new audit records in the API process (for
     # writers that store records only, e.g. embedded mode; the audit sink already does it).
     api_follow_sessions: bool = False
+    processor_session_timeout_seconds: float = Field(default=10.0, gt=0)  # a dead worker's
+    # partitions move after this long
 
 
 @lru_cache(maxsize=1)

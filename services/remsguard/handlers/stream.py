@@ -16,12 +16,13 @@ Delivery (at-least-once, deterministic ids):
   its recovered state has already seen.
 
 Clock (per partition number p, over the co-partitioned input topic-partitions):
-- while any input of p is behind its end offset, the clock is the *lowest* event-time
-  watermark (greatest `occurred_at` consumed) of the lagging inputs: a backlog never makes
-  a deadline fire before the readings queued behind it have been read;
-- when every input of p is caught up but messages arrived in the last `idle_grace_seconds`
-  (a device uploading a buffer), it is the greatest watermark of p;
-- when p is caught up and quiet, it is the wall clock, so a silent device's deadlines fire.
+- an input topic-partition is *idle* when it is caught up (its end offset processed) and
+  nothing arrived on it for `idle_grace_seconds`;
+- while any input of p is not idle (a backlog, a device uploading a buffer, live traffic),
+  the clock is the lowest event-time watermark (greatest `occurred_at` processed) of those
+  inputs: a deadline never fires before the readings queued behind it on any of the three
+  topics have been read;
+- when every input of p is idle, it is the wall clock, so a silent device's deadlines fire.
 It never goes back. Deadlines are kept in a heap per partition; the timer turns the due ones
 into tick messages that the agent applies (`tick`), so table writes stay in the agent.
 """
@@ -180,8 +181,8 @@ class _Partition:
     """Clock and write-behind bookkeeping for one partition number."""
 
     assigned_at: float
-    clock: datetime | None = None
-    last_input: float = 0.0
+    clock: datetime | None = None  # event time: never ahead of what has been read
+    idle: bool = False  # every input caught up and quiet for the grace period (last check)
     last_flush: float = 0.0
     unflushed: int = 0  # messages processed since the last flush
     heap: list[tuple[datetime, int, str]] = field(default_factory=list)
@@ -212,6 +213,9 @@ class StreamProcessor:
         self._partitions: dict[int, _Partition] = {}
         self._watermark: dict[tuple[str, int], datetime] = {}
         self._consumed: dict[tuple[str, int], int] = {}  # next offset to process
+        self._last_message: dict[tuple[str, int], float] = {}  # monotonic time of the last
+        self._active_at: dict[str, float] = {}  # session -> monotonic time of its last event
+        self._wall: datetime | None = None
         self._due: dict[str, datetime] = {}  # the deadline each session is queued for
         self._order = count()
 
@@ -247,6 +251,8 @@ class StreamProcessor:
             del self._watermark[key]
         for key in [k for k in self._consumed if k[1] in partitions]:
             del self._consumed[key]
+        for key in [k for k in self._last_message if k[1] in partitions]:
+            del self._last_message[key]
 
     def has_consumed(self, topic: str, partition: int) -> bool:
         return (topic, partition) in self._consumed
@@ -278,8 +284,8 @@ class StreamProcessor:
             result = self._tick(partition, key, value or b"")
         else:
             result = self._input(topic, partition, offset, key, value)
-            state.last_input = self._monotonic()
             tp = (topic, partition)
+            self._last_message[tp] = self._monotonic()
             self._consumed[tp] = max(self._consumed.get(tp, 0), offset + 1)
         state.unflushed += 1
         return result
@@ -393,52 +399,81 @@ class StreamProcessor:
         ends: Mapping[tuple[str, int], int],
         wall: datetime,
     ) -> dict[int, datetime | None]:
-        """Advance and return every owned partition's clock (see the module docstring).
+        """Advance every owned partition's event clock; returns them.
 
         `ends`: end offsets of the input topic-partitions (missing: unknown, so lagging).
+        An input is *idle* when it is caught up and nothing arrived on it for the grace
+        period; idle inputs do not hold the event clock back.
         """
         now = self._monotonic()
+        self._wall = wall
         out: dict[int, datetime | None] = {}
         for partition, state in self._partitions.items():
-            lagging: list[datetime | None] = []
+            active: list[datetime | None] = []
             seen: list[datetime] = []
+            caught_up = True  # every input processed up to its end offset
             for topic in self.topics.inputs:
                 tp = (topic, partition)
                 mark = self._watermark.get(tp)
                 if mark is not None:
                     seen.append(mark)
-                done = self._consumed.get(tp, -1)
                 end = ends.get(tp)
-                if end is None or done < end:
-                    lagging.append(mark)
+                done = end is not None and self._consumed.get(tp, -1) >= end
+                caught_up = caught_up and done
+                quiet = now - max(self._last_message.get(tp, 0.0), state.assigned_at)
+                if not done or quiet < self.idle_grace:
+                    active.append(mark)
             candidate: datetime | None
-            if lagging:
-                candidate = None if any(m is None for m in lagging) else min(lagging)  # type: ignore[type-var]
-            elif now - max(state.last_input, state.assigned_at) >= self.idle_grace:
-                candidate = max([wall, *seen])
-            else:
+            if not active:
                 candidate = max(seen, default=None)
+            elif any(mark is None for mark in active):
+                candidate = None  # an input we have read nothing of yet may hold anything
+            else:
+                candidate = min(mark for mark in active if mark is not None)
             if candidate is not None and (state.clock is None or candidate > state.clock):
                 state.clock = candidate
+            state.idle = caught_up and not active
             out[partition] = state.clock
         return out
 
     def due_ticks(self) -> list[tuple[int, str, datetime]]:
-        """(partition, session, clock) for every queued deadline its partition's clock passed.
+        """(partition, session, clock) for every queued deadline that may be decided now.
 
-        A session is handed out once; the agent queues its next deadline when it applies
-        the tick.
+        A deadline is decided at the partition's event clock once that passed it, or at the
+        wall clock once that passed it while every input of the partition is idle and the
+        session has been quiet for the grace period (so neither a backlog nor a device
+        uploading a buffer is judged before it has been read). A session is handed out
+        once; the agent queues its next deadline when it applies the tick.
         """
         ticks = []
+        wall = self._wall
+        now = self._monotonic()
         for partition, state in self._partitions.items():
             clock, heap = state.clock, state.heap
-            if clock is None:
+            limit = max(clock, wall) if clock is not None and wall is not None else clock or wall
+            if limit is None:
                 continue
-            while heap and heap[0][0] <= clock:
-                due, _, session_id = heapq.heappop(heap)
-                if self._due.get(session_id) == due:
-                    del self._due[session_id]
-                    ticks.append((partition, session_id, clock))
+            deferred = []
+            while heap and heap[0][0] < limit:  # decided once the clock is strictly past
+                entry = heapq.heappop(heap)
+                due, _, session_id = entry
+                if self._due.get(session_id) != due:
+                    continue  # superseded
+                if clock is not None and due < clock:
+                    at = clock
+                elif (
+                    wall is not None
+                    and state.idle
+                    and now - self._active_at.get(session_id, 0.0) >= self.idle_grace
+                ):
+                    at = wall
+                else:
+                    deferred.append(entry)
+                    continue
+                del self._due[session_id]
+                ticks.append((partition, session_id, at))
+            for entry in deferred:
+                heapq.heappush(heap, entry)
         return ticks
 
     # -- write-behind --------------------------------------------------------------------
@@ -462,7 +497,16 @@ class StreamProcessor:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "partitions": sorted(self._partitions),
             "sessions": len(self.store),
             "queued_deadlines": len(self._due),
+            "partitions": {
+                p: {
+                    "clock": None if s.clock is None else s.clock.isoformat(),
+                    "idle": s.idle,
+                    "heap": len(s.heap),
+                    "unflushed": s.unflushed,
+                }
+                for p, s in sorted(self._partitions.items())
+            },
+            "consumed": {f"{t}/{p}": o for (t, p), o in sorted(self._consumed.items())},
         }

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+import structlog
 from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -41,6 +42,8 @@ from remsguard.handlers.stream import (
 )
 
 __all__ = ["ProcessorMetrics", "create_app"]
+
+log = structlog.get_logger("remsguard.processor")
 
 SESSIONS_SCAN_SECONDS = 5.0  # how often the timer counts sessions for telemetry
 
@@ -270,6 +273,9 @@ def create_app(
         for partition, at in clocks.items():
             if at is not None:
                 metrics.clock_lag.labels(str(partition)).set((wall - at).total_seconds())
+        if time.monotonic() - assigned.get("logged", 0.0) >= 10:
+            assigned["logged"] = time.monotonic()
+            log.info("processor state", ends=ends, **processor.stats())
         ticks = outputs[topics.ticks]
         for partition, session_id, now in processor.due_ticks():
             await ticks.send(
