@@ -4,7 +4,8 @@
 - `ingest`: an HTTP body (JSON array or NDJSON) to decoded events, one outcome per event.
 - `runtime`: the one task that owns the engine: group-committed ingest, the live clock,
   restart recovery from the journal, and hand-off of decisions to the compliance log.
-- `compliance`: the narrow interfaces embedded mode needs from the compliance log and the
-  principal store, with interim implementations until `adapters/storage` lands.
-- `container`: wires all of the above for one data directory.
+- `compliance`: roles and principals (tokens) over the compliance log's principal table,
+  including the `device` role.
+- `container`: wires all of the above, and the compliance log on SQLite
+  (`remsguard.adapters.storage`), for one data directory.
 """
