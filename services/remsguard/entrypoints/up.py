@@ -30,6 +30,7 @@ from remsguard.domain.protocol import ProtocolError
 from remsguard.embedded.compliance import Role, create_principal
 from remsguard.embedded.container import EmbeddedContainer, ensure_first_run_tokens
 from remsguard.entrypoints.http import create_app
+from remsguard.entrypoints.http.app import ROUTERS
 
 # A demo should show alerts within a minute: more violations than the simulator's defaults.
 DEMO_RATES = (
@@ -85,7 +86,9 @@ async def _serve(
     container: EmbeddedContainer, host: str, port: int, simulate: bool, speed: float
 ) -> None:
     app = create_app(container)
-    has_console = any(getattr(route, "path", None) == "/console" for route in app.routes)
+    has_console = any(
+        getattr(route, "path", None) == "/console" for router in ROUTERS for route in router.routes
+    )
     config = uvicorn.Config(
         app,
         host=host,
