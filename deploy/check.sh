@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check 'uv==0.13.9'
 python3 -m uv sync --frozen --extra test --quiet
 
+# Tools the tests drive for real: promtool/Prometheus (observability) and Chromium (console).
+bash deploy/prometheus/install.sh >&2
+bash deploy/chromium/install.sh >&2
+
 docker_answers() { command -v docker >/dev/null 2>&1 && timeout 5 docker info >/dev/null 2>&1; }
 
 if [ -z "${REMSGUARD_KAFKA_BOOTSTRAP:-}" ] && ! docker_answers; then
