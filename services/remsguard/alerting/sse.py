@@ -19,7 +19,7 @@ from remsguard.alerting.channels import Notification
 
 __all__ = ["SseHub", "Subscriber", "format_event"]
 
-QUEUE_SIZE: Final = 1000
+QUEUE_SIZE: Final = 10_000  # frames; a burst of alerts (a restart, a simulator) must fit
 _OPTS: Final = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 

@@ -6,6 +6,7 @@ import typer
 
 from remsguard import __version__
 from remsguard.adapters.logs import configure_logging
+from remsguard.alerting.notifier import notifier_command
 from remsguard.config import get_settings
 from remsguard.contract.schemas import schemas_app
 from remsguard.entrypoints.api import api_command, principals_app
@@ -36,6 +37,7 @@ app.add_typer(alerts_app, name="alerts")
 app.command("processor")(processor_command)
 app.command("publish")(publish_command)
 app.command("up")(up_command)
+app.command("notifier")(notifier_command)
 app.command("api")(api_command)
 app.add_typer(principals_app, name="principals")
 

@@ -34,6 +34,7 @@ __all__ = ["SNAPSHOT_SECONDS", "router", "snapshot"]
 router = APIRouter(tags=["staff"])
 SNAPSHOT_SECONDS: Final = 2.0
 ALERT_REFRESH_SECONDS: Final = 0.25
+MIN_SNAPSHOT_SECONDS: Final = 1.0
 
 
 async def snapshot(container: Any, principal: Principal) -> dict[str, Any]:
@@ -77,12 +78,13 @@ async def stream(
                     "clinics": sorted(principal.clinics),
                 },
             )
-            next_snapshot = 0.0
+            next_snapshot = last_snapshot = 0.0
             while True:
                 wait = next_snapshot - time.monotonic()
                 if wait <= 0:
                     yield format_event("sessions", await snapshot(container, principal))
-                    next_snapshot = time.monotonic() + SNAPSHOT_SECONDS
+                    last_snapshot = time.monotonic()
+                    next_snapshot = last_snapshot + SNAPSHOT_SECONDS
                     continue
                 try:
                     frame = await asyncio.wait_for(subscriber.queue.get(), timeout=wait)
@@ -91,8 +93,12 @@ async def stream(
                 if frame is None:  # dropped (too slow) or the hub closed
                     return
                 yield frame
-                # an alert usually comes with fresh vitals: refresh the board soon after
-                next_snapshot = min(next_snapshot, time.monotonic() + ALERT_REFRESH_SECONDS)
+                # an alert usually comes with fresh vitals: refresh the board soon after, but
+                # never more often than every MIN_SNAPSHOT_SECONDS
+                soon = max(
+                    last_snapshot + MIN_SNAPSHOT_SECONDS, time.monotonic() + ALERT_REFRESH_SECONDS
+                )
+                next_snapshot = min(next_snapshot, soon)
         finally:
             hub.unsubscribe(subscriber)
 

@@ -1,0 +1,106 @@
+"""`remsguard notifier`: the alerting service fed by the alerts topic (`rems.alerts.v1`).
+
+Consumes with aiokafka in the `notifier_group_id` consumer group, auto-commit off: each batch
+is stored (`save_alerts`, idempotent), claimed and delivered by `AlertingService.process`,
+and only then are its offsets committed. A crash before the commit redelivers the batch,
+which stores and notifies nothing twice (the `alert.notified` records). Escalation runs on the
+service's own timer, from the stored alert state, so it survives restarts and rebalances; two
+notifiers escalating the same alert write the same step record id, and only the one that
+inserted it notifies. Metrics on `metrics_port`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import structlog
+import typer
+
+from remsguard.config import Settings, get_settings
+
+__all__ = ["notifier_command"]
+
+log = structlog.get_logger(__name__)
+
+
+async def run_notifier(settings: Settings, stop: asyncio.Event) -> None:
+    from aiokafka import AIOKafkaConsumer
+    from pydantic import ValidationError
+
+    from remsguard.adapters.kafka.topics import Topics
+    from remsguard.adapters.metrics import new_registry, serve_metrics
+    from remsguard.adapters.storage import ComplianceLog
+    from remsguard.adapters.telemetry import Telemetry
+    from remsguard.alerting.factory import build_alerting
+    from remsguard.contract.outbound import alert_from_json
+    from remsguard.domain.decisions import Alert
+
+    registry = new_registry()
+    telemetry = Telemetry(registry)
+    server = serve_metrics(registry, "0.0.0.0", settings.metrics_port)
+    compliance = ComplianceLog.open(settings.database_url)
+    service = build_alerting(settings, compliance, telemetry)
+    topic = Topics.from_settings(settings).alerts
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=settings.notifier_group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await service.start()
+    await consumer.start()
+    log.info("notifier.started", topic=topic, group=settings.notifier_group_id)
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=1000)
+            alerts: list[Alert] = []
+            for records in batches.values():
+                for record in records:
+                    if record.value is None:
+                        continue
+                    try:
+                        alerts.append(alert_from_json(record.value))
+                    except ValidationError as exc:
+                        log.warning(
+                            "notifier.bad_alert",
+                            partition=record.partition,
+                            offset=record.offset,
+                            error=str(exc)[:200],
+                        )
+                        telemetry.dead_letter(topic, "invalid_alert")
+            if alerts:
+                await service.process(alerts, save=True)
+            if batches:
+                await consumer.commit()
+    finally:
+        await consumer.stop()
+        await service.stop()
+        compliance.close()
+        server.close()
+
+
+def notifier_command(
+    database_url: Annotated[
+        str | None, typer.Option("--db", help="compliance log URL [default: setting]")
+    ] = None,
+) -> None:
+    """Consume the alerts topic: store, notify (SSE, signed webhook), escalate unacknowledged."""
+    settings = get_settings()
+    if database_url is not None:
+        settings = settings.model_copy(update={"database_url": database_url})
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_notifier(settings, stop)
+
+    try:
+        asyncio.run(main())
+    except ValueError as exc:  # a bad policy file, a webhook URL without a secret
+        typer.echo(f"remsguard notifier: {exc}", err=True)
+        raise typer.Exit(2) from None
