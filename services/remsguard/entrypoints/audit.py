@@ -189,6 +189,10 @@ def audit_sink_command(
     idle_timeout: Annotated[
         float | None, typer.Option(help="stop after SECONDS without a message")
     ] = None,
+    events: Annotated[
+        bool,
+        typer.Option(help="also store the input events (dosing, vitals, sessions) for the forms"),
+    ] = True,
 ) -> None:
     """Consume rems.audit.v1 (and rems.alerts.v1) into the compliance log, batched,
     at-least-once with idempotent inserts; offsets are committed after the DB commit."""
@@ -202,9 +206,13 @@ def audit_sink_command(
     alert_topic = alerts_topic or f"{prefix}rems.alerts.v1"
     signer = load_signer(settings)
     clog = ComplianceLog.open(db or settings.database_url)
+    from remsguard.adapters.kafka.topics import Topics
+
+    inputs = Topics.named(prefix).inputs if events else ()
     consumer = KafkaConsumer(
         audit_topic,
         alert_topic,
+        *inputs,
         bootstrap_servers=bootstrap or settings.kafka_bootstrap,
         group_id=group,
         enable_auto_commit=False,
@@ -228,7 +236,11 @@ def audit_sink_command(
             polled = consumer.poll(timeout_ms=500, max_records=batch)
             messages = [
                 (
-                    "audit" if tp.topic == audit_topic else "alert",
+                    "audit"
+                    if tp.topic == audit_topic
+                    else "alert"
+                    if tp.topic == alert_topic
+                    else "event",
                     m.value,
                     f"{tp.topic}/{tp.partition}@{m.offset}",
                 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -13,9 +13,11 @@ import typer
 
 from remsguard.bootstrap import build_engine
 from remsguard.config import get_settings
+from remsguard.contract.decode import decode_event
 from remsguard.contract.outbound import alert_to_json
 from remsguard.domain.decisions import Alert, AuditRecord, Rejection
 from remsguard.domain.engine import MonitoringEngine
+from remsguard.domain.events import Event
 from remsguard.domain.protocol import ProtocolError
 from remsguard.handlers.replay import ReplayEvents, replay
 
@@ -76,7 +78,7 @@ def replay_command(
     try:
         with _open(file) as lines:
             replay(
-                ReplayEvents(lines, until_at),
+                ReplayEvents(lines if writer is None else writer.tap(lines), until_at),
                 engine,
                 on_alert if writer is None else writer.alert_then(on_alert),
                 on_rejected,
@@ -101,7 +103,18 @@ class _LogWriter:
         self.log = ComplianceLog.open(url)
         self.records: list[AuditRecord] = []
         self.alerts: list[Alert] = []
+        self.events: list[Event] = []
         self.sessions: set[str] = set()
+
+    def tap(self, lines: Iterable[bytes]) -> Iterator[bytes]:
+        """Pass the lines through, keeping each decodable event for ``session_events`` (the
+        monitoring forms read only those the log records as accepted)."""
+        for line in lines:
+            if line.strip():
+                event = decode_event(line)
+                if isinstance(event, Event):
+                    self.events.append(event)
+            yield line
 
     def audit(self, record: AuditRecord) -> None:
         self.records.append(record)
@@ -120,7 +133,8 @@ class _LogWriter:
     def flush(self) -> None:
         self.log.append_audit(self.records)
         self.log.save_alerts(self.alerts)
-        self.records, self.alerts = [], []
+        self.log.save_events(self.events)
+        self.records, self.alerts, self.events = [], [], []
 
     def finish(self, engine: MonitoringEngine) -> None:
         self.flush()

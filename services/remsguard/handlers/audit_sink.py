@@ -14,14 +14,17 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from remsguard.adapters.storage import ComplianceLog
+from remsguard.contract.decode import decode_event
 from remsguard.contract.outbound import AuditRecordPublic, alert_from_json
 from remsguard.domain.decisions import Alert, AuditRecord
+from remsguard.domain.events import Event
 
 
 @dataclass(slots=True)
 class SinkBatch:
     records: list[AuditRecord] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)  # input events, for the forms
     malformed: list[tuple[str, str]] = field(default_factory=list)  # (where, why)
 
 
@@ -39,14 +42,20 @@ def audit_record_from_json(raw: bytes) -> AuditRecord:
 
 
 def decode_batch(messages: Iterable[tuple[str, bytes | None, str]]) -> SinkBatch:
-    """``(kind, value, where)`` with kind ``"audit"`` or ``"alert"``, in consumption order."""
+    """``(kind, value, where)`` with kind ``"audit"``, ``"alert"`` or ``"event"`` (an input
+    event: kept for ``session_events``; one the contract rejects is the processor's business,
+    not a malformed sink message), in consumption order."""
     batch = SinkBatch()
     for kind, value, where in messages:
         if value is None:
             batch.malformed.append((where, "empty message"))
             continue
         try:
-            if kind == "audit":
+            if kind == "event":
+                event = decode_event(value)
+                if isinstance(event, Event):
+                    batch.events.append(event)
+            elif kind == "audit":
                 batch.records.append(audit_record_from_json(value))
             else:
                 batch.alerts.append(alert_from_json(value))
@@ -66,6 +75,8 @@ class Stored:
 def store(log: ComplianceLog, batch: SinkBatch) -> Stored:
     appended = log.append_audit(batch.records)
     alerts = log.save_alerts(batch.alerts)
+    if batch.events:
+        log.save_events(batch.events)
     sessions = {r.session_id for r in batch.records if r.session_id is not None}
     sessions.update(a.session_id for a in batch.alerts)
     refreshed = log.refresh_sessions(sessions) if sessions else 0

@@ -4,6 +4,8 @@ the form's submission (which stops the 7-day deadline)."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from datetime import datetime
 from typing import Any, Final, cast
 
@@ -115,14 +117,43 @@ def _session_clinic(log: ComplianceLog, principal: Principal, session_id: str) -
     return clinic
 
 
-def _events(log: ComplianceLog, session_id: str) -> tuple[list[Event], dict[str, Any]]:
+def _journal_events(request: Request, session_id: str) -> list[tuple[str, bytes]]:
+    """Embedded mode: the session's events from the event journal (read-only), for writers
+    that do not store ``session_events`` themselves."""
+    journal = getattr(request.app.state.container, "journal", None)
+    path = getattr(journal, "path", None)
+    if path is None:
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            rows = db.execute(
+                "SELECT event_id, raw FROM events WHERE session_id = ? ORDER BY seq",
+                (session_id,),
+            ).fetchall()
+    except sqlite3.Error:
+        return []
+    return [(str(event_id), bytes(raw)) for event_id, raw in rows]
+
+
+def _events(
+    request: Request, log: ComplianceLog, session_id: str
+) -> tuple[list[Event], dict[str, Any]]:
+    """The session's accepted events (from ``session_events``, else the embedded journal)
+    and their wire form by event id."""
     events: list[Event] = []
     wire: dict[str, Any] = {}
-    for row in log.session_events(session_id):
-        decoded = decode_event(row.payload)
-        if isinstance(decoded, Event):
+    stored = [(row.event_id, row.payload.encode()) for row in log.session_events(session_id)]
+    if not stored:
+        records, _ = log.session_timeline(session_id)
+        accepted = {r.subject_id for r in records if r.kind == AuditKind.EVENT_ACCEPTED}
+        stored = [
+            (eid, raw) for eid, raw in _journal_events(request, session_id) if eid in accepted
+        ]
+    for event_id, raw in stored:
+        decoded = decode_event(raw)
+        if isinstance(decoded, Event) and event_id not in wire:
             events.append(decoded)
-            wire[row.event_id] = orjson.loads(row.payload)
+            wire[event_id] = orjson.loads(raw)
     return events, wire
 
 
@@ -172,7 +203,7 @@ def get_timeline(
         log_query(request, principal, {"session": session_id}, 0)
         raise
     records, alerts = log.session_timeline(session_id)
-    _, wire = _events(log, session_id)
+    _, wire = _events(request, log, session_id)
     entries: list[tuple[tuple[datetime, int, str], dict[str, Any]]] = []
     for row in records:
         if not visible(principal, row.clinic_id):
@@ -267,7 +298,7 @@ def get_form(
     except ApiError:
         log_query(request, principal, {"session": session_id}, 0, "csv" if csv else "json")
         raise
-    events, _ = _events(log, session_id)
+    events, _ = _events(request, log, session_id)
     summary = log.session_summary(session_id)
     _, alerts = log.session_timeline(session_id)
     known, default = protocols(request)
