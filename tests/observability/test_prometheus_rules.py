@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from remsguard.adapters.telemetry import METRIC_NAMES, SERVICES
@@ -107,25 +106,37 @@ def test_series_names_helper() -> None:
     assert series_names(expr) == {"remsguard_x_total", "up"}
 
 
-@pytest.mark.parametrize("config", ["prometheus.yml"])
-def test_scrape_targets_are_the_compose_services_on_the_metrics_port(config: str) -> None:
-    [job] = [j for j in _load(PROM / config)["scrape_configs"] if j["job_name"] == "remsguard"]
-    port = Settings.model_fields["metrics_port"].default
-    compose = _load(REPO / "docker-compose.yml")
-    compose_port = str(compose["x-remsguard"]["environment"]["REMSGUARD_METRICS_PORT"])
-    assert compose_port == str(port)
-    services = set()
+def _targets(config: dict[str, Any], job_name: str) -> dict[str, tuple[int, str]]:
+    """host -> (port, service label) of one job's static targets."""
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == job_name]
+    found = {}
     for static in job["static_configs"]:
         [target] = static["targets"]
-        host, target_port = target.rsplit(":", 1)
-        assert int(target_port) == port, target
-        assert static["labels"]["service"] == host, target
-        services.add(host)
-    assert services == set(SERVICES) - {"up"}
+        host, port = target.rsplit(":", 1)
+        found[host] = (int(port), static["labels"]["service"])
+    return found
+
+
+def test_scrape_targets_are_the_compose_services_on_their_metrics_ports() -> None:
+    config = _load(PROM / "prometheus.yml")
+    port = Settings.model_fields["metrics_port"].default
+    compose = _load(REPO / "docker-compose.yml")
+    assert str(compose["x-remsguard"]["environment"]["REMSGUARD_METRICS_PORT"]) == str(port)
+    services = _targets(config, "remsguard")
+    for host, (target_port, label) in services.items():
+        assert target_port == port and label == host, host
+    assert set(services) == set(SERVICES) - {"up"}
+    # Embedded mode serves /metrics on its HTTP port (`up --port N` in compose).
+    embedded = _targets(config, "remsguard-embedded")
+    for host, (target_port, label) in embedded.items():
+        assert label == "up"
+        command = [str(c) for c in compose["services"][host]["command"]]
+        assert command[0] == "up" and command[command.index("--port") + 1] == str(target_port)
     # Compose services that run the remsguard image must all be scraped.
     remsguard = {
         name
         for name, spec in compose["services"].items()
         if spec.get("image") == "remsguard:local" or "build" in spec
     }
-    assert remsguard <= services, f"not scraped: {remsguard - services}"
+    scraped = set(services) | set(embedded)
+    assert remsguard <= scraped, f"not scraped: {remsguard - scraped}"
