@@ -123,8 +123,10 @@ def test_scrape_targets_are_the_compose_services_on_their_metrics_ports() -> Non
     compose = _load(REPO / "docker-compose.yml")
     assert str(compose["x-remsguard"]["environment"]["REMSGUARD_METRICS_PORT"]) == str(port)
     services = _targets(config, "remsguard")
+    # The API serves /metrics on its HTTP port; the other services on the metrics port.
+    api_port = Settings.model_fields["api_port"].default
     for host, (target_port, label) in services.items():
-        assert target_port == port and label == host, host
+        assert target_port == (api_port if host == "api" else port) and label == host, host
     assert set(services) == set(SERVICES) - {"up"}
     # Embedded mode serves /metrics on its HTTP port (`up --port N` in compose).
     embedded = _targets(config, "remsguard-embedded")
