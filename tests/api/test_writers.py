@@ -82,6 +82,8 @@ def test_the_audit_sink_stores_input_events(tmp_path: Path) -> None:
         store(log, batch)
         store(log, decode_batch(messages))  # re-delivery: nothing twice
         assert len(log.session_events("b-s1")) == len(crisis_session())
+        summary = log.session_summary("b-s1")
+        assert summary is not None and summary.patient_ref == "patient-2"  # from the event
     form = _form(url, "b-s1")
     assert form["fields"]["drug"]["value"] == "ketamine"
 

@@ -79,5 +79,6 @@ def store(log: ComplianceLog, batch: SinkBatch) -> Stored:
         log.save_events(batch.events)
     sessions = {r.session_id for r in batch.records if r.session_id is not None}
     sessions.update(a.session_id for a in batch.alerts)
+    sessions.update(e.session_id for e in batch.events)  # a late session.opened names the patient
     refreshed = log.refresh_sessions(sessions) if sessions else 0
     return Stored(appended.inserted, appended.duplicates, alerts, refreshed)

@@ -438,6 +438,20 @@ class ComplianceLog:
                     if found_stats is not None:
                         found_stats.setdefault("patient_ref", opened.get("patient_ref"))
                         found_stats.setdefault("protocol", opened.get("protocol"))
+                # The session.opened event itself (stored by the writers for the forms) names
+                # the patient and protocol when the audit record's detail does not.
+                for sid, payload in conn.execute(
+                    select(EVENTS.c.session_id, EVENTS.c.payload)
+                    .where(EVENTS.c.session_id.in_(chunk), EVENTS.c.type == "session.opened")
+                    .order_by(EVENTS.c.session_id, EVENTS.c.occurred_at, EVENTS.c.event_id)
+                ):
+                    data = orjson.loads(payload).get("data") or {}
+                    found_stats = stats.get(sid)
+                    if found_stats is not None:
+                        if found_stats.get("patient_ref") is None:
+                            found_stats["patient_ref"] = data.get("patient_ref")
+                        if found_stats.get("protocol") is None:
+                            found_stats["protocol"] = data.get("protocol")
                 alerts: dict[str, list[tuple[str, str]]] = {}
                 for sid, rule, severity in conn.execute(
                     select(ALERTS.c.session_id, ALERTS.c.rule, ALERTS.c.severity).where(
