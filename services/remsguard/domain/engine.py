@@ -52,8 +52,9 @@ class MonitoringEngine:
             raise ValueError(f"unknown default protocol {default_protocol!r}")
         self._protocols = protocols
         self._default = default_protocol
-        self._effective: dict[tuple[str, frozenset[Medication]], MonitoringProtocol] = {}
-        self._thresholds: dict[int, Thresholds] = {}
+        self._in_force: dict[
+            tuple[str, frozenset[Medication]], tuple[MonitoringProtocol, Thresholds]
+        ] = {}
         self.sessions: MutableMapping[str, Session] = {} if sessions is None else sessions
         self.clock: datetime | None = None
         self._queue: list[tuple[datetime, int, str]] = []
@@ -80,16 +81,20 @@ class MonitoringEngine:
                 source=f"{event.session_id}/{event.event_id}",
             )
         session.seen.add(event.event_id)
-        decisions = Decisions(audit=[_accepted(event)])
+        decisions = Decisions([], [_accepted(event)])
         cursor = session.gap_cursor
-        if not session.ended_before(event.occurred_at):
+        discharges = session.discharges
+        if not discharges or discharges[0].at >= event.occurred_at:  # not after the discharge
             findings = self._apply(session, event, decisions)
-            self._raise(session, findings, decisions)
+            if findings:
+                self._raise(session, findings, decisions)
         self.sessions[session.session_id] = session
+        # Readings only move deadlines later, so the queued one stays a safe lower bound.
+        kind = type(event)
         if (
-            _may_bring_deadlines_forward(event)
+            (kind is not VitalsRecorded and kind is not AssessmentRecorded)
             or session.scheduled is None
-            or (session.gap_cursor != cursor)
+            or session.gap_cursor != cursor
         ):
             self._schedule(session)
         return decisions
@@ -113,7 +118,7 @@ class MonitoringEngine:
         A check due at deadline + lateness is decided only once the clock is strictly past it,
         so an event exactly the allowed lateness late ("up to") still counts.
         """
-        decisions = Decisions()
+        decisions = Decisions([], [])
         if self.clock is not None and now <= self.clock:
             return decisions
         self.clock = now
@@ -152,12 +157,16 @@ class MonitoringEngine:
         return discharge_readiness(session, self.protocol_of(session), now, open_critical_rules)
 
     def protocol_of(self, session: Session) -> MonitoringProtocol:
+        """The session's protocol, tightened for its concomitant medications."""
+        return self._rules_of(session)[0]
+
+    def _rules_of(self, session: Session) -> tuple[MonitoringProtocol, Thresholds]:
         key = (session.protocol, session.medications)
-        protocol = self._effective.get(key)
-        if protocol is None:
+        rules = self._in_force.get(key)
+        if rules is None:
             protocol = self._protocols[session.protocol].for_medications(session.medications)
-            self._effective[key] = protocol
-        return protocol
+            rules = self._in_force[key] = (protocol, Thresholds.of(protocol))
+        return rules
 
     def rebuild_schedule(self) -> None:
         """Queue every known session's next deadline (after loading state from elsewhere)."""
@@ -168,18 +177,12 @@ class MonitoringEngine:
 
     # -- state changes -----------------------------------------------------------------------
 
-    def _thresholds_of(self, protocol: MonitoringProtocol) -> Thresholds:
-        thresholds = self._thresholds.get(id(protocol))
-        if thresholds is None:
-            thresholds = self._thresholds[id(protocol)] = Thresholds.of(protocol)
-        return thresholds
-
     def _apply(self, session: Session, event: Event, decisions: Decisions) -> list[Finding]:
-        protocol = self.protocol_of(session)
+        protocol, thresholds = self._rules_of(session)
         if isinstance(event, VitalsRecorded):
-            return self._vitals(session, event, protocol, self._thresholds_of(protocol))
+            return self._vitals(session, event, protocol, thresholds)
         if isinstance(event, AssessmentRecorded):
-            return self._assessment(session, event, protocol, self._thresholds_of(protocol))
+            return self._assessment(session, event, protocol, thresholds)
         if isinstance(event, DoseAdministered):
             return self._dose(session, event, protocol, decisions)
         if isinstance(event, SessionOpened):
@@ -218,12 +221,12 @@ class MonitoringEngine:
             findings += self._bp(session, reading, protocol, thresholds)
         if event.spo2 is not None:
             spo2 = Measurement(mark.at, mark.event_id, event.spo2)
-            findings += _spo2(session, spo2, protocol, thresholds)
+            findings += _spo2(session, spo2, thresholds)
         if event.respiratory_rate is not None:
             rate = Measurement(mark.at, mark.event_id, event.respiratory_rate)
             index = insert(session.respiratory_rate, rate)
             if thresholds.respiratory_rate is not None:
-                below = protocol.rule("RESPIRATORY_DEPRESSION")["rate_below"]
+                below = thresholds.rate_below
                 rows = starts_at(session.respiratory_rate, index, thresholds.respiratory_rate)
                 findings += [Finding.respiratory_rate(row, below) for row in rows]
         return findings
@@ -259,7 +262,7 @@ class MonitoringEngine:
 
     def _rejudge(self, session: Session, protocol: MonitoringProtocol) -> list[Finding]:
         """A late session.opened changed the protocol: judge the earlier readings again by it."""
-        t = self._thresholds_of(protocol)
+        t = self._rules_of(session)[1]
         findings: list[Finding] = []
         if t.crisis is not None:
             crisis = protocol.rule("BP_CRISIS")
@@ -335,7 +338,7 @@ class MonitoringEngine:
     # -- deadlines ---------------------------------------------------------------------------
 
     def _decide_due(self, session: Session, now: datetime) -> Decisions:
-        decisions = Decisions()
+        decisions = Decisions([], [])
         protocol = self.protocol_of(session)
         while True:
             ready = sorted(c for c in due_checks(session, protocol) if c.due < now)
@@ -387,11 +390,6 @@ class MonitoringEngine:
             decisions.audit.append(_alert_raised(alert))
 
 
-def _may_bring_deadlines_forward(event: Event) -> bool:
-    """Readings only ever move deadlines later, so the queued one stays a safe lower bound."""
-    return not isinstance(event, VitalsRecorded | AssessmentRecorded)
-
-
 def _rise_condition(
     session: Session, protocol: MonitoringProtocol
 ) -> Callable[[BPReading], bool] | None:
@@ -405,17 +403,15 @@ def _rise_condition(
     return lambda r: r.at > start and (r.systolic >= systolic or r.diastolic >= diastolic)
 
 
-def _spo2(
-    session: Session, row: Measurement, protocol: MonitoringProtocol, thresholds: Thresholds
-) -> list[Finding]:
+def _spo2(session: Session, row: Measurement, thresholds: Thresholds) -> list[Finding]:
     index = insert(session.spo2, row)
     findings: list[Finding] = []
     if thresholds.spo2_critical is not None:
-        below = protocol.rule("SPO2_CRITICAL")["below"]
+        below = thresholds.spo2_critical_below
         for start in starts_at(session.spo2, index, thresholds.spo2_critical):
             findings.append(Finding.spo2("SPO2_CRITICAL", start, below))
     if thresholds.spo2_low is not None:
-        below = protocol.rule("SPO2_LOW")["below"]
+        below = thresholds.spo2_low_below
         for start in starts_at(session.spo2, index, thresholds.spo2_low):
             findings.append(Finding.spo2("SPO2_LOW", start, below))
     return findings

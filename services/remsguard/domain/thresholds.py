@@ -44,6 +44,9 @@ class Thresholds:
     spo2_low: Callable[[Measurement], bool] | None
     respiratory_rate: Callable[[Measurement], bool] | None
     deep_sedation: Callable[[Measurement], bool] | None
+    spo2_low_below: float
+    spo2_critical_below: float
+    rate_below: float
 
     @classmethod
     def of(cls, protocol: MonitoringProtocol) -> Thresholds:
@@ -66,4 +69,7 @@ class Thresholds:
             spo2_low=on("SPO2_LOW", lambda r: critical_below <= r.value < low_below),
             respiratory_rate=on("RESPIRATORY_DEPRESSION", lambda r: r.value < rate_below),
             deep_sedation=on("DEEP_SEDATION", lambda r: r.value <= deep_at_most),
+            spo2_low_below=low_below,
+            spo2_critical_below=critical_below,
+            rate_below=rate_below,
         )
