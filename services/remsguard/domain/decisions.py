@@ -57,9 +57,9 @@ class Rejection:
     clinic_id: str | None = None
 
 
-@dataclass(slots=True, kw_only=True)
+@dataclass(slots=True)
 class AuditRecord:
-    """Not frozen: one is built per accepted event, and frozen dataclasses are slow to build."""
+    """One per accepted event, so built cheaply: not frozen, and positional arguments allowed."""
 
     record_id: str
     kind: AuditKind

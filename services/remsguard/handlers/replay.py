@@ -82,7 +82,9 @@ def replay(
             emit(decisions)
             clock = engine.clock
             if clock is None or event.occurred_at > clock:
-                emit(engine.advance_to(event.occurred_at))
+                due = engine.advance_to(event.occurred_at)
+                if due.alerts or due.audit:
+                    emit(due)
                 summary.last_event_at = event.occurred_at
         if command.until is not None:
             emit(engine.advance_to(command.until))
