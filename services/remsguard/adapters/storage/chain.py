@@ -45,9 +45,11 @@ __all__ = [
     "chain_of",
     "detail_text",
     "entry_hash",
+    "entry_of",
     "kind_of",
     "normalise",
     "record_of_row",
+    "stored_form",
 ]
 
 GENESIS: Final = "0" * 64
@@ -65,6 +67,7 @@ ALERTING_KINDS: Final = frozenset(
 )
 SERVICE_KINDS: Final = frozenset({API_QUERY, FORM_SUBMITTED}) | ALERTING_KINDS
 _OPTS: Final = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+_DETAIL_MEMBER: Final = b',"detail":'
 
 
 def chain_of(record: AuditRecord) -> str:
@@ -92,6 +95,30 @@ def normalise(record: AuditRecord) -> tuple[AuditRecord, str]:
     text = detail_text(record.detail)
     occurred = None if record.occurred_at is None else utc(record.occurred_at)
     return replace(record, detail=orjson.loads(text), occurred_at=occurred), text
+
+
+def stored_form(
+    record: AuditRecord,
+) -> tuple[bytes, str, dict[str, object], datetime | None]:
+    """The record serialised once, for appending: its wire JSON exactly as
+    ``audit_record_to_json(normalise(record)[0])`` (what the canonical entry embeds, and what
+    verify recomputes from the stored row), its stored detail text (``normalise(record)[1]``),
+    that detail parsed, and its UTC event time.
+
+    ``normalise`` + ``canonical_entry`` build the wire JSON twice and parse it twice; here it
+    is built once. The detail is the wire form's last member (the members before it are strings
+    or null, whose quotes are escaped, so the first ``,"detail":`` is its key); its canonical
+    text re-serialises to itself, so it replaces the wire form's detail in place, which for the
+    usual detail (string keys, already sorted) is a no-op."""
+    raw = audit_record_to_json(record)
+    at = raw.index(_DETAIL_MEMBER) + len(_DETAIL_MEMBER)
+    wire_detail = raw[at:-1]
+    detail = orjson.loads(wire_detail)
+    text = orjson.dumps(detail, option=orjson.OPT_SORT_KEYS)
+    if text != wire_detail:
+        raw = raw[:at] + text + b"}"
+    occurred = None if record.occurred_at is None else utc(record.occurred_at)
+    return raw, text.decode(), detail, occurred
 
 
 class StoredRecord(Protocol):
@@ -153,6 +180,26 @@ def canonical_entry(
     appended_at: datetime,
     record: AuditRecord,
 ) -> bytes:
+    return entry_of(
+        log_index=log_index,
+        chain_id=chain_id,
+        chain_seq=chain_seq,
+        prev_hash=prev_hash,
+        appended_at=appended_at,
+        record_json=audit_record_to_json(record),
+    )
+
+
+def entry_of(
+    *,
+    log_index: int,
+    chain_id: str,
+    chain_seq: int,
+    prev_hash: str,
+    appended_at: datetime,
+    record_json: bytes,
+) -> bytes:
+    """``canonical_entry`` around a record already in its wire JSON (``stored_form``)."""
     return orjson.dumps(
         {
             "v": 1,
@@ -161,7 +208,7 @@ def canonical_entry(
             "chain_seq": chain_seq,
             "prev_hash": prev_hash,
             "appended_at": utc(appended_at),
-            "record": orjson.Fragment(audit_record_to_json(record)),
+            "record": orjson.Fragment(record_json),
         },
         option=_OPTS,
     )

@@ -16,24 +16,35 @@ import base64
 import hashlib
 import secrets
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Generic, TypeVar
 
 import orjson
-from sqlalchemy import Connection, Engine, Table, func, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    Table,
+    any_,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
 from remsguard.adapters.storage.chain import (
     GENESIS,
-    canonical_entry,
     chain_of,
     entry_hash,
-    normalise,
+    entry_of,
     row_entry,
+    stored_form,
 )
 from remsguard.adapters.storage.db import APPEND_LOCK, make_engine, migrate
 from remsguard.adapters.storage.models import (
@@ -231,67 +242,26 @@ class ComplianceLog:
             unique.setdefault(record.record_id, record)
         with self.engine.begin() as conn:
             self._lock(conn)
-            ids = list(unique)
-            for start in range(0, len(ids), _CHUNK):
-                chunk = ids[start : start + _CHUNK]
-                for (found,) in conn.execute(
-                    select(AUDIT.c.record_id).where(AUDIT.c.record_id.in_(chunk))
-                ):
-                    del unique[found]
+            for found in _existing(conn, AUDIT.c.record_id, list(unique)):
+                del unique[found]
             next_index = self._size(conn)
             if not unique:
                 return AppendResult(0, given, next_index)
-            chains = {chain_of(r) for r in unique.values()}
-            heads: dict[str, tuple[int, str]] = {}
-            chain_list = list(chains)
-            for start in range(0, len(chain_list), _CHUNK):
-                for chain_id, seq, hash_ in conn.execute(
-                    select(HEADS.c.chain_id, HEADS.c.chain_seq, HEADS.c.hash).where(
-                        HEADS.c.chain_id.in_(chain_list[start : start + _CHUNK])
-                    )
-                ):
-                    heads[chain_id] = (seq, hash_)
-            appended_at = utc(self._now())
-            rows = []
-            for record in unique.values():
-                normal, detail = normalise(record)
-                chain_id = chain_of(record)
-                seq, prev = heads.get(chain_id, (-1, GENESIS))
-                entry = canonical_entry(
-                    log_index=next_index,
-                    chain_id=chain_id,
-                    chain_seq=seq + 1,
-                    prev_hash=prev,
-                    appended_at=appended_at,
-                    record=normal,
+            chains = list({chain_of(r) for r in unique.values()})
+            heads: dict[str, tuple[int, str]] = {
+                chain_id: (seq, hash_)
+                for chain_id, seq, hash_ in _rows_where_in(
+                    conn,
+                    select(HEADS.c.chain_id, HEADS.c.chain_seq, HEADS.c.hash),
+                    HEADS.c.chain_id,
+                    chains,
                 )
-                hash_ = entry_hash(entry)
-                is_alert = record.kind == AuditKind.ALERT_RAISED
-                rows.append(
-                    {
-                        "log_index": next_index,
-                        "record_id": record.record_id,
-                        "chain_id": chain_id,
-                        "chain_seq": seq + 1,
-                        "prev_hash": prev,
-                        "hash": hash_,
-                        "kind": str(record.kind),
-                        "subject_id": record.subject_id,
-                        "session_id": record.session_id,
-                        "clinic_id": record.clinic_id,
-                        "occurred_at": normal.occurred_at,
-                        "detail": detail,
-                        "appended_at": appended_at,
-                        "event_time": normal.occurred_at or appended_at,
-                        "rule": _str_or_none(normal.detail.get("rule")) if is_alert else None,
-                        "severity": (
-                            _str_or_none(normal.detail.get("severity")) if is_alert else None
-                        ),
-                    }
-                )
-                heads[chain_id] = (seq + 1, hash_)
-                next_index += 1
-            self._insert_audit_rows(conn, rows)
+            }
+            # The rows are built while they are copied (PostgreSQL inserts one batch while
+            # the next is hashed); ``heads`` ends at each chain's last record.
+            self._insert_audit_rows(
+                conn, _audit_rows(unique.values(), next_index, heads, utc(self._now()))
+            )
             insert = _insert(conn)(HEADS)
             conn.execute(
                 insert.on_conflict_do_update(
@@ -300,21 +270,26 @@ class ComplianceLog:
                 ),
                 [{"chain_id": c, "chain_seq": heads[c][0], "hash": heads[c][1]} for c in chains],
             )
-        return AppendResult(len(rows), given - len(rows), next_index)
+        return AppendResult(len(unique), given - len(unique), next_index + len(unique))
 
-    def _insert_audit_rows(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+    def _insert_audit_rows(self, conn: Connection, rows: Iterable[tuple[Any, ...]]) -> None:
         if conn.dialect.name != "postgresql":
-            conn.execute(AUDIT.insert(), rows)
+            conn.execute(
+                AUDIT.insert(), [dict(zip(_AUDIT_COLUMNS, row, strict=True)) for row in rows]
+            )
             return
-        columns = [c.name for c in AUDIT.columns]
         raw = conn.connection.driver_connection
         assert raw is not None
         with (
             raw.cursor() as cursor,
-            cursor.copy(f"COPY audit_records ({', '.join(columns)}) FROM STDIN") as copy,
+            cursor.copy(
+                f"COPY audit_records ({', '.join(_AUDIT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+            ) as copy,
         ):
+            copy.set_types(_AUDIT_PG_TYPES)
+            write = copy.write_row
             for row in rows:
-                copy.write_row([row[c] for c in columns])
+                write(row)
 
     def save_alerts(self, alerts: Iterable[Alert]) -> int:
         """Insert alerts not yet stored (by ``alert_id``); returns how many were new.
@@ -342,6 +317,9 @@ class ComplianceLog:
             return 0
         inserted = 0
         with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                json_rows = orjson.dumps(rows, option=orjson.OPT_UTC_Z).decode()
+                return len(conn.execute(_INSERT_ALERTS_JSON, {"rows": json_rows}).all())
             for start in range(0, len(rows), _CHUNK):
                 stmt = _insert(conn)(ALERTS).on_conflict_do_nothing(
                     index_elements=[ALERTS.c.alert_id]
@@ -923,6 +901,128 @@ class ComplianceLog:
             return [
                 p.hex() for p in merkle.consistency_proof(old_size, new_size, self._subtree(conn))
             ]
+
+
+# The audit_records columns in the order ``_audit_rows`` builds them, with their PostgreSQL
+# types for the binary COPY.
+_AUDIT_COPY: Final = (
+    ("log_index", "int8"),
+    ("record_id", "varchar"),
+    ("chain_id", "varchar"),
+    ("chain_seq", "int8"),
+    ("prev_hash", "varchar"),
+    ("hash", "varchar"),
+    ("kind", "varchar"),
+    ("subject_id", "text"),
+    ("session_id", "varchar"),
+    ("clinic_id", "varchar"),
+    ("occurred_at", "timestamptz"),
+    ("detail", "text"),
+    ("appended_at", "timestamptz"),
+    ("event_time", "timestamptz"),
+    ("rule", "varchar"),
+    ("severity", "varchar"),
+)
+_AUDIT_COLUMNS: Final = tuple(name for name, _ in _AUDIT_COPY)
+_AUDIT_PG_TYPES: Final = [pg_type for _, pg_type in _AUDIT_COPY]
+assert set(_AUDIT_COLUMNS) == {c.name for c in AUDIT.columns}
+
+
+def _audit_rows(
+    records: Iterable[AuditRecord],
+    next_index: int,
+    heads: dict[str, tuple[int, str]],
+    appended_at: datetime,
+) -> Iterator[tuple[Any, ...]]:
+    """The stored rows of new records from ``next_index`` on, chained onto ``heads`` (which
+    this advances), in ``_AUDIT_COLUMNS`` order. Each record is serialised once
+    (``stored_form``) and its canonical entry hashed once."""
+    alert_raised = AuditKind.ALERT_RAISED
+    for log_index, record in enumerate(records, next_index):
+        record_json, detail_text, detail, occurred = stored_form(record)
+        chain_id = chain_of(record)
+        seq, prev = heads.get(chain_id, (-1, GENESIS))
+        seq += 1
+        hash_ = entry_hash(
+            entry_of(
+                log_index=log_index,
+                chain_id=chain_id,
+                chain_seq=seq,
+                prev_hash=prev,
+                appended_at=appended_at,
+                record_json=record_json,
+            )
+        )
+        heads[chain_id] = (seq, hash_)
+        if record.kind == alert_raised:
+            rule, severity = _str_or_none(detail.get("rule")), _str_or_none(detail.get("severity"))
+        else:
+            rule = severity = None
+        yield (
+            log_index,
+            record.record_id,
+            chain_id,
+            seq,
+            prev,
+            hash_,
+            str(record.kind),
+            record.subject_id,
+            record.session_id,
+            record.clinic_id,
+            occurred,
+            detail_text,
+            appended_at,
+            occurred or appended_at,
+            rule,
+            severity,
+        )
+
+
+_ALERT_COLUMNS: Final = (
+    "alert_id",
+    "rule",
+    "severity",
+    "session_id",
+    "clinic_id",
+    "triggered_at",
+    "message",
+    "evidence",
+    "protocol",
+    "protocol_version",
+    "recorded_at",
+    "status",
+)
+# The whole batch as one JSON parameter: a multi-row VALUES of thousands of placeholders (or
+# a dozen arrays) costs more to build in Python than the statement costs to run.
+_INSERT_ALERTS_JSON: Final = text(
+    f"INSERT INTO alerts ({', '.join(_ALERT_COLUMNS)}) "
+    f"SELECT {', '.join(_ALERT_COLUMNS)} FROM json_populate_recordset(NULL::alerts, :rows) "
+    "ON CONFLICT (alert_id) DO NOTHING RETURNING alert_id"
+)
+
+
+def _rows_where_in(
+    conn: Connection, stmt: Select[Any], column: Any, values: list[str]
+) -> Iterator[Any]:
+    """``stmt`` filtered to ``column`` in ``values``: on PostgreSQL one JSON array parameter
+    (a statement with thousands of placeholders, or an array parameter, costs more to build in
+    Python than to run), on SQLite chunks of ``IN`` lists."""
+    if not values:
+        return
+    if conn.dialect.name == "postgresql":
+        given = text("(ARRAY(SELECT json_array_elements_text(CAST(:values AS json))))")
+        yield from conn.execute(
+            stmt.where(column == any_(given.bindparams(values=orjson.dumps(values).decode())))
+        )
+        return
+    for start in range(0, len(values), _CHUNK):
+        yield from conn.execute(stmt.where(column.in_(values[start : start + _CHUNK])))
+
+
+def _existing(conn: Connection, column: Any, values: list[str]) -> Iterator[str]:
+    """Which of ``values`` are already stored in ``column``."""
+    for (found,) in _rows_where_in(conn, select(column), column, values):
+        yield found
 
 
 def _sessions_of_patient(patient_ref: str) -> Any:

@@ -9,7 +9,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -53,6 +63,15 @@ class AuditRow(SQLModel, table=True):
         Index("ix_audit_records_clinic_time", "clinic_id", "event_time", "log_index"),
         Index("ix_audit_records_session_time", "session_id", "event_time", "log_index"),
         Index("ix_audit_records_rule_time", "rule", "event_time", "log_index"),
+        Index(
+            "ix_audit_records_clinic_rule_time",
+            "clinic_id",
+            "rule",
+            "event_time",
+            "log_index",
+            postgresql_where=text("rule IS NOT NULL"),
+            sqlite_where=text("rule IS NOT NULL"),
+        ),
         Index("ix_audit_records_time", "event_time", "log_index"),
     )
 
