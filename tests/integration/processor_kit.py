@@ -124,6 +124,11 @@ class Worker:
     def metric_sum(self, prefix: str) -> float:
         return sum(v for k, v in self.metrics().items() if k.startswith(prefix))
 
+    def partitions(self) -> int:
+        with suppress(OSError):
+            return int(self.metrics().get("remsguard_processor_partitions", 0))
+        return 0
+
     def healthy(self) -> bool:
         url = f"http://127.0.0.1:{self.metrics_port()}/healthz"
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -311,7 +316,7 @@ class SessionWriter:
 
 
 def clinic_day(
-    prefix: str, start: datetime, sessions: int, seed: int
+    prefix: str, start: datetime, sessions: int, seed: int, spread_minutes: int = 600
 ) -> list[tuple[datetime, dict[str, Any]]]:
     """Interleaved sessions: compliant ones and ones that break a rule (by design, varied)."""
     rng = random.Random(seed)
@@ -319,7 +324,7 @@ def clinic_day(
     for index in range(sessions):
         s = SessionWriter(
             f"{prefix}-{index:04d}",
-            start + timedelta(minutes=rng.randrange(0, 600)),
+            start + timedelta(minutes=rng.randrange(0, spread_minutes)),
             clinic=f"clinic-{index % 3}",
         )
         flavour = index % 8

@@ -241,6 +241,16 @@ class StreamProcessor:
             if owner is not None and owner in self._partitions:
                 self._reschedule(owner, session_id, force=True)
 
+    def adopt(self, partitions: set[int]) -> None:
+        """Partitions just assigned (their state may still be recovering): accept their
+        messages now; `assign` rebuilds the deadline heaps once recovery is over."""
+        now = self._monotonic()
+        for partition in partitions:
+            self._partitions.setdefault(partition, _Partition(assigned_at=now, last_flush=now))
+
+    def owns(self, partition: int) -> bool:
+        return partition in self._partitions
+
     def revoke(self, partitions: set[int]) -> None:
         if not partitions:
             return

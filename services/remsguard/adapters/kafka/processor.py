@@ -188,17 +188,21 @@ def create_app(
 
     @app.agent(source, concurrency=1)
     async def process(stream: Any) -> AsyncIterator[None]:
+        producer = app.producer
         manual = stream.noack()
         async for event in manual.events():
             message = event.message
             partition = message.partition
+            if not processor.owns(partition):
+                continue  # buffered before a revocation: its new owner processes it
             started = time.perf_counter()
             result = processor.process(
                 message.topic, partition, message.offset, message.key, message.value
             )
             for out in result.outbound:
-                fut = await outputs[out.topic].send(
-                    key=out.key, value=out.value, headers=list(out.headers) or None, force=True
+                # Straight to the producer: no faust Topic/FutureMessage per output.
+                fut = await producer.send(
+                    out.topic, out.key, out.value, None, None, list(out.headers) or None
                 )
                 pending.sends[partition].append(fut)
             pending.events[partition].append(event)
@@ -225,6 +229,8 @@ def create_app(
                 sends = pending.sends.pop(partition, [])
                 if sends:
                     await asyncio.gather(*sends)
+                if not processor.owns(partition):
+                    continue  # revoked while waiting: never write state we no longer own
                 for key, blob in processor.flush(partition):
                     table[key] = blob
                 metrics.flushes.inc()
@@ -283,6 +289,11 @@ def create_app(
             )
         for partition in processor.stale_partitions():
             await ticks.send(key=b"", value=FLUSH, partition=partition)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(_sender: Any, *args: Any, **_kwargs: Any) -> None:
+        got: set[TP] = args[0] if args else set()
+        processor.adopt({tp.partition for tp in got if tp.topic in inputs})
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(_sender: Any, *args: Any, **_kwargs: Any) -> None:
