@@ -153,10 +153,6 @@ def create_app(
     logical = len(settings.topic_prefix)  # telemetry labels topics without the env prefix
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(*topics.inputs, topics.ticks, key_type=bytes, value_type=bytes, **raw)
-    outputs = {
-        name: app.topic(name, key_type=bytes, value_type=bytes, **raw)
-        for name in (topics.alerts, topics.audit, topics.deadletter, topics.ticks)
-    }
     table: Any = app.Table(
         "sessions",
         partitions=partitions,
@@ -282,13 +278,13 @@ def create_app(
         if time.monotonic() - assigned.get("logged", 0.0) >= 10:
             assigned["logged"] = time.monotonic()
             log.info("processor state", ends=ends, **processor.stats())
-        ticks = outputs[topics.ticks]
+        producer, ticks = app.producer, topics.ticks
         for partition, session_id, now in processor.due_ticks():
-            await ticks.send(
-                key=session_id.encode("utf-8"), value=encode_tick(now), partition=partition
+            await producer.send(
+                ticks, session_id.encode("utf-8"), encode_tick(now), partition, None, None
             )
         for partition in processor.stale_partitions():
-            await ticks.send(key=b"", value=FLUSH, partition=partition)
+            await producer.send(ticks, b"", FLUSH, partition, None, None)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(_sender: Any, *args: Any, **_kwargs: Any) -> None:
