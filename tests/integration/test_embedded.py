@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -314,3 +315,127 @@ def test_up_simulate_feeds_its_own_ingest(tmp_path: Path) -> None:
     finally:
         assert up.stop() == 0, up.log
     assert "simulating clinic days" in up.log_path.read_text()
+
+
+def _wait_until(what: str, check: Callable[[], bool], up: Up, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{up.log}"
+        time.sleep(0.2)
+
+
+def test_form_deadline_and_session_summaries(tmp_path: Path) -> None:
+    """Embedded mode runs the form deadline and keeps session summaries: a session discharged
+    more than 7 days ago (event time) without a submitted form gets MONITORING_FORM_OVERDUE
+    exactly once (also across a restart); one discharged 2 days ago and one still open get
+    none; the compliance summary and patient_ref filters see the sessions."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    overdue_day = now - timedelta(days=9)
+    recent_day = now - timedelta(days=2)
+
+    def session(sid: str, patient: str, t0: datetime, discharged: bool) -> list[bytes]:
+        def at(minutes: float) -> str:
+            return (t0 + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+        lines = [
+            event("session.opened", f"{sid}-o", sid, at(-10), {"patient_ref": patient}),
+            event("vitals.recorded", f"{sid}-v0", sid, at(-5), {"systolic": 120, "diastolic": 80}),
+            event(
+                "dose.administered",
+                f"{sid}-d",
+                sid,
+                at(0),
+                {"drug": "esketamine", "route": "intranasal", "dose_mg": 56},
+            ),
+            event("vitals.recorded", f"{sid}-v40", sid, at(40), {"systolic": 130, "diastolic": 85}),
+        ]
+        if discharged:
+            lines.append(
+                event(
+                    "session.discharged",
+                    f"{sid}-x",
+                    sid,
+                    at(130),
+                    {"staff_id": "rn-1", "clinically_stable": True},
+                )
+            )
+        return lines
+
+    lines = [
+        *session("old", "pt-old", overdue_day, discharged=True),
+        *session("recent", "pt-recent", recent_day, discharged=True),
+        *session("open", "pt-open", overdue_day, discharged=False),
+    ]
+    data = tmp_path / "data"
+    env = {"REMSGUARD_FORM_CHECK_SECONDS": "0.3"}
+    up = start_up(data, env=env)
+    admin = up.auth("admin")
+
+    def overdue() -> list[dict[str, object]]:
+        return overdue_alerts(up)
+
+    def summary_days() -> list[dict[str, object]]:
+        response = up.client.get(
+            f"{up.base}/v1/compliance/summary",
+            params={"since": (overdue_day - timedelta(days=1)).date().isoformat()},
+            headers=admin,
+        )
+        assert response.status_code == 200, response.text
+        days: list[dict[str, object]] = response.json()["days"]
+        return days
+
+    try:
+        assert up.post(ndjson(lines)).json()["accepted"] == len(lines)
+        _wait_until("MONITORING_FORM_OVERDUE", lambda: bool(overdue()), up)
+        time.sleep(1.5)  # several more checks: still one alert
+        (alert,) = overdue()
+        assert alert["session_id"] == "old" and alert["severity"] == "warning"
+        assert alert["clinic_id"] == "c1" and alert["protocol"] == "spravato-rems"
+
+        # The summary: each session on the day it opened; the old one's form is overdue.
+        _wait_until("two clinic-days in the summary", lambda: len(summary_days()) == 2, up)
+        by_day = {d["day"]: d for d in summary_days()}
+        old_day = by_day[(overdue_day - timedelta(minutes=10)).date().isoformat()]
+        assert old_day["clinic_id"] == "c1" and old_day["sessions"] == 2
+        assert old_day["forms_overdue"] == 1
+        violations = old_day["violations_by_rule"]
+        assert isinstance(violations, dict) and violations["MONITORING_FORM_OVERDUE"] == 1
+        recent = by_day[(recent_day - timedelta(minutes=10)).date().isoformat()]
+        assert recent["sessions"] == 1 and recent["forms_overdue"] == 0
+
+        # patient_ref filters (from the summaries) on audit records and alerts.
+        def by_patient(path: str, key: str, patient: str) -> list[dict[str, object]]:
+            response = up.client.get(
+                f"{up.base}{path}", params={"patient_ref": patient, "limit": 1000}, headers=admin
+            )
+            assert response.status_code == 200, response.text
+            items: list[dict[str, object]] = response.json()[key]
+            return items
+
+        records = by_patient("/v1/audit/records", "records", "pt-old")
+        assert records and {r["session_id"] for r in records} == {"old"}
+        assert {a["session_id"] for a in by_patient("/v1/audit/alerts", "alerts", "pt-old")} == {
+            "old"
+        }
+        assert "MONITORING_FORM_OVERDUE" in {
+            a["rule"] for a in by_patient("/v1/audit/alerts", "alerts", "pt-old")
+        }
+        assert {r["session_id"] for r in by_patient("/v1/audit/records", "records", "pt-open")} == {
+            "open"
+        }
+        assert by_patient("/v1/audit/records", "records", "pt-nobody") == []
+        form = up.client.get(f"{up.base}/v1/sessions/recent/form", headers=admin)
+        assert form.status_code == 200, form.text
+    finally:
+        assert up.stop() == 0, up.log
+
+    again = start_up(data, env=env)
+    try:
+        time.sleep(1.5)
+        assert [a["session_id"] for a in overdue_alerts(again)] == ["old"]
+    finally:
+        assert again.stop() == 0, again.log
+
+
+def overdue_alerts(up: Up) -> list[dict[str, object]]:
+    return [a for a in up.alerts() if a["rule"] == "MONITORING_FORM_OVERDUE"]

@@ -2,10 +2,13 @@
 days after the session ends, else ``MONITORING_FORM_OVERDUE`` (warning) is raised, once.
 
 ``check_overdue_forms(log, now)`` is the whole decision with an explicit clock; the API
-process runs it periodically (``FormDeadlineTask``). The alert's id is derived from the
-session, its audit record from the alert, and the form row remembers it
+process and embedded mode run it periodically (``FormDeadlineTask``). The alert's id is derived
+from the session, its audit record from the alert, and the form row remembers it
 (``mark_form_overdue``), so a crash between the steps or two API processes checking at once
 still raise the alert once.
+
+``on_raised`` hands the alerts a check raised on (embedded mode: to the alerting service,
+which notifies the console and escalates them like the engine's alerts).
 """
 
 from __future__ import annotations
@@ -117,21 +120,26 @@ class FormDeadlineTask:
         protocols: Mapping[str, MonitoringProtocol] | None = None,
         *,
         follow: bool = False,
+        on_raised: Callable[[list[Alert]], None] | None = None,
     ) -> None:
         self.clog = clog
         self.clock = clock
         self.interval = interval
         self.protocols = protocols or {}
         self.follow = follow
+        self.on_raised = on_raised
         self._index = 0
         self._task: asyncio.Task[None] | None = None
 
     def run_once(self) -> list[Alert]:
         if self.follow:
             self._index = follow_sessions(self.clog, self._index)
-        raised = check_overdue_forms(self.clog, self.clock(), self.protocols)
+        now = self.clock()
+        raised = check_overdue_forms(self.clog, now, self.protocols)
         for alert in raised:
             log.warning("form.overdue", session_id=alert.session_id, clinic_id=alert.clinic_id)
+        if raised and self.on_raised is not None:
+            self.on_raised(raised)
         return raised
 
     async def _loop(self) -> None:

@@ -5,6 +5,11 @@ Files in the data directory:
 - `first-run-tokens.txt` (0600): the admin and device tokens made on the first start.
 - `remsguard.db` (+ `-wal`, `-shm`): the compliance log (`remsguard.adapters.storage`), with
   the API principals.
+
+Besides the runtime (which also keeps the session summaries current) and the alerting service,
+the container runs the form deadline (`FormDeadlineTask`: MONITORING_FORM_OVERDUE once per
+session whose Patient Monitoring Form is not submitted within 7 days of discharge) every
+`form_check_seconds`, on the runtime's clock, handing what it raises to the alerting service.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from remsguard.adapters.storage import ComplianceLog
 from remsguard.adapters.telemetry import Telemetry
 from remsguard.alerting.factory import NotifyingLog, build_alerting
 from remsguard.alerting.service import AlertingService
-from remsguard.bootstrap import build_engine
+from remsguard.auditing.deadlines import FormDeadlineTask
+from remsguard.bootstrap import load_protocols
 from remsguard.config import Settings
+from remsguard.domain.engine import MonitoringEngine
 from remsguard.embedded.compliance import Role, create_principal, has_principals
 from remsguard.embedded.journal import EventJournal
 from remsguard.embedded.runtime import EmbeddedRuntime, RecoverySummary
@@ -69,6 +76,7 @@ class EmbeddedContainer:
     telemetry: Telemetry
     recovery: RecoverySummary | None = field(default=None)
     alerting: AlertingService | None = field(default=None)
+    deadlines: FormDeadlineTask | None = field(default=None)
 
     @classmethod
     def open(
@@ -77,7 +85,8 @@ class EmbeddedContainer:
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
         telemetry = Telemetry(new_registry())
-        engine = build_engine(settings.default_protocol, protocol_files)
+        protocols = load_protocols(protocol_files)
+        engine = MonitoringEngine(protocols, default_protocol=settings.default_protocol)
         journal = EventJournal(data_dir / JOURNAL_FILE)
         compliance = ComplianceLog.open(f"sqlite:///{data_dir / COMPLIANCE_FILE}")
         alerting = build_alerting(settings, compliance, telemetry)
@@ -87,8 +96,25 @@ class EmbeddedContainer:
             NotifyingLog(compliance, alerting),
             telemetry,
             clock_mode=settings.embedded_clock,
+            summaries=compliance,
         )
-        return cls(settings, data_dir, journal, compliance, runtime, telemetry, alerting=alerting)
+        deadlines = FormDeadlineTask(
+            compliance,
+            runtime.current_time,
+            settings.form_check_seconds,
+            protocols,
+            on_raised=alerting.on_alerts,
+        )
+        return cls(
+            settings,
+            data_dir,
+            journal,
+            compliance,
+            runtime,
+            telemetry,
+            alerting=alerting,
+            deadlines=deadlines,
+        )
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -106,8 +132,12 @@ class EmbeddedContainer:
         if self.alerting is not None:
             await self.alerting.start()
         await self.runtime.start()
+        if self.deadlines is not None:
+            self.deadlines.start()
 
     async def stop(self) -> None:
+        if self.deadlines is not None:
+            await self.deadlines.stop()
         await self.runtime.stop()
         if self.alerting is not None:
             await self.alerting.stop()

@@ -17,6 +17,13 @@ Every change to engine state happens in `_run`, one step at a time:
 3. **Compliance log.** The step's alerts and audit records are written through the
    `ComplianceLog` seam (idempotent by id) before the waiting requests are answered, so a
    client that got its 2xx can read the alerts its events raised.
+4. **Session summaries.** The sessions a recorded step touched are marked, with their
+   patient_ref and protocol from engine state; a second task refreshes their summaries (and
+   monitoring-form rows) with `ComplianceLog.refresh_sessions`, every marked session at once,
+   at most every `summary_interval` seconds and in a worker thread, so the refresh never
+   holds up ingest and batches itself under load: summaries trail the audit records by
+   about one interval. Every session is marked again on recovery (a crash may come between
+   records and their refresh), and `stop` refreshes what is still marked.
 
 **Restart recovery** (`recover`) replays the journal in arrival order, advancing the engine
 to each event's recorded clock before applying it, so deadlines are decided where they were
@@ -28,9 +35,10 @@ are deterministic, so what was already recorded is a no-op and what a crash lost
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal, Protocol
@@ -52,7 +60,14 @@ from remsguard.embedded.journal import (
     JournaledRejection,
 )
 
-__all__ = ["ClockMode", "EmbeddedRuntime", "EventResult", "RecoverySummary", "Unavailable"]
+__all__ = [
+    "ClockMode",
+    "EmbeddedRuntime",
+    "EventResult",
+    "RecoverySummary",
+    "SessionSummaries",
+    "Unavailable",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +75,7 @@ ClockMode = Literal["event", "wall"]
 CLINIC_NOT_ALLOWED: Final = "clinic_not_allowed"
 SERVICE: Final = "up"
 _RECORD_CHUNK: Final = 20_000
+_SUMMARY_CHUNK: Final = 500  # sessions per refresh transaction (ingest's writes interleave)
 
 
 class DecisionLog(Protocol):
@@ -68,6 +84,18 @@ class DecisionLog(Protocol):
     def append_audit(self, records: Iterable[AuditRecord]) -> object: ...
 
     def save_alerts(self, alerts: Iterable[Alert]) -> int: ...
+
+
+class SessionSummaries(Protocol):
+    """Where session summaries are kept: `ComplianceLog.refresh_sessions`."""
+
+    def refresh_sessions(
+        self,
+        session_ids: Iterable[str],
+        *,
+        patient_refs: Mapping[str, str | None] | None = None,
+        protocols: Mapping[str, str | None] | None = None,
+    ) -> int: ...
 
 
 class Unavailable(Exception):
@@ -119,6 +147,8 @@ class _Metrics:
     group_events: Histogram
     record_failures: Counter
     journal_failures: Counter
+    summary_seconds: Histogram
+    summary_failures: Counter
 
     @classmethod
     def of(cls, registry: CollectorRegistry) -> _Metrics:
@@ -145,6 +175,17 @@ class _Metrics:
                 "Failed journal appends (their requests were answered 503).",
                 registry=registry,
             ),
+            summary_seconds=Histogram(
+                "remsguard_session_summary_refresh_seconds",
+                "Time to refresh the summaries of the sessions touched since the last refresh.",
+                registry=registry,
+                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            ),
+            summary_failures=Counter(
+                "remsguard_session_summary_failures_total",
+                "Failed session summary refreshes (retried).",
+                registry=registry,
+            ),
         )
 
 
@@ -161,6 +202,8 @@ class EmbeddedRuntime:
         sessions_scan_interval: float = 10.0,
         max_queued_events: int = 500_000,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        summaries: SessionSummaries | None = None,
+        summary_interval: float = 1.0,
     ) -> None:
         self.engine = engine
         self.journal = journal
@@ -180,8 +223,24 @@ class EmbeddedRuntime:
         self._journaled = Checkpoint()
         self._recorded = Checkpoint()
         self._stored_checkpoint = Checkpoint()
+        self._summaries = summaries
+        self._summary_interval = summary_interval
+        # Sessions whose summary is behind their records: session id -> (patient_ref, protocol).
+        self._dirty: dict[str, tuple[str | None, str | None]] = {}
+        self._dirty_signal = asyncio.Event()
+        self._refresher: asyncio.Task[None] | None = None
+        self._refresher_stop = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    def current_time(self) -> datetime:
+        """The runtime's clock: the wall clock, or in clock mode `event` the engine clock when
+        events have moved it ahead (what the engine decides deadlines by). Any thread."""
+        now = self._now()
+        clock = self.engine.clock
+        if self.clock_mode == "event" and clock is not None and clock > now:
+            return clock
+        return now
 
     @property
     def running(self) -> bool:
@@ -242,6 +301,9 @@ class EmbeddedRuntime:
             now = latest
         pending.extend(engine.advance_to(now))
         flush(final=True)
+        # A crash may have come between records and their summaries' refresh: refresh every
+        # session once (in the background, after start).
+        self._mark_sessions(engine.sessions)
         last = self.journal.last()
         self.journal.set_recorded_through(last)
         self._journaled = self._recorded = self._stored_checkpoint = last
@@ -254,6 +316,11 @@ class EmbeddedRuntime:
             self.telemetry.observe_sessions(self.engine.sessions.values(), self.engine.protocol_of)
             self.telemetry.up(SERVICE, True)
             self._task = asyncio.create_task(self._run(), name="remsguard-embedded-runtime")
+            if self._summaries is not None and self._refresher is None:
+                self._refresher_stop.clear()
+                self._refresher = asyncio.create_task(
+                    self._refresh_loop(), name="remsguard-session-summaries"
+                )
 
     async def stop(self) -> None:
         """Finish what is queued, then stop; the journal stays open (the owner closes it)."""
@@ -268,6 +335,14 @@ class EmbeddedRuntime:
             self._task = None
         if self._recorded != self._stored_checkpoint and not self._unrecorded.audit:
             self.journal.set_recorded_through(self._recorded)
+        if self._refresher is not None:
+            self._refresher_stop.set()
+            self._dirty_signal.set()
+            try:
+                await self._refresher
+            finally:
+                self._refresher = None
+        await self._refresh_dirty()  # what was marked while the last refresh ran
 
     # -- ingest ------------------------------------------------------------------------------
 
@@ -346,6 +421,7 @@ class EmbeddedRuntime:
                 self._unrecorded.extend(decisions)
             else:
                 self._recorded = self._journaled
+                self._mark_touched(decisions)
         else:
             self._recorded = self._journaled
         for batch, results in answers:
@@ -458,6 +534,72 @@ class EmbeddedRuntime:
                     decisions.extend(advanced)
             answers.append((batch, results))
         return answers
+
+    # -- session summaries -------------------------------------------------------------------
+
+    def _mark_sessions(self, session_ids: Iterable[str]) -> None:
+        """Mark sessions for a summary refresh, with what engine state knows of them. Called
+        only by the owner of the engine (the runtime task, or `recover` before it starts)."""
+        if self._summaries is None:
+            return
+        sessions = self.engine.sessions
+        dirty = self._dirty
+        for session_id in session_ids:
+            session = sessions.get(session_id)
+            if session is None:
+                dirty.setdefault(session_id, (None, None))
+            else:
+                dirty[session_id] = (session.patient_ref, session.protocol)
+        if dirty:
+            self._dirty_signal.set()
+
+    def _mark_touched(self, decisions: Decisions) -> None:
+        if self._summaries is None or not (decisions.audit or decisions.alerts):
+            return
+        touched = {r.session_id for r in decisions.audit if r.session_id is not None}
+        touched.update(a.session_id for a in decisions.alerts)
+        self._mark_sessions(touched)
+
+    async def _refresh_loop(self) -> None:
+        stop = self._refresher_stop
+        while True:
+            await self._dirty_signal.wait()
+            self._dirty_signal.clear()
+            if stop.is_set():
+                return  # `stop` refreshes what is left
+            ok = await self._refresh_dirty()
+            # Coalesce: what is marked meanwhile is refreshed together, one interval later.
+            pause = self._summary_interval if ok else max(1.0, self._summary_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=pause)
+
+    async def _refresh_dirty(self) -> bool:
+        if self._summaries is None or not self._dirty:
+            return True
+        batch, self._dirty = self._dirty, {}
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(self._refresh_now, batch)
+        except Exception:
+            self._metrics.summary_failures.inc()
+            log.exception("session_summaries.refresh_failed", sessions=len(batch))
+            for session_id, known in batch.items():
+                self._dirty.setdefault(session_id, known)
+            self._dirty_signal.set()
+            return False
+        self._metrics.summary_seconds.observe(time.perf_counter() - started)
+        return True
+
+    def _refresh_now(self, batch: Mapping[str, tuple[str | None, str | None]]) -> None:
+        assert self._summaries is not None
+        ids = sorted(batch)
+        for start in range(0, len(ids), _SUMMARY_CHUNK):
+            chunk = ids[start : start + _SUMMARY_CHUNK]
+            self._summaries.refresh_sessions(
+                chunk,
+                patient_refs={sid: batch[sid][0] for sid in chunk},
+                protocols={sid: batch[sid][1] for sid in chunk},
+            )
 
     def _record_now(self, decisions: Decisions) -> int:
         """Write decisions to the compliance log; returns how many alerts were new."""
