@@ -305,6 +305,14 @@ class ComplianceLogContract(ABC):
         assert found is not None and found.name == "aud" and found.clinics == '["clinic-1"]'
         assert log.principal_for_token(token + "x") is None
 
+    def test_device_principals_are_a_storage_role(self, log: ComplianceLog) -> None:
+        """Embedded mode's device tokens go through the one ``create_principal`` path."""
+        principal, token = log.create_principal("chair-1", PrincipalRole.DEVICE, ["clinic-1"])
+        assert principal.role == "device"
+        found = log.principal_for_token(token)
+        assert found is not None and PrincipalRole(found.role) is PrincipalRole.DEVICE
+        assert found.clinics == '["clinic-1"]' and token not in found.token_hash
+
     # -- queries --------------------------------------------------------------------------
 
     def test_queries_filter_and_paginate_in_a_stable_order(self, log: ComplianceLog) -> None:

@@ -300,6 +300,24 @@ def test_roles_and_query_parameters(small_limit_up: Up) -> None:
     assert "remsguard_events_consumed_total" in get(f"{up.base}/metrics").text
 
 
+def test_a_device_token_may_only_post_events(small_limit_up: Up) -> None:
+    """Every endpoint of the OpenAPI document but `POST /v1/events` refuses a device token."""
+    up = small_limit_up
+    spec = up.client.get(f"{up.base}/openapi.json").json()
+    device = up.auth("device")
+    checked = 0
+    for path, operations in spec["paths"].items():
+        url = up.base + path.replace("{", "").replace("}", "")  # any value for path params
+        for method in operations:
+            if (method, path) == ("post", "/v1/events") or path == "/healthz":  # healthz: open
+                continue
+            response = up.client.request(method.upper(), url, headers=device)
+            assert response.status_code == 403, (method, path, response.text)
+            checked += 1
+    assert checked >= 15
+    assert up.post(VALID, role="device").status_code == 200
+
+
 def test_up_simulate_feeds_its_own_ingest(tmp_path: Path) -> None:
     """`remsguard up --simulate`: the simulator posts with its own device token; alerts come."""
     up = start_up(tmp_path / "data", args=["--simulate", "--speed", "600"])

@@ -2,35 +2,25 @@
 
 The compliance log itself is `remsguard.adapters.storage.ComplianceLog` on SQLite
 (`DIR/remsguard.db`): the same models, migrations and hash chain as on PostgreSQL. This module
-only adds what embedded mode needs on top: the `device` role (a device token may only post
-events), principals as plain values for the HTTP layer, and the first-run principals.
+only adds what embedded mode needs on top: principals as plain values for the HTTP layer, and
+the first-run principals. Roles are the storage's `PrincipalRole` (`device` may only post
+events; the HTTP layer's `require` enforces it).
 """
 
 from __future__ import annotations
 
-import secrets
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
 
 import orjson
 from sqlalchemy import select
 from sqlmodel import Session
 
 from remsguard.adapters.storage import ApiPrincipal, ComplianceLog, PrincipalRole
-from remsguard.adapters.storage.log import hash_token
 
 __all__ = ["Principal", "Role", "authenticate", "create_principal", "has_principals"]
 
 
-class Role(StrEnum):
-    """What a caller may do. `device` may only post events."""
-
-    DEVICE = "device"
-    AUDITOR = "auditor"
-    STAFF = "staff"
-    ADMIN = "admin"
+Role = PrincipalRole  # one set of roles for storage and HTTP
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,22 +63,5 @@ def has_principals(log: ComplianceLog) -> bool:
 
 def create_principal(log: ComplianceLog, name: str, role: Role) -> str:
     """Create a principal and return its token (shown once; only its hash is stored)."""
-    if role.value in {r.value for r in PrincipalRole}:
-        _, token = log.create_principal(name, PrincipalRole(role.value))
-        return token
-    # `device` is not (yet) one of the storage's PrincipalRole values; the table takes any
-    # role string, so the row is written here with the storage's own token hash.
-    token = "rg_" + secrets.token_urlsafe(32)
-    with Session(log.engine) as session:
-        session.add(
-            ApiPrincipal(
-                principal_id=uuid.uuid4().hex,
-                name=name,
-                token_hash=hash_token(token),
-                role=role.value,
-                clinics="[]",
-                created_at=datetime.now(UTC),
-            )
-        )
-        session.commit()
+    _, token = log.create_principal(name, role)
     return token

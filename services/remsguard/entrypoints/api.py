@@ -116,7 +116,9 @@ principals_app = typer.Typer(help="API principals and their tokens.", no_args_is
 
 @principals_app.command("create")
 def principals_create_command(
-    role: Annotated[PrincipalRole, typer.Option(help="auditor, staff or admin")],
+    role: Annotated[
+        PrincipalRole, typer.Option(help="auditor, staff, admin or device (posts events only)")
+    ],
     name: Annotated[str, typer.Option(help="unique name of the principal")],
     clinic: Annotated[
         list[str] | None,

@@ -205,6 +205,10 @@ class MonitoringForm(SQLModel, table=True):
 
 
 class PrincipalRole(StrEnum):
+    """What an API caller may do. ``device`` may only post events (embedded ingest); the
+    column is a plain string (no enum type or CHECK), so a new role needs no migration."""
+
+    DEVICE = "device"
     AUDITOR = "auditor"
     STAFF = "staff"
     ADMIN = "admin"
