@@ -52,8 +52,10 @@ class Deployment:
     @contextmanager
     def worker(self) -> Iterator[subprocess.Popen[bytes]]:
         with self.log.open("wb") as log:
+            profile = os.environ.get("BENCH_PROFILE")  # a path: run the worker under cProfile
+            prefix = ["-m", "cProfile", "-o", profile] if profile else []
             process = subprocess.Popen(
-                [sys.executable, "-m", "remsguard", "processor"],
+                [sys.executable, *prefix, "-m", "remsguard", "processor"],
                 env=self.env(),
                 stdout=log,
                 stderr=subprocess.STDOUT,

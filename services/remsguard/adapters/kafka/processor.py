@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -107,17 +107,32 @@ class ProcessorMetrics:
         )
 
 
+@dataclass(slots=True)
+class _Sealed:
+    """A partition's state as of one flush, written once the outputs before it are acked."""
+
+    blobs: list[tuple[bytes, bytes]]
+    sends: list[Any]
+    events: list[Any]
+
+
 @dataclass
 class _Pending:
-    """Per partition: messages waiting for their state write, outputs waiting for acks."""
+    """Per partition: messages waiting for their state write, outputs waiting for acks,
+    and sealed state snapshots waiting for those acks (oldest first)."""
 
     events: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
     sends: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    sealed: dict[int, deque[_Sealed]] = field(default_factory=lambda: defaultdict(deque))
 
     def drop(self, partitions: set[int]) -> None:
         for partition in partitions:
             self.events.pop(partition, None)
             self.sends.pop(partition, None)
+            self.sealed.pop(partition, None)
+
+    def waiting(self) -> list[int]:
+        return [p for p, batches in self.sealed.items() if batches]
 
 
 def create_app(
@@ -140,7 +155,7 @@ def create_app(
         autodiscover=False,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        producer_linger=0.002,
+        producer_linger=0.01,
         producer_max_batch_size=256 * 1024,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.processor_session_timeout_seconds,
@@ -221,16 +236,29 @@ def create_app(
                     ingested_at=message.timestamp if kind == "input" else None,
                     dead_lettered=True,
                 )
+            if not processor.owns(partition):  # revoked while we sent: its new owner redoes it
+                pending.drop({partition})
+                continue
             if result.outcome == "flush" or processor.should_flush(partition):
-                sends = pending.sends.pop(partition, [])
-                if sends:
-                    await asyncio.gather(*sends)
-                if not processor.owns(partition):
-                    continue  # revoked while waiting: never write state we no longer own
-                for key, blob in processor.flush(partition):
+                # Seal the partition's state now; write it once every output sent before it
+                # is acknowledged (checked below, without blocking the stream).
+                pending.sealed[partition].append(
+                    _Sealed(
+                        processor.flush(partition),
+                        pending.sends.pop(partition, []),
+                        pending.events.pop(partition, []),
+                    )
+                )
+            batches = pending.sealed.get(partition)
+            while batches and all(fut.done() for fut in batches[0].sends):
+                batch = batches.popleft()
+                failed = [f.exception() for f in batch.sends if f.exception() is not None]
+                if failed:  # never write state whose outputs may be lost: crash, redo
+                    raise RuntimeError(f"output not delivered: {failed[0]!r}")
+                for key, blob in batch.blobs:
                     table[key] = blob
                 metrics.flushes.inc()
-                for done in pending.events.pop(partition, []):
+                for done in batch.events:
                     await manual.ack(done)
             yield None
 
@@ -283,7 +311,7 @@ def create_app(
             await producer.send(
                 ticks, session_id.encode("utf-8"), encode_tick(now), partition, None, None
             )
-        for partition in processor.stale_partitions():
+        for partition in {*processor.stale_partitions(), *pending.waiting()}:
             await producer.send(ticks, b"", FLUSH, partition, None, None)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
