@@ -6,11 +6,12 @@ session pickles `flush` hands it into its table. Everything here is testable wit
 
 Delivery (at-least-once, deterministic ids):
 - outputs (alerts, audit records, dead letters) are sent as soon as an event is processed;
-- session state is written behind, per partition, every `flush_seconds`: the agent first
-  waits until every output sent since the last flush is acknowledged, then writes the dirty
-  sessions of that partition to the table (changelog) and only then acks the messages, so
-  an input offset is never committed before its state is in the changelog, and state that
-  says "event seen" is never in the changelog before that event's outputs are in Kafka;
+- session state is written behind, per partition, every `flush_seconds`: the agent seals
+  the pickles of the partition's dirty sessions, and writes them to the table (changelog)
+  only once every output sent before the seal is acknowledged by Kafka, and only then acks
+  the messages; so an input offset is never committed before its state is in the
+  changelog, and state that says "event seen" is never in the changelog before that
+  event's outputs are in Kafka (the stream does not wait for those acks meanwhile);
 - after a crash the uncommitted messages are processed again: their outputs are sent again
   with the same `alert_id` / `record_id` (consumers dedupe by id); the engine ignores events
   its recovered state has already seen.
@@ -254,6 +255,10 @@ class StreamProcessor:
     def revoke(self, partitions: set[int]) -> None:
         if not partitions:
             return
+        for name in list(self.store):
+            if self.store.partition_of(name) in partitions:
+                self._active_at.pop(name, None)
+                self._due.pop(name, None)
         self.store.forget(partitions)
         for partition in partitions:
             self._partitions.pop(partition, None)
