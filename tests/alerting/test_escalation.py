@@ -230,3 +230,60 @@ warning = [{ after_minutes = 10, target = "lead" }]
     path.write_text("[default]\nsevere = []\n")
     with pytest.raises(PolicyError, match="unknown severity"):
         Policies.load(path)
+
+
+def test_open_alerts_past_their_last_step_are_counted_until_acknowledged(tmp_path: Path) -> None:
+    from remsguard.adapters.metrics import new_registry
+    from remsguard.adapters.telemetry import Telemetry
+
+    clock = Clock()
+    log = open_log(tmp_path / "log.db", clock)
+    telemetry = Telemetry(new_registry())  # one process's metrics; a restart gets new ones
+
+    def past() -> float | None:
+        return telemetry.registry.get_sample_value(
+            "remsguard_alerts_open_past_escalation", {"clinic": "c1", "severity": "critical"}
+        )
+
+    def escalations() -> float | None:
+        return telemetry.registry.get_sample_value(
+            "remsguard_escalations_total", {"clinic": "c1", "severity": "critical"}
+        )
+
+    def svc() -> AlertingService:
+        nonlocal telemetry
+        telemetry = Telemetry(new_registry())
+        return AlertingService(log, Policies(), [Recorder()], clock=clock, telemetry=telemetry)
+
+    async def first_life() -> None:
+        service = svc()
+        await service.restore()
+        await service.process([alert("a1"), alert("a2")], save=True)
+        assert escalations() == 0  # exported from the first alert, so rate() sees the first
+        clock.advance(minutes=2)
+        await service.tick()
+        assert escalations() == 2 and past() is None
+        clock.advance(minutes=3)
+        await service.tick()  # the last step (5 min) for both
+        assert escalations() == 4 and past() == 2
+        await service.acknowledge("a1", "staff-1", "rn-jane")
+        assert past() == 1
+        await service.drain()
+
+    run(first_life())
+    log.acknowledge_alert("a2", "staff-2")  # by another process, while this one is down
+    log.save_alerts([alert("a3")])
+    clock.advance(minutes=10)
+
+    async def second_life() -> None:
+        service = svc()
+        await service.restore()  # a3: its steps are due now; a2: acknowledged meanwhile
+        assert past() is None
+        await service.tick()
+        assert past() == 1
+        log.resolve_alert("a3", "staff-2")  # by another process
+        await service.tick()
+        assert past() == 0
+        await service.drain()
+
+    run(second_life())

@@ -136,6 +136,42 @@ def test_the_deadline_task_follows_the_log_and_raises_once(tmp_path: Path) -> No
     log.close()
 
 
+def test_the_deadline_task_sets_the_forms_overdue_gauge(tmp_path: Path) -> None:
+    from remsguard.adapters.metrics import new_registry
+    from remsguard.adapters.telemetry import Telemetry
+
+    log = ComplianceLog.open(f"sqlite:///{tmp_path / 'log.db'}")
+    seed(log, crisis_session(), until=at(600))
+    telemetry = Telemetry(new_registry())
+    raised: list[list[str]] = []
+    clock = Clock(at(60 * 24))
+    task = FormDeadlineTask(
+        log,
+        clock,
+        60,
+        telemetry=telemetry,
+        on_raised=lambda alerts: raised.append([a.rule for a in alerts]),
+    )
+
+    def gauge() -> float | None:
+        labels = {"clinic": "clinic-b"}
+        return telemetry.registry.get_sample_value("remsguard_forms_overdue", labels)
+
+    def raised_total() -> float | None:
+        labels = {"clinic": "clinic-b", "rule": RULE, "severity": "warning"}
+        return telemetry.registry.get_sample_value("remsguard_alerts_raised_total", labels)
+
+    task.run_once()
+    assert gauge() == 0 and raised == [] and raised_total() is None  # in time: shown at 0
+    clock.now = at(60) + timedelta(days=7, seconds=1)
+    task.run_once()
+    assert gauge() == 1 and raised == [[RULE]] and raised_total() == 1
+    log.submit_form("b-s1", "rn-1")
+    task.run_once()
+    assert gauge() == 0 and raised == [[RULE]]
+    log.close()
+
+
 def test_principals_create_prints_the_token_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'p.db'}"
     args = ["principals", "create", "--role", "auditor", "--name", "ann", "--db", url]

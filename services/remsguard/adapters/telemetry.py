@@ -326,6 +326,10 @@ class Telemetry:
 
     def alert_opened(self, clinic: str, severity: str) -> None:
         self.alerts_open.labels(clinic, severity).inc()
+        # Export the clinic's acknowledgement and escalation series at 0 from its first alert,
+        # so the first acknowledgement or escalation shows as an increase to rate().
+        self.ack_seconds.labels(clinic, severity)
+        self.escalations.labels(clinic, severity)
 
     def alert_acknowledged(
         self,

@@ -18,7 +18,10 @@ shows it); it never notifies twice.
 the alert first (an acknowledgement made by another process counts). On start-up the watch
 list is rebuilt from the stored open alerts and the existing step records, so a restart
 neither repeats a step nor forgets one; alerts recorded more than `catchup` ago are not
-notified late on start-up (their escalation steps still run).
+notified late on start-up (their escalation steps still run). An alert still open after its
+last step stays counted in `remsguard_alerts_open_past_escalation` (set on every tick, by
+clinic and severity) until it is acknowledged or resolved, here or by another process (each
+tick re-reads their status in one query).
 
 **Clock.** Every time comes from `clock()` (or the `now` passed to `tick`), so tests drive it.
 
@@ -79,6 +82,7 @@ class _Watch:
     base: datetime  # recorded_at: when the alert reached the compliance log
     steps: tuple[EscalationStep, ...]
     next_step: int
+    closed: bool = False  # acknowledged or resolved: no further steps
 
     def due_at(self) -> datetime | None:
         if self.next_step >= len(self.steps):
@@ -150,6 +154,9 @@ class AlertingService:
         self.on_published = on_published  # benchmarks: (alert, unix time it was published)
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._watch: dict[str, _Watch] = {}
+        # Open alerts past their last escalation step: alert id -> (clinic, severity).
+        self._exhausted: dict[str, tuple[str, str]] = {}
+        self._past_keys: set[tuple[str, str]] = set()  # series the gauge has shown
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[list[Alert] | None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -371,8 +378,10 @@ class AlertingService:
     async def restore(self) -> int:
         """Rebuild the watch list from the stored open alerts and their step records."""
         now = self.clock()
-        watch, unnotified = await asyncio.to_thread(self._load_open, now)
+        watch, exhausted, unnotified = await asyncio.to_thread(self._load_open, now)
         self._watch = watch
+        self._exhausted = exhausted
+        self._set_past_escalation()
         if self.telemetry is not None:
             counts: dict[tuple[str, str], int] = {}
             for row in unnotified[1]:
@@ -386,8 +395,9 @@ class AlertingService:
 
     def _load_open(
         self, now: datetime
-    ) -> tuple[dict[str, _Watch], tuple[list[Alert], list[AlertRow]]]:
+    ) -> tuple[dict[str, _Watch], dict[str, tuple[str, str]], tuple[list[Alert], list[AlertRow]]]:
         watch: dict[str, _Watch] = {}
+        exhausted: dict[str, tuple[str, str]] = {}
         late: list[Alert] = []
         rows: list[AlertRow] = []
         cursor: str | None = None
@@ -420,7 +430,9 @@ class AlertingService:
                 watch[row.alert_id] = _Watch(
                     row.alert_id, row.clinic_id, row.severity, recorded, steps, done
                 )
-        return watch, (late, rows)
+            else:
+                exhausted[row.alert_id] = (row.clinic_id, row.severity)
+        return watch, exhausted, (late, rows)
 
     def pending(self) -> list[tuple[str, int, datetime]]:
         """(alert id, next step index, due at) of every escalation still to come."""
@@ -435,8 +447,11 @@ class AlertingService:
         """Escalate every step due at `now` (default: the clock); returns steps taken."""
         now = utc(now or self.clock())
         due = [w for w in self._watch.values() if (at := w.due_at()) is not None and at <= now]
-        if not due:
-            return 0
+        taken = await self._escalate_due(due, now) if due else 0
+        await self._recheck_exhausted()
+        return taken
+
+    async def _escalate_due(self, due: list[_Watch], now: datetime) -> int:
         taken = 0
         async with self._lock:
             results = await asyncio.to_thread(self._escalate, due, now)
@@ -460,7 +475,28 @@ class AlertingService:
         for watch in due:
             if watch.due_at() is None:
                 self._watch.pop(watch.alert_id, None)
+                if not watch.closed:  # still open after its last step
+                    self._exhausted[watch.alert_id] = (watch.clinic_id, watch.severity)
         return taken
+
+    async def _recheck_exhausted(self) -> None:
+        """Drop alerts acknowledged or resolved meanwhile (by any process), then set the gauge."""
+        if self._exhausted:
+            ids = list(self._exhausted)
+            statuses = await asyncio.to_thread(self.log.alert_statuses, ids)
+            for alert_id in ids:
+                if statuses.get(alert_id) != AlertStatus.OPEN.value:
+                    self._exhausted.pop(alert_id, None)
+        self._set_past_escalation()
+
+    def _set_past_escalation(self) -> None:
+        if self.telemetry is None:
+            return
+        counts: dict[tuple[str, str], int] = dict.fromkeys(self._past_keys, 0)
+        for key in self._exhausted.values():
+            counts[key] = counts.get(key, 0) + 1
+        self._past_keys = set(counts)
+        self.telemetry.set_open_past_escalation(counts)
 
     def _escalate(
         self, due: list[_Watch], now: datetime
@@ -470,6 +506,7 @@ class AlertingService:
             row = self.log.get_alert(watch.alert_id)
             if row is None or row.status != AlertStatus.OPEN.value:
                 watch.next_step = len(watch.steps)  # acknowledged elsewhere: stop watching
+                watch.closed = True
                 continue
             while (at := watch.due_at()) is not None and at <= now:
                 index = watch.next_step
@@ -524,6 +561,8 @@ class AlertingService:
         if result.changed:
             row = result.row
             self._watch.pop(alert_id, None)
+            if self._exhausted.pop(alert_id, None) is not None:
+                self._set_past_escalation()
             if self.telemetry is not None:
                 if kind == "acknowledged":
                     self.telemetry.alert_acknowledged(

@@ -7,8 +7,10 @@ from the session, its audit record from the alert, and the form row remembers it
 (``mark_form_overdue``), so a crash between the steps or two API processes checking at once
 still raise the alert once.
 
-``on_raised`` hands the alerts a check raised on (embedded mode: to the alerting service,
-which notifies the console and escalates them like the engine's alerts).
+With a ``Telemetry``, each check also sets ``remsguard_forms_overdue`` (forms past due and not
+submitted, by clinic; 0 for a clinic with none) and counts the alerts it raised in
+``remsguard_alerts_raised_total``. ``on_raised`` hands them on (embedded mode: to the alerting
+service, which notifies the console and escalates them like the engine's alerts).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import structlog
 
 from remsguard.adapters.storage import ComplianceLog
 from remsguard.adapters.storage.models import utc
+from remsguard.adapters.telemetry import Telemetry
 from remsguard.domain.decisions import Alert, AuditKind, AuditRecord, Severity, stable_id
 from remsguard.domain.protocol import MonitoringProtocol
 
@@ -120,6 +123,7 @@ class FormDeadlineTask:
         protocols: Mapping[str, MonitoringProtocol] | None = None,
         *,
         follow: bool = False,
+        telemetry: Telemetry | None = None,
         on_raised: Callable[[list[Alert]], None] | None = None,
     ) -> None:
         self.clog = clog
@@ -127,9 +131,11 @@ class FormDeadlineTask:
         self.interval = interval
         self.protocols = protocols or {}
         self.follow = follow
+        self.telemetry = telemetry
         self.on_raised = on_raised
         self._index = 0
         self._task: asyncio.Task[None] | None = None
+        self._clinics: set[str] = set()  # clinics the gauge has shown
 
     def run_once(self) -> list[Alert]:
         if self.follow:
@@ -138,6 +144,15 @@ class FormDeadlineTask:
         raised = check_overdue_forms(self.clog, now, self.protocols)
         for alert in raised:
             log.warning("form.overdue", session_id=alert.session_id, clinic_id=alert.clinic_id)
+        if self.telemetry is not None:
+            for alert in raised:
+                self.telemetry.alerts_raised.labels(
+                    alert.clinic_id, alert.rule, alert.severity.value
+                ).inc()
+            counts = dict.fromkeys(self._clinics, 0)
+            counts.update(self.clog.forms_overdue_by_clinic(now))
+            self._clinics = set(counts)
+            self.telemetry.set_forms_overdue(counts)
         if raised and self.on_raised is not None:
             self.on_raised(raised)
         return raised

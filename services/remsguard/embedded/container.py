@@ -103,6 +103,7 @@ class EmbeddedContainer:
             runtime.current_time,
             settings.form_check_seconds,
             protocols,
+            telemetry=telemetry,
             on_raised=alerting.on_alerts,
         )
         return cls(

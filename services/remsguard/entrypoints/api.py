@@ -57,6 +57,7 @@ class ApiContainer:
     ) -> ApiContainer:
         log = compliance or ComplianceLog.open(settings.database_url)
         protocols = load_protocols(list(settings.protocol_files))
+        telemetry = Telemetry(new_registry())
         deadlines = (
             FormDeadlineTask(
                 log,
@@ -64,11 +65,12 @@ class ApiContainer:
                 settings.form_check_seconds,
                 protocols,
                 follow=settings.api_follow_sessions,
+                telemetry=telemetry,
             )
             if check_deadlines
             else None
         )
-        return cls(settings, log, Telemetry(new_registry()), protocols, clock, deadlines)
+        return cls(settings, log, telemetry, protocols, clock, deadlines)
 
     @property
     def registry(self) -> CollectorRegistry:

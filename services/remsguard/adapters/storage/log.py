@@ -28,6 +28,7 @@ from sqlalchemy import (
     Select,
     Table,
     any_,
+    case,
     func,
     or_,
     select,
@@ -602,6 +603,16 @@ class ComplianceLog:
                 stmt = stmt.where(FORMS.c.clinic_id.in_(sorted(clinics)))
             return list(s.scalars(stmt.order_by(FORMS.c.due_at, FORMS.c.session_id)))
 
+    def forms_overdue_by_clinic(self, now: datetime) -> dict[str, int]:
+        """Per clinic with monitoring forms: how many are past due and not submitted (flagged
+        or not); 0 for a clinic whose forms are all in time."""
+        overdue = case((FORMS.c.submitted_at.is_(None) & (FORMS.c.due_at < utc(now)), 1), else_=0)
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(FORMS.c.clinic_id, func.sum(overdue)).group_by(FORMS.c.clinic_id)
+            ).all()
+        return {clinic: int(count or 0) for clinic, count in rows}
+
     def mark_form_overdue(self, session_id: str, alert_id: str) -> bool:
         """Record that MONITORING_FORM_OVERDUE was raised (once: False if already marked)."""
         with self.engine.begin() as conn:
@@ -658,6 +669,18 @@ class ComplianceLog:
     def get_record(self, record_id: str) -> AuditRow | None:
         with Session(self.engine) as s:
             return s.scalars(select(AuditRow).where(AUDIT.c.record_id == record_id)).first()
+
+    def alert_statuses(self, alert_ids: Sequence[str]) -> dict[str, str]:
+        """The status of each of these alerts that exists."""
+        out: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(alert_ids), _CHUNK):
+                chunk = list(alert_ids[start : start + _CHUNK])
+                for alert_id, status in conn.execute(
+                    select(ALERTS.c.alert_id, ALERTS.c.status).where(ALERTS.c.alert_id.in_(chunk))
+                ):
+                    out[alert_id] = status
+        return out
 
     def get_alert(self, alert_id: str) -> AlertRow | None:
         with Session(self.engine) as s:
