@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient
 
 from remsguard.adapters.kafka.topics import Topics, create_topics
 from remsguard.bootstrap import build_engine
@@ -181,6 +182,19 @@ def stack(bootstrap: str, tmp_path: Path, **extra_env: str) -> Iterator[Stack]:
         yield the_stack
     finally:
         the_stack.stop_all()
+        _delete_topics(bootstrap, name)
+
+
+def _delete_topics(bootstrap: str, prefix: str) -> None:
+    """The deployment's topics (inputs, outputs, ticks, changelog) go with it."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        names = [n for n in admin.list_topics() if n.startswith(prefix)]
+        if names:
+            with suppress(Exception):
+                admin.delete_topics(names)
+    finally:
+        admin.close()
 
 
 # -- reading topics ---------------------------------------------------------------------------
