@@ -173,6 +173,27 @@ def _json(payload: Any) -> Response:
     )
 
 
+def _page_response(
+    request: Request,
+    principal: Principal,
+    filters: dict[str, Any],
+    items: list[dict[str, Any]],
+    next_cursor: str | None,
+    csv: bool,
+    columns: list[str],
+    name: str,
+) -> Response:
+    """Audit the query, then answer one page as JSON or CSV (the cursor in a header)."""
+    log_query(request, principal, filters, len(items), "csv" if csv else "json")
+    if not csv:
+        return _json({name: items, "next_cursor": next_cursor})
+    filename = "audit-records" if name == "records" else name
+    response = csv_response(columns, (_csv_row(i, columns) for i in items), filename)
+    if next_cursor is not None:
+        response.headers["X-Next-Cursor"] = next_cursor
+    return response
+
+
 def _csv_row(item: dict[str, Any], columns: list[str]) -> list[Any]:
     return [
         orjson.dumps(item[c]).decode() if isinstance(item[c], dict | list) else item[c]
@@ -242,15 +263,9 @@ def get_records(
         "cursor": cursor,
         "limit": limit,
     }
-    log_query(request, principal, filters, len(items), "csv" if csv else "json")
-    if csv:
-        response = csv_response(
-            RECORD_COLUMNS, (_csv_row(i, RECORD_COLUMNS) for i in items), "audit-records"
-        )
-        if page.next_cursor is not None:
-            response.headers["X-Next-Cursor"] = page.next_cursor
-        return response
-    return _json({"records": items, "next_cursor": page.next_cursor})
+    return _page_response(
+        request, principal, filters, items, page.next_cursor, csv, RECORD_COLUMNS, "records"
+    )
 
 
 @router.get(
@@ -307,15 +322,9 @@ def get_audit_alerts(
         "cursor": cursor,
         "limit": limit,
     }
-    log_query(request, principal, filters, len(items), "csv" if csv else "json")
-    if csv:
-        response = csv_response(
-            ALERT_COLUMNS, (_csv_row(i, ALERT_COLUMNS) for i in items), "alerts"
-        )
-        if page.next_cursor is not None:
-            response.headers["X-Next-Cursor"] = page.next_cursor
-        return response
-    return _json({"alerts": items, "next_cursor": page.next_cursor})
+    return _page_response(
+        request, principal, filters, items, page.next_cursor, csv, ALERT_COLUMNS, "alerts"
+    )
 
 
 @router.get(
