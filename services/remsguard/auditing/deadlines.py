@@ -26,7 +26,7 @@ import structlog
 from remsguard.adapters.storage import ComplianceLog
 from remsguard.adapters.storage.models import utc
 from remsguard.adapters.telemetry import Telemetry
-from remsguard.domain.decisions import Alert, AuditKind, AuditRecord, Severity, stable_id
+from remsguard.domain.decisions import Alert, Severity, alert_raised, stable_id
 from remsguard.domain.protocol import MonitoringProtocol
 
 __all__ = ["RULE", "FormDeadlineTask", "check_overdue_forms", "follow_sessions"]
@@ -79,19 +79,7 @@ def check_overdue_forms(
             protocols or {},
         )
         clog.save_alerts([alert])
-        clog.append_audit(
-            [
-                AuditRecord(
-                    record_id=stable_id(AuditKind.ALERT_RAISED, alert.alert_id),
-                    kind=AuditKind.ALERT_RAISED,
-                    subject_id=alert.alert_id,
-                    session_id=alert.session_id,
-                    clinic_id=alert.clinic_id,
-                    occurred_at=alert.triggered_at,
-                    detail={"rule": alert.rule, "severity": alert.severity.value},
-                )
-            ]
-        )
+        clog.append_audit([alert_raised(alert)])
         if clog.mark_form_overdue(form.session_id, alert.alert_id):
             raised.append(alert)
         clog.refresh_sessions([form.session_id])

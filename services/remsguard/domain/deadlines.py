@@ -298,4 +298,4 @@ _RUNNERS = {
     "gap": _gap,
 }
 
-__all__ = ["Check", "CheckOutcome", "due_checks", "run_check", "timedelta"]
+__all__ = ["Check", "CheckOutcome", "due_checks", "run_check"]

@@ -70,6 +70,20 @@ class AuditRecord:
     detail: dict[str, object] = field(default_factory=dict)
 
 
+def alert_raised(alert: Alert) -> AuditRecord:
+    """The audit record of a raised alert; its id follows from the alert's, so raising twice
+    records once."""
+    return AuditRecord(
+        record_id=stable_id(AuditKind.ALERT_RAISED, alert.alert_id),
+        kind=AuditKind.ALERT_RAISED,
+        subject_id=alert.alert_id,
+        session_id=alert.session_id,
+        clinic_id=alert.clinic_id,
+        occurred_at=alert.triggered_at,
+        detail={"rule": alert.rule, "severity": alert.severity.value},
+    )
+
+
 class Outcome(StrEnum):
     """What became of one input."""
 

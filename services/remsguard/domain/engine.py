@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Mapping, MutableMapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from itertools import count
 
 from remsguard.domain.deadlines import due_checks, run_check
@@ -21,6 +21,7 @@ from remsguard.domain.decisions import (
     Decisions,
     Outcome,
     Rejection,
+    alert_raised,
     stable_id,
 )
 from remsguard.domain.events import (
@@ -387,7 +388,7 @@ class MonitoringEngine:
                 protocol_version=protocol.version,
             )
             decisions.alerts.append(alert)
-            decisions.audit.append(_alert_raised(alert))
+            decisions.audit.append(alert_raised(alert))
 
 
 def _rise_condition(
@@ -452,16 +453,4 @@ def _state_change_at(kind: AuditKind, session: Session, at: datetime, subject: s
     )
 
 
-def _alert_raised(alert: Alert) -> AuditRecord:
-    return AuditRecord(
-        record_id=stable_id(AuditKind.ALERT_RAISED, alert.alert_id),
-        kind=AuditKind.ALERT_RAISED,
-        subject_id=alert.alert_id,
-        session_id=alert.session_id,
-        clinic_id=alert.clinic_id,
-        occurred_at=alert.triggered_at,
-        detail={"rule": alert.rule, "severity": alert.severity.value},
-    )
-
-
-__all__ = ["MonitoringEngine", "timedelta"]
+__all__ = ["MonitoringEngine"]

@@ -20,9 +20,7 @@ _OPTS: Final = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
 def event_to_wire(event: Event) -> dict[str, Any]:
-    data = {
-        f.name: getattr(event, f.name) for f in fields(event) if f.name not in _ENVELOPE
-    }
+    data = {f.name: getattr(event, f.name) for f in fields(event) if f.name not in _ENVELOPE}
     data = {k: (list(v) if isinstance(v, tuple) else v) for k, v in data.items() if v is not None}
     wire: dict[str, Any] = {
         "event_id": event.event_id,
