@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1)  # all topics are co-partitioned
     topic_replication: int = Field(default=1, ge=1)
     processor_app_id: str = "remsguard-processor"  # consumer group and changelog topic prefix
+    # Faust keeps a small local state folder per app; out of the working tree's way.
+    processor_data_dir: str = ".local/faust"
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     clock_tick_seconds: float = Field(default=0.5, gt=0)  # how often the deadline timer runs
     clock_idle_grace_seconds: float = Field(default=3.0, ge=0)  # caught-up and quiet this long

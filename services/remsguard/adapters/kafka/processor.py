@@ -143,10 +143,12 @@ def create_app(
     topics = Topics.from_settings(settings)
     partitions = settings.topic_partitions
     brokers = ";".join(f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(","))
+    Path(settings.processor_data_dir).mkdir(parents=True, exist_ok=True)  # faust won't
     app = faust.App(
         settings.processor_app_id,
         broker=brokers,
         store="memory://",
+        datadir=f"{settings.processor_data_dir}/{settings.processor_app_id}",
         topic_partitions=partitions,
         topic_replication_factor=settings.topic_replication,
         table_standby_replicas=0,
