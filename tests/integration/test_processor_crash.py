@@ -93,7 +93,7 @@ def test_kill_9_mid_stream_then_restart(kafka_bootstrap: str, tmp_path: Path) ->
 
 @pytest.mark.xfail(
     strict=False,
-    reason="known bug, intermittent (seen once in five runs, under load): after the takeover "
+    reason="known bug, intermittent (2 of ~7 full-suite runs, under load): after the takeover "
     "the surviving worker sometimes decides deadlines without readings it has not re-read "
     "yet (extra VITALS_GAP / PRE_DOSE_BP_MISSING / POST_DOSE_BP_MISSED, missing "
     "PRE_DOSE_BP_ELEVATED); issue 4 stays open for it",
