@@ -714,38 +714,12 @@ class ComplianceLog:
 
     def audit_records(self, q: AuditQuery) -> Page[AuditRow]:
         c = AUDIT.c
-        where: list[ColumnElement[bool]] = []
-        if q.clinics is not None:
-            where.append(c.clinic_id.in_(sorted(q.clinics)))
-        for column, value in (
-            (c.clinic_id, q.clinic_id),
-            (c.session_id, q.session_id),
-            (c.kind, q.kind),
-            (c.rule, q.rule),
-            (c.severity, q.severity),
-        ):
-            if value is not None:
-                where.append(column == value)
-        if q.patient_ref is not None:
-            where.append(c.session_id.in_(_sessions_of_patient(q.patient_ref)))
+        where = _scoped(c, q, (c.kind, q.kind))
         return self._page(AuditRow, c.event_time, c.log_index, int, where, q)
 
     def alerts(self, q: AlertQuery) -> Page[AlertRow]:
         c = ALERTS.c
-        where: list[ColumnElement[bool]] = []
-        if q.clinics is not None:
-            where.append(c.clinic_id.in_(sorted(q.clinics)))
-        for column, value in (
-            (c.clinic_id, q.clinic_id),
-            (c.session_id, q.session_id),
-            (c.rule, q.rule),
-            (c.severity, q.severity),
-            (c.status, q.status),
-        ):
-            if value is not None:
-                where.append(column == value)
-        if q.patient_ref is not None:
-            where.append(c.session_id.in_(_sessions_of_patient(q.patient_ref)))
+        where = _scoped(c, q, (c.status, q.status))
         return self._page(AlertRow, c.triggered_at, c.alert_id, str, where, q)
 
     def _page(
@@ -1046,6 +1020,27 @@ def _existing(conn: Connection, column: Any, values: list[str]) -> Iterator[str]
     """Which of ``values`` are already stored in ``column``."""
     for (found,) in _rows_where_in(conn, select(column), column, values):
         yield found
+
+
+def _scoped(
+    c: Any, q: AuditQuery | AlertQuery, own: tuple[Any, str | None]
+) -> list[ColumnElement[bool]]:
+    """The WHERE clauses both queries share: the principal's clinics, the equality filters
+    (plus the query's `own`: kind or status), and a patient's sessions."""
+    where: list[ColumnElement[bool]] = []
+    if q.clinics is not None:
+        where.append(c.clinic_id.in_(sorted(q.clinics)))
+    equal = [
+        (c.clinic_id, q.clinic_id),
+        (c.session_id, q.session_id),
+        own,
+        (c.rule, q.rule),
+        (c.severity, q.severity),
+    ]
+    where += [column == value for column, value in equal if value is not None]
+    if q.patient_ref is not None:
+        where.append(c.session_id.in_(_sessions_of_patient(q.patient_ref)))
+    return where
 
 
 def _sessions_of_patient(patient_ref: str) -> Any:
