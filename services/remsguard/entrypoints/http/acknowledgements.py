@@ -8,6 +8,8 @@ acknowledged or resolved answers 200 with `changed: false` and the stored state.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import orjson
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
@@ -41,6 +43,21 @@ def _answer(result: Transition) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
+async def _transition(
+    step: Callable[[str, str, str, frozenset[str] | None], Awaitable[Transition]],
+    alert_id: str,
+    principal: Principal,
+) -> Response:
+    """Acknowledge or resolve, credited to the signed-in principal; unknown alerts are 404."""
+    try:
+        result = await step(
+            alert_id, principal.principal_id, principal.name, principal.clinic_scope
+        )
+    except AlertNotFound:
+        raise ApiError(404, "not_found", f"no alert {alert_id!r}") from None
+    return _answer(result)
+
+
 @router.post(
     "/v1/alerts/{alert_id}/acknowledge",
     summary="Acknowledge an alert as the signed-in staff member",
@@ -51,13 +68,7 @@ async def acknowledge(
     alert_id: str = Path(min_length=1, max_length=64),
     principal: Principal = Depends(require(Role.STAFF, Role.ADMIN)),
 ) -> Response:
-    try:
-        result = await _service(request).acknowledge(
-            alert_id, principal.principal_id, principal.name, principal.clinic_scope
-        )
-    except AlertNotFound:
-        raise ApiError(404, "not_found", f"no alert {alert_id!r}") from None
-    return _answer(result)
+    return await _transition(_service(request).acknowledge, alert_id, principal)
 
 
 @router.post(
@@ -70,10 +81,4 @@ async def resolve(
     alert_id: str = Path(min_length=1, max_length=64),
     principal: Principal = Depends(require(Role.STAFF, Role.ADMIN)),
 ) -> Response:
-    try:
-        result = await _service(request).resolve(
-            alert_id, principal.principal_id, principal.name, principal.clinic_scope
-        )
-    except AlertNotFound:
-        raise ApiError(404, "not_found", f"no alert {alert_id!r}") from None
-    return _answer(result)
+    return await _transition(_service(request).resolve, alert_id, principal)
