@@ -53,7 +53,9 @@ __all__ = [
     "Result",
     "SessionStore",
     "StreamProcessor",
+    "decode_stored_session",
     "decode_tick",
+    "encode_stored_session",
     "encode_tick",
 ]
 
@@ -88,6 +90,17 @@ def encode_tick(now: datetime) -> bytes:
     return b"T" + now.astimezone(UTC).isoformat().encode()
 
 
+def encode_stored_session(partition: int, session: Session) -> bytes:
+    """A session as the processor's table (and so its changelog topic) holds it."""
+    return pickle.dumps((partition, session), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_stored_session(blob: bytes) -> tuple[int, Session]:
+    """`(partition, session)` from a table value; the changelog is trusted like the table."""
+    partition, session = pickle.loads(blob)
+    return int(partition), session
+
+
 def decode_tick(value: bytes) -> datetime | None:
     """The clock time of a tick message; None for a flush request."""
     if value.startswith(b"T"):
@@ -116,7 +129,7 @@ class SessionStore(MutableMapping[str, Session]):
             blob = self.backing.get(session_id.encode("utf-8"))
             if blob is None:
                 raise KeyError(session_id)
-            partition, session = pickle.loads(blob)
+            partition, session = decode_stored_session(blob)
             self._live[session_id] = session
             self._partition_of[session_id] = partition
         return session
@@ -145,10 +158,7 @@ class SessionStore(MutableMapping[str, Session]):
         """Pickles of the sessions of `partition` changed since its last flush."""
         names = self._dirty.pop(partition, ())
         return [
-            (
-                name.encode("utf-8"),
-                pickle.dumps((partition, self._live[name]), protocol=pickle.HIGHEST_PROTOCOL),
-            )
+            (name.encode("utf-8"), encode_stored_session(partition, self._live[name]))
             for name in sorted(names)
         ]
 
@@ -161,7 +171,7 @@ class SessionStore(MutableMapping[str, Session]):
                 if self._partition_of.get(name) in partitions:
                     loaded.append(name)
                 continue
-            partition, session = pickle.loads(blob)
+            partition, session = decode_stored_session(blob)
             if partition in partitions:
                 self._live[name] = session
                 self._partition_of[name] = partition
