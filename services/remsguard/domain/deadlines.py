@@ -7,25 +7,31 @@ arrives late (but within the lateness) still counts.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from remsguard.domain.decisions import AuditKind
 from remsguard.domain.findings import Finding, clock_time
 from remsguard.domain.protocol import MonitoringProtocol
-from remsguard.domain.session import BPReading, Mark, Session
+from remsguard.domain.session import LAST_ID, BPReading, Mark, Session
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Check:
+class Check(NamedTuple):
+    """One deadline check, ordered by when it is due; a tuple because many are listed."""
+
     due: datetime
     kind: str  # pre | post | window | open | discharge | gap
     subject: Mark
 
     @property
     def key(self) -> str:
-        return f"check:{self.kind}:{self.subject.event_id}"
+        return check_key(self.kind, self.subject)
+
+
+def check_key(kind: str, subject: Mark) -> str:
+    """How a decided check is remembered in `Session.fired`."""
+    return f"check:{kind}:{subject.event_id}"
 
 
 @dataclass(slots=True)
@@ -36,35 +42,34 @@ class CheckOutcome:
 
 def due_checks(session: Session, protocol: MonitoringProtocol) -> list[Check]:
     """The session's outstanding checks, each with the clock time at which it is decided."""
-    late = protocol.allowed_lateness
     doses = _doses_in_session(session)
     if not doses:
         return []
-    first, done = doses[0], session.fired
-    rules = protocol.rules
-    candidates = [Check(first.at + late, "pre", first)]
+    times, done = protocol.intervals, session.fired
+    late, first = times.lateness, doses[0]
+    checks = [] if check_key("pre", first) in done else [Check(first.at + late, "pre", first)]
     # "The dose" of these checks is the latest dose *at the deadline*: a dose's check stands
     # unless another dose was given by then. Deciding by event time, not by which dose has
     # arrived, keeps the outcome independent of arrival order within the lateness.
     intervals = (
-        ("post", rules["POST_DOSE_BP_MISSED"].minutes("until_minutes")),
-        ("window", protocol.observation_window),
-        ("open", rules["SESSION_NOT_CLOSED"].minutes("after_minutes")),
+        ("post", times.post_dose_until),
+        ("window", times.window),
+        ("open", times.not_closed_after),
     )
     for index, dose in enumerate(doses):
         following = doses[index + 1].at if index + 1 < len(doses) else None
         for kind, interval in intervals:
             deadline = dose.at + interval
-            if following is None or following > deadline:
-                candidates.append(Check(deadline + late, kind, dose))
+            if (following is None or following > deadline) and check_key(kind, dose) not in done:
+                checks.append(Check(deadline + late, kind, dose))
     discharge = session.discharge
-    if discharge is not None:
-        candidates.append(Check(discharge.at + late, "discharge", discharge))
-    gap = rules["VITALS_GAP"].minutes("max_minutes")
+    if discharge is not None and check_key("discharge", discharge) not in done:
+        checks.append(Check(discharge.at + late, "discharge", discharge))
+    gap = times.vitals_gap
     point = _gap_candidate(session, first, gap)
-    if point is not None:
-        candidates.append(Check(point.at + gap + late, "gap", point))
-    return [c for c in candidates if c.kind == "gap" or c.key not in done]
+    if point is not None:  # gap checks are never done: the cursor moves past decided points
+        checks.append(Check(point.at + gap + late, "gap", point))
+    return checks
 
 
 def run_check(session: Session, protocol: MonitoringProtocol, check: Check) -> CheckOutcome:
@@ -236,7 +241,7 @@ def bp_elevated(session: Session, protocol: MonitoringProtocol, reading: BPReadi
 def _gap(session: Session, protocol: MonitoringProtocol, point: Mark) -> CheckOutcome:
     rule = protocol.rule("VITALS_GAP")
     limit = rule.minutes("max_minutes")
-    following = next(_points_after(session, point), None)
+    following = next(iter(_points_after(session, point)), None)
     discharge = session.discharge
     if following is not None:
         gap = following.at - point.at > limit
@@ -271,15 +276,11 @@ def _gap_candidate(session: Session, first_dose: Mark, limit: timedelta) -> Mark
     return previous
 
 
-def _points_after(session: Session, mark: Mark) -> Iterator[Mark]:
-    """Vitals readings after `mark`, up to the discharge."""
-    discharge = session.discharge
-    vitals = session.vitals
-    for index in range(bisect_right(vitals, mark), len(vitals)):
-        point = vitals[index]
-        if discharge is not None and point.at > discharge.at:
-            return
-        yield point
+def _points_after(session: Session, mark: Mark) -> list[Mark]:
+    """Vitals readings after `mark`, up to the discharge (a slice: scanned often, kept short)."""
+    vitals, discharge = session.vitals, session.discharge
+    end = len(vitals) if discharge is None else bisect_right(vitals, (discharge.at, LAST_ID))
+    return vitals[bisect_right(vitals, mark) : end]
 
 
 def _doses_in_session(session: Session) -> list[Mark]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from datetime import datetime
 from itertools import count
 
-from remsguard.domain.deadlines import due_checks, run_check
+from remsguard.domain.deadlines import Check, due_checks, run_check
 from remsguard.domain.decisions import (
     Alert,
     AuditKind,
@@ -341,10 +341,8 @@ class MonitoringEngine:
     def _decide_due(self, session: Session, now: datetime) -> Decisions:
         decisions = Decisions([], [])
         protocol = self.protocol_of(session)
-        while True:
-            ready = sorted(c for c in due_checks(session, protocol) if c.due < now)
-            if not ready:
-                break
+        checks = due_checks(session, protocol)
+        while ready := sorted(c for c in checks if c.due < now):
             for check in ready:
                 outcome = run_check(session, protocol, check)
                 self._raise(session, outcome.findings, decisions)
@@ -352,12 +350,17 @@ class MonitoringEngine:
                     _state_change_at(kind, session, at, subject)
                     for kind, at, subject in outcome.changes
                 )
+            checks = due_checks(session, protocol)
         self.sessions[session.session_id] = session
-        self._schedule(session)
+        self._queue_earliest(session, checks)
         return decisions
 
     def _schedule(self, session: Session) -> None:
-        due = min((c.due for c in due_checks(session, self.protocol_of(session))), default=None)
+        self._queue_earliest(session, due_checks(session, self.protocol_of(session)))
+
+    def _queue_earliest(self, session: Session, checks: list[Check]) -> None:
+        """Queue the session for its earliest check unless an earlier wake is already queued."""
+        due = min((c.due for c in checks), default=None)
         if due is None or (session.scheduled is not None and session.scheduled <= due):
             return
         session.scheduled = due

@@ -83,6 +83,17 @@ def _minutes(value: float) -> timedelta:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadlineIntervals:
+    """What the deadline checks add to event times, computed once: checks are listed often."""
+
+    lateness: timedelta
+    post_dose_until: timedelta
+    window: timedelta
+    not_closed_after: timedelta
+    vitals_gap: timedelta
+
+
+@dataclass(frozen=True, slots=True)
 class MonitoringProtocol:
     """A parsed protocol file; `version` is a digest of its bytes, so decisions can be replayed."""
 
@@ -95,6 +106,18 @@ class MonitoringProtocol:
     concomitant: Mapping[Medication, Mapping[str, Mapping[str, float]]] = field(
         default_factory=dict
     )
+    intervals: DeadlineIntervals = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rules = self.rules
+        intervals = DeadlineIntervals(
+            lateness=self.allowed_lateness,
+            post_dose_until=rules["POST_DOSE_BP_MISSED"].minutes("until_minutes"),
+            window=self.observation_window,
+            not_closed_after=rules["SESSION_NOT_CLOSED"].minutes("after_minutes"),
+            vitals_gap=rules["VITALS_GAP"].minutes("max_minutes"),
+        )
+        object.__setattr__(self, "intervals", intervals)
 
     def rule(self, name: str) -> RuleSettings:
         return self.rules[name]

@@ -9,6 +9,8 @@ from typing import NamedTuple, TypeVar
 
 from remsguard.domain.events import Medication
 
+LAST_ID = "\U0010ffff"  # sorts after every event id: (t, LAST_ID) follows every row at time t
+
 
 class BPReading(NamedTuple):
     at: datetime
@@ -76,16 +78,16 @@ class Session:
         first = self.first_dose
         if first is None:
             return None
-        index = bisect_right(self.bp, (first.at, "\U0010ffff"))
+        index = bisect_right(self.bp, (first.at, LAST_ID))
         return self.bp[index - 1] if index else None
 
     def bp_between(self, start: datetime, end: datetime) -> list[BPReading]:
         low = bisect_right(self.bp, (start,))
-        high = bisect_right(self.bp, (end, "\U0010ffff"))
+        high = bisect_right(self.bp, (end, LAST_ID))
         return self.bp[low:high]
 
     def latest_sedation_until(self, end: datetime) -> Measurement | None:
-        index = bisect_right(self.sedation, (end, "\U0010ffff"))
+        index = bisect_right(self.sedation, (end, LAST_ID))
         return self.sedation[index - 1] if index else None
 
 
