@@ -3,15 +3,18 @@
 The happy path is one `validate_json` call on the raw bytes: pydantic-core parses the JSON,
 dispatches on `type`, parses the timestamp and builds the frozen domain dataclass, all in Rust,
 with no intermediate pydantic model and no per-event Python code (except the vitals
-cross-field check). The validator is *derived* from the wire models in `contract.events`
+cross-field check). The validators are *derived* from the wire models in `contract.events`
 (same field schemas, same `data` model with its extra-key ban and validators), so the contract
 has one definition; `tests/unit/test_contract.py` checks it against `EventCreate.to_domain()`.
-Everything else — classifying errors, recovering ids for the rejection — happens only for
-rejected input.
+The happy path's validator does not validate `data` a second time through its model (see
+`_accepting_schema`); whatever it refuses goes through the full one. Everything else —
+classifying errors, recovering ids for the rejection — happens only for rejected input.
 """
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated, Any, Final, get_args
 
@@ -79,30 +82,36 @@ def _alias(*path: str | int) -> list[str | int]:
     return list(path)
 
 
-def _domain_schema(wire: type[EventBase], domain: type[Event]) -> CoreSchema:
+def _data_model(wire: type[EventBase]) -> type[BaseModel]:
+    data_model = wire.model_fields["data"].annotation
+    assert isinstance(data_model, type) and issubclass(data_model, BaseModel)
+    return data_model
+
+
+def _domain_schema(
+    wire: type[EventBase], domain: type[Event], data_schema: CoreSchema | None = None
+) -> CoreSchema:
     """Validate one wire event straight into its domain dataclass.
 
     Envelope fields map 1:1; each `data` field is read through the alias path
-    `data.<name>`; the whole `data` object is also validated by its wire model as an
-    init-only (discarded) field, which enforces the extra-key ban and cross-field checks.
+    `data.<name>`; the whole `data` object is also validated as an init-only (discarded)
+    field, by default by its wire model, which enforces the extra-key ban and cross-field
+    checks.
     """
     fields = [
         core_schema.dataclass_field(name, _field_schema(info), kw_only=True)
         for name, info in EventBase.model_fields.items()
     ]
-    data_model = wire.model_fields["data"].annotation
-    assert isinstance(data_model, type) and issubclass(data_model, BaseModel)
+    data_model = _data_model(wire)
     fields += [
         core_schema.dataclass_field(
             name, _field_schema(info), kw_only=True, validation_alias=_alias("data", name)
         )
         for name, info in data_model.model_fields.items()
     ]
-    fields.append(
-        core_schema.dataclass_field(
-            "data", data_model.__pydantic_core_schema__, kw_only=True, init_only=True
-        )
-    )
+    if data_schema is None:
+        data_schema = data_model.__pydantic_core_schema__
+    fields.append(core_schema.dataclass_field("data", data_schema, kw_only=True, init_only=True))
     return core_schema.dataclass_schema(
         domain,
         core_schema.dataclass_args_schema(domain.__name__, fields, collect_init_only=False),
@@ -119,13 +128,68 @@ def _event_tag(wire: type[EventBase]) -> str:
     return str(tag)
 
 
-_VALIDATOR: Final = SchemaValidator(
-    core_schema.tagged_union_schema(
-        {_event_tag(wire): _domain_schema(wire, domain) for wire, domain in _WIRE_TO_DOMAIN},
-        discriminator="type",
+# Model config the accept path reproduces: field strictness as in `_FIELD_CONFIG`, extra keys
+# refused; the rest does not affect validation.
+_REPRODUCED_CONFIG: Final = {"strict": True, "allow_inf_nan": False, "extra": "forbid"}
+_INERT_CONFIG_KEYS: Final = frozenset({"frozen", "json_schema_extra", "title"})
+
+
+def _after_checks(data_model: type[BaseModel]) -> list[Callable[[Any], Any]] | None:
+    """The data model's cross-field checks, or None if it has more than the accept path knows."""
+    decorators = data_model.__pydantic_decorators__
+    checks = [
+        decorator.func
+        for decorator in decorators.model_validators.values()
+        if decorator.info.mode == "after" and len(inspect.signature(decorator.func).parameters) == 1
+    ]
+    config = data_model.model_config
+    reproduced = all(config.get(key) == value for key, value in _REPRODUCED_CONFIG.items())
+    if (
+        len(checks) != len(decorators.model_validators)
+        or decorators.field_validators
+        or not reproduced
+        or not set(config) <= _INERT_CONFIG_KEYS | set(_REPRODUCED_CONFIG)
+    ):
+        return None
+    return checks
+
+
+def _accepting_schema(wire: type[EventBase], domain: type[Event]) -> CoreSchema:
+    """The accept path: `data` is only checked for unknown keys, not validated a second time.
+
+    Its fields are already validated through their alias paths, and the data model's own
+    checks (`mode="after"` model validators, which read only field values) run on the domain
+    event, which has the same field names. It must never accept what the full schema rejects,
+    so a data model with anything else keeps the full `data` validation.
+    """
+    data_model = _data_model(wire)
+    checks = _after_checks(data_model)
+    if checks is None:
+        return _domain_schema(wire, domain)
+    known_keys = core_schema.dict_schema(
+        keys_schema=core_schema.literal_schema(list(data_model.model_fields)),
+        values_schema=core_schema.any_schema(),
+        strict=True,
     )
-)
-_validate_json: Final = _VALIDATOR.validate_json
+    schema = _domain_schema(wire, domain, known_keys)
+    for check in checks:
+        schema = core_schema.no_info_after_validator_function(check, schema)
+    return schema
+
+
+def _validator(member: Callable[[type[EventBase], type[Event]], CoreSchema]) -> SchemaValidator:
+    return SchemaValidator(
+        core_schema.tagged_union_schema(
+            {_event_tag(wire): member(wire, domain) for wire, domain in _WIRE_TO_DOMAIN},
+            discriminator="type",
+        )
+    )
+
+
+# Valid events take the accept path, about a quarter cheaper; anything it refuses is validated
+# again in full, so a rejection always carries the full contract's errors.
+_accept_json: Final = _validator(_accepting_schema).validate_json
+_validate_json: Final = _validator(_domain_schema).validate_json
 
 # pydantic error type -> reason; anything not listed is INVALID_VALUE.
 _REASON_BY_ERROR_TYPE: Final[dict[str, RejectionReason]] = {
@@ -161,8 +225,12 @@ def decode_event(raw: bytes | str) -> Event | Rejection:
                 reason=RejectionReason.TOO_LARGE.value,
                 detail=f"event is larger than {MAX_EVENT_BYTES} bytes",
             )
-        event: Event = _validate_json(raw)
-        return event
+        try:
+            accepted: Event = _accept_json(raw)
+            return accepted
+        except ValidationError:
+            event: Event = _validate_json(raw)  # the full contract: it says why, or accepts
+            return event
     except ValidationError as exc:
         return _rejection_from_error(raw, exc)
     except Exception as exc:  # defensive: decoding must never stop a stream
