@@ -185,7 +185,7 @@ class MonitoringEngine:
         if isinstance(event, AssessmentRecorded):
             return self._assessment(session, event, protocol, thresholds)
         if isinstance(event, DoseAdministered):
-            return self._dose(session, event, protocol, decisions)
+            return self._dose(session, event, thresholds, decisions)
         if isinstance(event, SessionOpened):
             session.opened = True
             session.patient_ref = event.patient_ref
@@ -225,11 +225,7 @@ class MonitoringEngine:
             findings += _spo2(session, spo2, thresholds)
         if event.respiratory_rate is not None:
             rate = Measurement(mark.at, mark.event_id, event.respiratory_rate)
-            index = insert(session.respiratory_rate, rate)
-            if thresholds.respiratory_rate is not None:
-                below = thresholds.rate_below
-                rows = starts_at(session.respiratory_rate, index, thresholds.respiratory_rate)
-                findings += [Finding.respiratory_rate(row, below) for row in rows]
+            findings += _respiratory_rate(session, rate, thresholds)
         return findings
 
     def _bp(
@@ -239,26 +235,24 @@ class MonitoringEngine:
         protocol: MonitoringProtocol,
         thresholds: Thresholds,
     ) -> list[Finding]:
-        baseline_before = session.baseline()
+        first = session.first_dose
+        moves_baseline = first is not None and reading.at <= first.at
+        baseline_before = session.baseline() if moves_baseline else None
         index = insert(session.bp, reading)
         findings: list[Finding] = []
         if thresholds.crisis is not None:
-            crisis = protocol.rule("BP_CRISIS")
             starts = starts_at(session.bp, index, thresholds.crisis)
-            findings += [Finding.bp_crisis(r, crisis) for r in starts]
-        if protocol.rule("BP_RISE").enabled:
-            first = session.first_dose
-            if first is not None and reading.at <= first.at:
-                if session.baseline() != baseline_before:
-                    findings += self._rise_rescan(session, protocol)
-            else:
-                rise = _rise_condition(session, protocol)
-                if rise is not None:
-                    baseline = session.baseline()
-                    assert baseline is not None
-                    findings += [
-                        Finding.bp_rise(r, baseline) for r in starts_at(session.bp, index, rise)
-                    ]
+            findings += [Finding.bp_crisis(r, protocol.rule("BP_CRISIS")) for r in starts]
+        if thresholds.rise is None:
+            return findings
+        if moves_baseline:
+            if session.baseline() != baseline_before:
+                findings += _rise_rescan(session, thresholds.rise)
+            return findings
+        baseline = session.baseline()
+        if first is not None and baseline is not None:
+            rise = _rise_condition(first, baseline, thresholds.rise)
+            findings += [Finding.bp_rise(r, baseline) for r in starts_at(session.bp, index, rise)]
         return findings
 
     def _rejudge(self, session: Session, protocol: MonitoringProtocol) -> list[Finding]:
@@ -280,17 +274,9 @@ class MonitoringEngine:
         if t.deep_sedation is not None:
             starts = all_starts(session.sedation, t.deep_sedation)
             findings += [Finding.deep_sedation(r) for r in starts]
-        if protocol.rule("BP_RISE").enabled:
-            findings += self._rise_rescan(session, protocol)
+        if t.rise is not None:
+            findings += _rise_rescan(session, t.rise)
         return findings
-
-    def _rise_rescan(self, session: Session, protocol: MonitoringProtocol) -> list[Finding]:
-        """The first dose or the baseline moved: every post-dose reading is judged again."""
-        rise = _rise_condition(session, protocol)
-        baseline = session.baseline()
-        if rise is None or baseline is None:
-            return []
-        return [Finding.bp_rise(r, baseline) for r in all_starts(session.bp, rise)]
 
     def _assessment(
         self,
@@ -314,7 +300,7 @@ class MonitoringEngine:
         self,
         session: Session,
         event: DoseAdministered,
-        protocol: MonitoringProtocol,
+        thresholds: Thresholds,
         decisions: Decisions,
     ) -> list[Finding]:
         first_before = session.first_dose
@@ -323,8 +309,8 @@ class MonitoringEngine:
         if session.first_dose == first_before:
             return []
         session.gap_cursor = None  # the monitored interval now starts elsewhere
-        if protocol.rule("BP_RISE").enabled:
-            return self._rise_rescan(session, protocol)
+        if thresholds.rise is not None:
+            return _rise_rescan(session, thresholds.rise)
         return []
 
     def _discharge(
@@ -395,20 +381,26 @@ class MonitoringEngine:
 
 
 def _rise_condition(
-    session: Session, protocol: MonitoringProtocol
-) -> Callable[[BPReading], bool] | None:
-    first, baseline = session.first_dose, session.baseline()
-    if first is None or baseline is None:
-        return None
-    rule = protocol.rule("BP_RISE")
-    systolic = baseline.systolic + rule["systolic_rise"]
-    diastolic = baseline.diastolic + rule["diastolic_rise"]
+    first: Mark, baseline: BPReading, rise: tuple[float, float]
+) -> Callable[[BPReading], bool]:
+    systolic, diastolic = baseline.systolic + rise[0], baseline.diastolic + rise[1]
     start = first.at
     return lambda r: r.at > start and (r.systolic >= systolic or r.diastolic >= diastolic)
 
 
+def _rise_rescan(session: Session, rise: tuple[float, float]) -> list[Finding]:
+    """The first dose or the baseline moved: every post-dose reading is judged again."""
+    first, baseline = session.first_dose, session.baseline()
+    if first is None or baseline is None:
+        return []
+    condition = _rise_condition(first, baseline, rise)
+    return [Finding.bp_rise(r, baseline) for r in all_starts(session.bp, condition)]
+
+
 def _spo2(session: Session, row: Measurement, thresholds: Thresholds) -> list[Finding]:
     index = insert(session.spo2, row)
+    if row.value >= thresholds.spo2_quiet_from and index == len(session.spo2) - 1:
+        return []  # the usual reading: meets no SpO2 rule and came last, so starts nothing
     findings: list[Finding] = []
     if thresholds.spo2_critical is not None:
         below = thresholds.spo2_critical_below
@@ -419,6 +411,16 @@ def _spo2(session: Session, row: Measurement, thresholds: Thresholds) -> list[Fi
         for start in starts_at(session.spo2, index, thresholds.spo2_low):
             findings.append(Finding.spo2("SPO2_LOW", start, below))
     return findings
+
+
+def _respiratory_rate(session: Session, row: Measurement, thresholds: Thresholds) -> list[Finding]:
+    index = insert(session.respiratory_rate, row)
+    condition = thresholds.respiratory_rate
+    last = index == len(session.respiratory_rate) - 1
+    if condition is None or (row.value >= thresholds.rate_quiet_from and last):
+        return []  # rule off, or a reading that meets it not and came last: starts nothing
+    starts = starts_at(session.respiratory_rate, index, condition)
+    return [Finding.respiratory_rate(start, thresholds.rate_below) for start in starts]
 
 
 def _accepted(event: Event) -> AuditRecord:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from math import inf
 from typing import TypeVar
 
 from remsguard.domain.protocol import MonitoringProtocol
@@ -47,6 +48,11 @@ class Thresholds:
     spo2_low_below: float
     spo2_critical_below: float
     rate_below: float
+    # At or above these a reading meets no enabled rule of its kind: the usual reading, which
+    # then starts no episode if it came last (the only other start it could make is a split).
+    spo2_quiet_from: float
+    rate_quiet_from: float
+    rise: tuple[float, float] | None  # BP_RISE's systolic and diastolic rise; None when off
 
     @classmethod
     def of(cls, protocol: MonitoringProtocol) -> Thresholds:
@@ -63,6 +69,13 @@ class Thresholds:
         def on(rule: str, condition: Callable[[Row], bool]) -> Callable[[Row], bool] | None:
             return condition if protocol.rule(rule).enabled else None
 
+        def quiet_from(*rules: tuple[str, float]) -> float:
+            return max(
+                (below for rule, below in rules if protocol.rule(rule).enabled), default=-inf
+            )
+
+        rise = protocol.rule("BP_RISE")
+
         return cls(
             crisis=on("BP_CRISIS", lambda r: r.systolic >= systolic or r.diastolic >= diastolic),
             spo2_critical=on("SPO2_CRITICAL", lambda r: r.value < critical_below),
@@ -72,4 +85,7 @@ class Thresholds:
             spo2_low_below=low_below,
             spo2_critical_below=critical_below,
             rate_below=rate_below,
+            spo2_quiet_from=quiet_from(("SPO2_LOW", low_below), ("SPO2_CRITICAL", critical_below)),
+            rate_quiet_from=quiet_from(("RESPIRATORY_DEPRESSION", rate_below)),
+            rise=(rise["systolic_rise"], rise["diastolic_rise"]) if rise.enabled else None,
         )
