@@ -47,9 +47,7 @@ async def _run_until(settings: Settings, done: Callable[[], bool], timeout: floa
     await task
 
 
-def test_notifier_stores_and_notifies_each_alert_once(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
+def test_notifier_stores_and_notifies_each_alert_once(kafka_bootstrap: str, tmp_path: Path) -> None:
     prefix = f"notifier-{uuid.uuid4().hex[:8]}."
     db = f"sqlite:///{tmp_path / 'log.db'}"
     settings = Settings(

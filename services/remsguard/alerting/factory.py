@@ -8,14 +8,14 @@ from datetime import timedelta
 from remsguard.adapters.storage import AppendResult, ComplianceLog
 from remsguard.adapters.telemetry import Telemetry
 from remsguard.alerting.channels import Channel
-from remsguard.alerting.policy import Policies
+from remsguard.alerting.policy import EscalationPolicy, Policies
 from remsguard.alerting.service import AlertingService
 from remsguard.alerting.sse import SseHub
 from remsguard.alerting.webhook import WebhookChannel
 from remsguard.config import Settings
 from remsguard.domain.decisions import Alert, AuditRecord
 
-__all__ = ["NotifyingLog", "build_alerting"]
+__all__ = ["NotifyingLog", "build_alerting", "build_console_alerting"]
 
 
 def build_alerting(
@@ -57,6 +57,15 @@ def build_alerting(
         )
     service.channels.extend(channels)
     return service
+
+
+def build_console_alerting(log: ComplianceLog) -> AlertingService:
+    """The service of a process that serves consoles but does not notify (`remsguard api` in
+    the Kafka deployment): its SSE hub, acknowledge and resolve, `relay` of live alerts. No
+    webhook and no escalation policy (the notifier owns both and re-reads each alert's stored
+    status before every escalation step, so an acknowledgement made here stops it). Never
+    `start` it: start-up catch-up would claim notifications that are the notifier's."""
+    return AlertingService(log, Policies(EscalationPolicy(), {}), hub=SseHub())
 
 
 class NotifyingLog:

@@ -13,29 +13,54 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Annotated
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
+from pydantic import ValidationError
 
 from remsguard.config import Settings, get_settings
+from remsguard.contract.outbound import alert_from_json
+from remsguard.domain.decisions import Alert
 
-__all__ = ["notifier_command"]
+if TYPE_CHECKING:
+    from remsguard.adapters.telemetry import Telemetry
+
+__all__ = ["decode_alerts", "notifier_command"]
 
 log = structlog.get_logger(__name__)
 
 
+def decode_alerts(records: Iterable[Any], telemetry: Telemetry | None = None) -> list[Alert]:
+    """The alerts of a batch of alerts-topic records; bad ones are logged and counted."""
+    alerts: list[Alert] = []
+    for record in records:
+        if record.value is None:
+            continue
+        try:
+            alerts.append(alert_from_json(record.value))
+        except ValidationError as exc:
+            log.warning(
+                "notifier.bad_alert",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                error=str(exc)[:200],
+            )
+            if telemetry is not None:
+                telemetry.dead_letter(record.topic, "invalid_alert")
+    return alerts
+
+
 async def run_notifier(settings: Settings, stop: asyncio.Event) -> None:
     from aiokafka import AIOKafkaConsumer
-    from pydantic import ValidationError
 
     from remsguard.adapters.kafka.topics import Topics
     from remsguard.adapters.metrics import new_registry, serve_metrics
     from remsguard.adapters.storage import ComplianceLog
     from remsguard.adapters.telemetry import Telemetry
     from remsguard.alerting.factory import build_alerting
-    from remsguard.contract.outbound import alert_from_json
-    from remsguard.domain.decisions import Alert
 
     registry = new_registry()
     telemetry = Telemetry(registry)
@@ -56,21 +81,7 @@ async def run_notifier(settings: Settings, stop: asyncio.Event) -> None:
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=1000)
-            alerts: list[Alert] = []
-            for records in batches.values():
-                for record in records:
-                    if record.value is None:
-                        continue
-                    try:
-                        alerts.append(alert_from_json(record.value))
-                    except ValidationError as exc:
-                        log.warning(
-                            "notifier.bad_alert",
-                            partition=record.partition,
-                            offset=record.offset,
-                            error=str(exc)[:200],
-                        )
-                        telemetry.dead_letter(topic, "invalid_alert")
+            alerts = decode_alerts([r for rs in batches.values() for r in rs], telemetry)
             if alerts:
                 await service.process(alerts, save=True)
             if batches:

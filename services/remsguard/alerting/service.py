@@ -249,6 +249,14 @@ class AlertingService:
             return True
         return False
 
+    def _fresh(self, alerts: Iterable[Alert]) -> dict[str, Alert]:
+        """The alerts of a batch not seen recently, once each, by id."""
+        fresh: dict[str, Alert] = {}
+        for alert in alerts:
+            if not self._seen(alert.alert_id) and alert.alert_id not in fresh:
+                fresh[alert.alert_id] = alert
+        return fresh
+
     def _remember(self, alert_id: str) -> None:
         self._recent[alert_id] = None
         if len(self._recent) > RECENT_IDS:
@@ -257,10 +265,7 @@ class AlertingService:
     async def process(self, alerts: Sequence[Alert], *, save: bool = False) -> list[Alert]:
         """Notify the alerts not notified before; returns them. `save`: store them first
         (the Kafka notifier; embedded mode's runtime has stored them already)."""
-        fresh: dict[str, Alert] = {}
-        for alert in alerts:
-            if not self._seen(alert.alert_id) and alert.alert_id not in fresh:
-                fresh[alert.alert_id] = alert
+        fresh = self._fresh(alerts)
         if not fresh:
             return []
         now = self.clock()
@@ -288,6 +293,33 @@ class AlertingService:
                     0,
                 )
         return [alert for alert, _ in claimed]
+
+    async def relay(self, alerts: Sequence[Alert]) -> int:
+        """Show new alerts on this process's SSE hub only; returns how many were shown.
+
+        For a process that serves consoles but does not notify (`remsguard api` follows the
+        alerts topic, the notifier notifies and escalates): the alerts are stored first (an
+        idempotent insert, so a console can acknowledge one before the notifier has stored
+        it), then each one still open is published to the hub, once. Nothing is claimed,
+        delivered elsewhere or watched for escalation."""
+        fresh = self._fresh(alerts)
+        if not fresh:
+            return 0
+        now = self.clock()
+        statuses = await asyncio.to_thread(self._store, list(fresh.values()))
+        shown = 0
+        for alert_id, alert in fresh.items():
+            self._remember(alert_id)
+            if statuses.get(alert_id) != AlertStatus.OPEN.value:
+                continue  # acknowledged or resolved already: a redelivery
+            note = Notification("alert", _new_alert_dict(alert, None), now)
+            self.hub.publish("alert", note.payload(), note.clinic_id, note.notification_id)
+            shown += 1
+        return shown
+
+    def _store(self, alerts: list[Alert]) -> dict[str, str]:
+        self.log.save_alerts(alerts)
+        return self.log.alert_statuses([a.alert_id for a in alerts])
 
     def _claim(
         self, alerts: list[Alert], now: datetime, save: bool

@@ -1,0 +1,101 @@
+"""The console side of the Kafka deployment (`remsguard api`): `AlertingService.relay` shows
+live alerts on the process's SSE hub without taking the notifier's job, and an acknowledgement
+made there stops the notifier's escalation (two services, one compliance log)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import orjson
+import pytest
+
+from remsguard.adapters.storage import AuditQuery
+from remsguard.alerting import records
+from remsguard.alerting.factory import build_console_alerting
+from remsguard.alerting.policy import Policies
+from remsguard.alerting.service import AlertingService
+from remsguard.domain.decisions import Severity
+
+from .support import Clock, alert, open_log
+from .test_escalation import Recorder
+
+pytestmark = pytest.mark.skipif(
+    not records.KINDS_AVAILABLE, reason="alerting audit kinds not registered"
+)
+
+
+def _frames(queue: asyncio.Queue[bytes | None]) -> list[dict[str, object]]:
+    out = []
+    while not queue.empty():
+        frame = queue.get_nowait()
+        assert frame is not None
+        data = frame.split(b"data: ", 1)[1]
+        out.append(orjson.loads(data))
+    return out
+
+
+def test_relay_stores_and_shows_each_open_alert_once_and_claims_nothing(tmp_path: Path) -> None:
+    clock = Clock()
+    log = open_log(tmp_path / "log.db", clock)
+
+    async def scenario() -> None:
+        console = build_console_alerting(log)
+        c1 = console.hub.subscribe(frozenset({"c1"}))
+        c2 = console.hub.subscribe(frozenset({"c2"}))
+        shown = await console.relay([alert("a1"), alert("a1"), alert("w1", Severity.WARNING)])
+        assert shown == 2
+        assert await console.relay([alert("a1")]) == 0  # redelivered: not shown again
+        notes = _frames(c1.queue)
+        assert [(n["kind"], n["alert"]["alert_id"]) for n in notes] == [  # type: ignore[index]
+            ("alert", "a1"),
+            ("alert", "w1"),
+        ]
+        assert _frames(c2.queue) == []  # another clinic's console sees nothing
+        # stored, so the console can acknowledge before the notifier has stored it
+        row = log.get_alert("a1")
+        assert row is not None and row.status == "open"
+        result = await console.acknowledge("a1", "staff-1", "rn-jane", frozenset({"c1"}))
+        assert result.changed
+        [note] = _frames(c1.queue)
+        assert note["kind"] == "acknowledged" and note["by_name"] == "rn-jane"
+        # an alert already acknowledged elsewhere is stored but not shown as new
+        log.save_alerts([alert("a2")])
+        log.acknowledge_alert("a2", "staff-2")
+        fresh = build_console_alerting(log)
+        sub = fresh.hub.subscribe(None)
+        assert await fresh.relay([alert("a2")]) == 0
+        assert _frames(sub.queue) == []
+
+    asyncio.run(scenario())
+    # the notifier's job is untouched: no notification claimed, nothing escalated
+    assert log.audit_records(AuditQuery(kind=records.NOTIFIED, limit=10)).items == []
+    assert log.audit_records(AuditQuery(kind=records.ESCALATED, limit=10)).items == []
+
+
+def test_acknowledged_on_the_console_does_not_escalate_unacknowledged_does(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    log = open_log(tmp_path / "log.db", clock)
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        notifier = AlertingService(log, Policies(), [recorder], clock=clock)
+        console = build_console_alerting(log)
+        await notifier.restore()
+        await console.relay([alert("acked"), alert("ignored", session="s2")])  # API first
+        await notifier.process([alert("acked"), alert("ignored", session="s2")], save=True)
+        assert sorted(a for a, _, _ in notifier.pending()) == ["acked", "ignored"]
+        clock.advance(seconds=60)
+        assert (await console.acknowledge("acked", "staff-1", "rn-jane")).changed
+        clock.advance(seconds=61)  # past the 2-minute step
+        assert await notifier.tick() == 1
+        clock.advance(minutes=5)
+        assert await notifier.tick() == 1  # the second step, still only the ignored one
+        await notifier.drain()
+
+    asyncio.run(scenario())
+    assert [(a, s) for a, s, _ in recorder.escalations()] == [("ignored", 0), ("ignored", 1)]
+    [ack] = log.audit_records(AuditQuery(kind=records.ACKNOWLEDGED, limit=10)).items
+    assert ack.subject_id == "acked" and orjson.loads(ack.detail)["by"] == "staff-1"
