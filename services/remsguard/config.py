@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     api_follow_sessions: bool = False
     processor_session_timeout_seconds: float = Field(default=10.0, gt=0)  # a dead worker's
     # partitions move after this long
+    # The staff console in `remsguard api` (Kafka deployment): follow the processor's session
+    # changelog (sessions board, discharge readiness) and the alerts topic (live SSE), and take
+    # acknowledgements. Off: the API serves the auditor endpoints only.
+    api_staff_console: bool = False
+    api_session_retention_hours: float = Field(default=24.0, gt=0)  # idle sessions leave
 
 
 @lru_cache(maxsize=1)

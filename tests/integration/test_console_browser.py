@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -40,12 +43,37 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@contextmanager
+def signed_in(tmp_path: Path, base: str, token: str) -> Iterator[Any]:
+    """A Playwright page of the console at `base`, signed in with `token` and following the
+    live stream, in headless Chromium at a landscape tablet's size."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=ARGS,
+            viewport={"width": 1024, "height": 768},
+        )
+        try:
+            page = context.new_page()
+            page.goto(f"{base}/console")
+            page.fill("#token", token)
+            page.click("#sign-in button[type=submit]")
+            page.wait_for_selector("#console:not([hidden])", timeout=10_000)
+            page.wait_for_selector("#live:not(.off)", timeout=10_000)
+            yield page
+        finally:
+            context.close()
+
+
 def _stamp(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def test_alert_reaches_console_and_acknowledgement_is_audited(tmp_path: Path) -> None:
-    playwright_api = pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("playwright.sync_api")
     data = tmp_path / "data"
     up = start_up(data)
     try:
@@ -87,58 +115,39 @@ def test_alert_reaches_console_and_acknowledgement_is_audited(tmp_path: Path) ->
         ]
         assert up.post(ndjson(before)).json()["accepted"] == len(before)
 
-        user_data = tmp_path / "chromium-profile"
-        with playwright_api.sync_playwright() as pw:
-            context = pw.chromium.launch_persistent_context(
-                str(user_data),
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=ARGS,
-                viewport={"width": 1024, "height": 768},  # a landscape tablet
+        with signed_in(tmp_path, up.base, staff["token"]) as page:
+            page.wait_for_selector('[data-session="s-quiet"]', timeout=10_000)
+
+            crisis = event(
+                "vitals.recorded",
+                "v1",
+                "s-crit",
+                at(-0.5),
+                {"systolic": 192, "diastolic": 104, "spo2": 96},
             )
-            try:
-                page = context.new_page()
-                page.goto(f"{up.base}/console")
-                page.fill("#token", staff["token"])
-                page.click("#sign-in button[type=submit]")
-                page.wait_for_selector("#console:not([hidden])", timeout=10_000)
-                page.wait_for_selector("#live:not(.off)", timeout=10_000)
-                page.wait_for_selector('[data-session="s-quiet"]', timeout=10_000)
+            started = time.monotonic()
+            response = up.post(ndjson([crisis]))
+            assert response.json()["accepted"] == 1, response.text
+            alert = page.locator("li.alert.critical", has_text="BP_CRISIS")
+            alert.wait_for(state="visible", timeout=2_000)
+            elapsed = time.monotonic() - started
+            assert elapsed < 2.0, f"alert took {elapsed:.2f}s to reach the console"
+            assert "PT-0042" in alert.inner_text()
+            page.wait_for_selector('[data-session="s-crit"].alerting', timeout=5_000)
+            page.locator('[data-session="s-crit"]', has_text="BP 192/104").wait_for(
+                timeout=5_000
+            )  # the board's next snapshot carries the reading behind the alert
 
-                crisis = event(
-                    "vitals.recorded",
-                    "v1",
-                    "s-crit",
-                    at(-0.5),
-                    {"systolic": 192, "diastolic": 104, "spo2": 96},
-                )
-                started = time.monotonic()
-                response = up.post(ndjson([crisis]))
-                assert response.json()["accepted"] == 1, response.text
-                alert = page.locator("li.alert.critical", has_text="BP_CRISIS")
-                alert.wait_for(state="visible", timeout=2_000)
-                elapsed = time.monotonic() - started
-                assert elapsed < 2.0, f"alert took {elapsed:.2f}s to reach the console"
-                assert "PT-0042" in alert.inner_text()
-                page.wait_for_selector('[data-session="s-crit"].alerting', timeout=5_000)
-                page.locator('[data-session="s-crit"]', has_text="BP 192/104").wait_for(
-                    timeout=5_000
-                )  # the board's next snapshot carries the reading behind the alert
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / "console.png"
+            page.screenshot(path=str(shot), full_page=True)
 
-                ARTIFACTS.mkdir(exist_ok=True)
-                shot = ARTIFACTS / "console.png"
-                page.screenshot(path=str(shot), full_page=True)
-
-                alert.locator("button.ack").click()
-                page.wait_for_selector(
-                    'li.alert.critical[data-status="acknowledged"]', timeout=5_000
-                )
-                assert "acknowledged by rn-jane.doe" in alert.inner_text()
-                page.screenshot(path=str(ARTIFACTS / "console-acknowledged.png"), full_page=True)
-                if os.environ.get("REMSGUARD_UPDATE_DOCS_SCREENSHOT") == "1":
-                    shutil.copyfile(shot, ROOT / "docs" / "console.png")
-            finally:
-                context.close()
+            alert.locator("button.ack").click()
+            page.wait_for_selector('li.alert.critical[data-status="acknowledged"]', timeout=5_000)
+            assert "acknowledged by rn-jane.doe" in alert.inner_text()
+            page.screenshot(path=str(ARTIFACTS / "console-acknowledged.png"), full_page=True)
+            if os.environ.get("REMSGUARD_UPDATE_DOCS_SCREENSHOT") == "1":
+                shutil.copyfile(shot, ROOT / "docs" / "console.png")
 
         stored = [a for a in up.alerts(rule="BP_CRISIS") if a["session_id"] == "s-crit"]
         assert [(a["status"], a["acknowledged_by"]) for a in stored] == [

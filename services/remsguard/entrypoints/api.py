@@ -1,10 +1,16 @@
-"""`remsguard api`: the standalone auditor API of the Kafka/PostgreSQL deployment, and
-`remsguard principals create`.
+"""`remsguard api`: the standalone auditor API and staff console of the Kafka/PostgreSQL
+deployment, and `remsguard principals create`.
 
 The API serves the same FastAPI app as embedded mode (`create_app`), over an API-only
-container: the compliance log at `REMSGUARD_DATABASE_URL` (migrated on start), no engine, no
-ingest (`POST /v1/events` answers 404). It also runs the form-deadline check every
+container: the compliance log at `REMSGUARD_DATABASE_URL` (migrated on start), no ingest
+(`POST /v1/events` answers 404). It also runs the form-deadline check every
 `REMSGUARD_FORM_CHECK_SECONDS` (MONITORING_FORM_OVERDUE, once per session).
+
+With `REMSGUARD_API_STAFF_CONSOLE=true` it also serves the staff console: a read-only engine
+over the processor's session state (`SessionView`, from the table's changelog) answers the
+sessions board and `GET /sessions/{id}/discharge-readiness`; the alerts topic feeds the SSE
+stream (`AlertFeed`); acknowledgements and resolutions go through `AlertingService` into the
+compliance log, where the notifier's escalation sees them. Without it those routes answer 503.
 """
 
 from __future__ import annotations
@@ -19,12 +25,18 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import IntegrityError
 
+from remsguard.adapters.kafka.session_view import SessionView
+from remsguard.adapters.kafka.topics import Topics
 from remsguard.adapters.metrics import new_registry
 from remsguard.adapters.storage import ComplianceLog, PrincipalRole
 from remsguard.adapters.telemetry import Telemetry
+from remsguard.alerting.factory import build_console_alerting
+from remsguard.alerting.feed import AlertFeed
+from remsguard.alerting.service import AlertingService
 from remsguard.auditing.deadlines import FormDeadlineTask
 from remsguard.bootstrap import load_protocols
 from remsguard.config import Settings, get_settings
+from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.protocol import MonitoringProtocol, ProtocolError
 
 __all__ = ["ApiContainer", "api_command", "principals_app"]
@@ -35,8 +47,40 @@ def _wall_clock() -> datetime:
 
 
 @dataclass
+class StaffConsole:
+    """The console's parts in `remsguard api`: the processor's sessions seen through a
+    read-only engine, live alerts, and the acknowledge/resolve service."""
+
+    sessions: SessionView
+    engine: MonitoringEngine  # reads `sessions.sessions`; never fed an event
+    alerting: AlertingService
+    feed: AlertFeed
+
+    @classmethod
+    def open(
+        cls, settings: Settings, log: ComplianceLog, protocols: Mapping[str, MonitoringProtocol]
+    ) -> StaffConsole:
+        view = SessionView.from_settings(settings)
+        engine = MonitoringEngine(
+            protocols, default_protocol=settings.default_protocol, sessions=view.sessions
+        )
+        alerting = build_console_alerting(log)
+        feed = AlertFeed(settings.kafka_bootstrap, Topics.from_settings(settings).alerts, alerting)
+        return cls(view, engine, alerting, feed)
+
+    def start(self) -> None:
+        self.sessions.start()
+        self.feed.start()
+
+    async def stop(self) -> None:
+        await self.feed.stop()
+        await self.sessions.stop()
+        await self.alerting.stop()  # closes the SSE streams
+
+
+@dataclass
 class ApiContainer:
-    """What the HTTP app serves from in `remsguard api`; `runtime` is None (no engine)."""
+    """What the HTTP app serves from in `remsguard api`; `runtime` is None (no ingest)."""
 
     settings: Settings
     compliance: ComplianceLog
@@ -44,7 +88,21 @@ class ApiContainer:
     protocols: Mapping[str, MonitoringProtocol]
     clock: Callable[[], datetime] = _wall_clock
     deadlines: FormDeadlineTask | None = None
+    console: StaffConsole | None = None
     runtime: None = field(default=None)
+
+    @property
+    def alerting(self) -> AlertingService | None:
+        """Acknowledge/resolve and the SSE hub (the staff routes look for it)."""
+        return None if self.console is None else self.console.alerting
+
+    @property
+    def engine(self) -> MonitoringEngine | None:
+        """The read-only engine over the processor's sessions, once the view has caught up
+        with the changelog (before that a session could look unknown)."""
+        if self.console is None or not self.console.sessions.caught_up:
+            return None
+        return self.console.engine
 
     @classmethod
     def open(
@@ -70,7 +128,10 @@ class ApiContainer:
             if check_deadlines
             else None
         )
-        return cls(settings, log, telemetry, protocols, clock, deadlines)
+        console = None
+        if settings.api_staff_console:
+            console = StaffConsole.open(settings, log, protocols)
+        return cls(settings, log, telemetry, protocols, clock, deadlines, console)
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -79,8 +140,12 @@ class ApiContainer:
     async def start(self) -> None:
         if self.deadlines is not None:
             self.deadlines.start()
+        if self.console is not None:
+            self.console.start()
 
     async def stop(self) -> None:
+        if self.console is not None:
+            await self.console.stop()
         if self.deadlines is not None:
             await self.deadlines.stop()
         self.compliance.close()
@@ -91,7 +156,8 @@ def api_command(
     host: Annotated[str | None, typer.Option(help="address to listen on")] = None,
     port: Annotated[int | None, typer.Option(min=0, max=65535, help="HTTP port")] = None,
 ) -> None:
-    """Serve the auditor API over the compliance log (no engine, no ingest)."""
+    """Serve the auditor API over the compliance log (no ingest); with
+    REMSGUARD_API_STAFF_CONSOLE, the staff console over the processor's state too."""
     from remsguard.entrypoints.http import create_app
 
     settings = get_settings()

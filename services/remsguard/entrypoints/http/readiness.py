@@ -3,7 +3,8 @@
 The answer is the engine's (`MonitoringEngine.readiness`), given the session's unresolved
 critical alerts from the compliance log: `ready`, `earliest_discharge_at` (the latest dose +
 the protocol's window), `reasons` in plain words, and the `next_checks` still owed.
-Served where the engine runs (embedded mode); elsewhere it answers 503.
+Served where the engine's state is: embedded mode, or `remsguard api` with the staff console
+(the processor's session state, read from its changelog) once it has caught up; else 503.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi.responses import Response
 from remsguard.adapters.storage import AlertQuery, AlertStatus
 from remsguard.embedded.compliance import Principal, Role
 from remsguard.entrypoints.http.auth import require
-from remsguard.entrypoints.http.board import board_now, readiness_json
+from remsguard.entrypoints.http.board import board_now, console_engine, readiness_json
 from remsguard.entrypoints.http.errors import ApiError
 
 __all__ = ["router"]
@@ -33,7 +34,7 @@ router = APIRouter(tags=["staff"])
         401: {"description": "Missing or unknown bearer token."},
         403: {"description": "A device token."},
         404: {"description": "No such session, or not one of this principal's clinics."},
-        503: {"description": "This process runs no engine (not embedded mode)."},
+        503: {"description": "No engine state here (no staff console), or not read yet."},
     },
 )
 async def discharge_readiness(
@@ -42,10 +43,9 @@ async def discharge_readiness(
     principal: Principal = Depends(require(Role.STAFF, Role.ADMIN, Role.AUDITOR)),
 ) -> Response:
     container = request.app.state.container
-    runtime = getattr(container, "runtime", None)
-    if runtime is None:
+    engine = console_engine(container)
+    if engine is None:
         raise ApiError(503, "no_engine", "discharge readiness is served where the engine runs")
-    engine = runtime.engine
     session = engine.sessions.get(session_id)
     if session is None or not principal.may_see(session.clinic_id):
         raise ApiError(404, "not_found", f"no session {session_id!r}")

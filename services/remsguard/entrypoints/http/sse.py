@@ -26,7 +26,12 @@ from remsguard.alerting.service import AlertingService
 from remsguard.alerting.sse import format_event
 from remsguard.embedded.compliance import Principal, Role
 from remsguard.entrypoints.http.auth import require
-from remsguard.entrypoints.http.board import board_now, open_alerts, sessions_board
+from remsguard.entrypoints.http.board import (
+    board_now,
+    console_engine,
+    open_alerts,
+    sessions_board,
+)
 from remsguard.entrypoints.http.errors import ApiError
 
 __all__ = ["SNAPSHOT_SECONDS", "router", "snapshot"]
@@ -39,8 +44,7 @@ MIN_SNAPSHOT_SECONDS: Final = 1.0
 
 async def snapshot(container: Any, principal: Principal) -> dict[str, Any]:
     """The console's state: sessions board and unresolved alerts, for this principal."""
-    runtime = getattr(container, "runtime", None)
-    engine = None if runtime is None else runtime.engine
+    engine = console_engine(container)
     now = board_now(engine)
     alerts = await asyncio.to_thread(open_alerts, container.compliance, principal.clinic_scope, now)
     sessions = [] if engine is None else sessions_board(engine, principal.clinic_scope, now, alerts)
