@@ -91,13 +91,6 @@ def test_kill_9_mid_stream_then_restart(kafka_bootstrap: str, tmp_path: Path) ->
     )
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, intermittent (2 of ~7 full-suite runs, under load): after the takeover "
-    "the surviving worker sometimes decides deadlines without readings it has not re-read "
-    "yet (extra VITALS_GAP / PRE_DOSE_BP_MISSING / POST_DOSE_BP_MISSED, missing "
-    "PRE_DOSE_BP_ELEVATED); issue 4 stays open for it",
-)
 def test_two_workers_one_killed_the_other_takes_over(kafka_bootstrap: str, tmp_path: Path) -> None:
     lines = _stream(30_000, hours_ago=40, seed=41)
     with stack(kafka_bootstrap, tmp_path) as deployment:

@@ -88,7 +88,7 @@ class Harness:
         rules: list[str] = []
         for partition, session_id, at in self.processor.due_ticks():
             result = self.processor.process(
-                TOPICS.ticks, partition, 0, session_id.encode(), encode_tick(at)
+                TOPICS.ticks, partition, 0, session_id.encode(), self.processor.tick_value(at)
             )
             rules += result.alerts
         return rules
@@ -222,7 +222,7 @@ def test_event_time_decides_deadlines_once_every_active_input_passed_them() -> N
     assert clocks[0] == T0 + timedelta(minutes=56)  # not the wall clock: inputs are active
     ticks = h.processor.due_ticks()
     assert ticks == [(0, "s1", T0 + timedelta(minutes=56))]
-    result = h.processor.process(TOPICS.ticks, 0, 0, b"s1", encode_tick(ticks[0][2]))
+    result = h.processor.process(TOPICS.ticks, 0, 0, b"s1", h.processor.tick_value(ticks[0][2]))
     assert result.alerts == ["VITALS_GAP"]  # 0 to 40 minutes without vitals ...
     assert "POST_DOSE_BP_MISSED" not in h.tick_all(wall)  # ... but the 40-minute BP is there
 
@@ -238,6 +238,30 @@ def test_a_silent_device_is_judged_by_the_wall_clock_once_quiet() -> None:
     assert "POST_DOSE_BP_MISSED" in rules
 
 
+def test_a_tick_timed_before_a_crash_or_rebalance_is_void() -> None:
+    # The worker that sent it had read further than the offsets re-read now: applied, it
+    # would judge the 40-minute check before the BP reading behind it is re-read.
+    dead = Harness()
+    dead.send(bp(1, -5))
+    dead.send(dose(2, 0))
+    late_tick = dead.processor.tick_value(T0 + timedelta(minutes=60))
+    survivor = Harness(dead.backing)
+    survivor.send(bp(1, -5))
+    survivor.send(dose(2, 0))
+    stale = survivor.processor.process(TOPICS.ticks, 0, 0, b"s1", late_tick)
+    assert (stale.outcome, stale.alerts) == ("stale_tick", [])
+    survivor.send(bp(3, 41))
+    survivor.processor.revoke({0})  # a rebalance voids this worker's own earlier ticks too
+    own_tick = survivor.processor.tick_value(T0 + timedelta(minutes=60))
+    survivor.processor.assign({0})
+    assert survivor.processor.process(TOPICS.ticks, 0, 1, b"s1", own_tick).outcome == "stale_tick"
+    current = survivor.processor.process(
+        TOPICS.ticks, 0, 2, b"s1", survivor.processor.tick_value(T0 + timedelta(minutes=60))
+    )
+    assert current.outcome == "accepted"
+    assert "POST_DOSE_BP_MISSED" not in current.alerts
+
+
 def test_a_device_uploading_a_buffer_is_not_judged_mid_upload() -> None:
     h = Harness()
     h.send(bp(1, -5))
@@ -251,7 +275,7 @@ def test_a_device_uploading_a_buffer_is_not_judged_mid_upload() -> None:
 
 def test_ticks_and_flush_requests_round_trip() -> None:
     at = datetime(2026, 11, 20, 9, 0, 1, 500, tzinfo=UTC)
-    assert decode_tick(encode_tick(at)) == at
+    assert decode_tick(encode_tick(at, "w1.3")) == ("w1.3", at)
     assert decode_tick(b"F") is None
     h = Harness()
     assert h.processor.process(TOPICS.ticks, 0, 0, b"", b"F").outcome == "flush"

@@ -33,6 +33,7 @@ from __future__ import annotations
 import heapq
 import pickle
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -86,8 +87,9 @@ class Result:
     event: Event | None = None  # the decoded input event, if it decoded
 
 
-def encode_tick(now: datetime) -> bytes:
-    return b"T" + now.astimezone(UTC).isoformat().encode()
+def encode_tick(now: datetime, epoch: str) -> bytes:
+    """A tick: decide the session's deadlines at `now`; valid only in `epoch` (see `_tick`)."""
+    return b"T" + epoch.encode() + b" " + now.astimezone(UTC).isoformat().encode()
 
 
 def encode_stored_session(partition: int, session: Session) -> bytes:
@@ -101,10 +103,11 @@ def decode_stored_session(blob: bytes) -> tuple[int, Session]:
     return int(partition), session
 
 
-def decode_tick(value: bytes) -> datetime | None:
-    """The clock time of a tick message; None for a flush request."""
+def decode_tick(value: bytes) -> tuple[str, datetime] | None:
+    """The epoch and clock time of a tick message; None for a flush request."""
     if value.startswith(b"T"):
-        return datetime.fromisoformat(value[1:].decode())
+        epoch, _, at = value[1:].decode().partition(" ")
+        return epoch, datetime.fromisoformat(at)
     return None
 
 
@@ -211,6 +214,7 @@ class StreamProcessor:
         idle_grace_seconds: float = 3.0,
         flush_seconds: float = 0.25,
         monotonic: Callable[[], float] = time.monotonic,
+        instance: str | None = None,
     ) -> None:
         if engine.sessions is not store:
             raise ValueError("the engine must use the store as its sessions")
@@ -229,6 +233,19 @@ class StreamProcessor:
         self._wall: datetime | None = None
         self._due: dict[str, datetime] = {}  # the deadline each session is queued for
         self._order = count()
+        self._instance = instance or uuid.uuid4().hex[:12]
+        self._epochs = count()
+        self.epoch = ""
+        self._new_epoch()
+
+    def _new_epoch(self) -> None:
+        """Ticks sent before now are void: they were timed by another worker's (or this one's
+        pre-rebalance) progress, which may be ahead of the offsets re-read from now on."""
+        self.epoch = f"{self._instance}.{next(self._epochs)}"
+
+    def tick_value(self, now: datetime) -> bytes:
+        """The tick message that asks the agent to decide a session's deadlines at `now`."""
+        return encode_tick(now, self.epoch)
 
     # -- assignment ------------------------------------------------------------------------
 
@@ -240,6 +257,7 @@ class StreamProcessor:
         """Take (or keep) exactly these partitions; rebuild the deadline heaps from state."""
         gone = set(self._partitions) - partitions
         self.revoke(gone)
+        self._new_epoch()
         now = self._monotonic()
         for partition in partitions:
             self._partitions.setdefault(partition, _Partition(assigned_at=now, last_flush=now))
@@ -255,6 +273,7 @@ class StreamProcessor:
     def adopt(self, partitions: set[int]) -> None:
         """Partitions just assigned (their state may still be recovering): accept their
         messages now; `assign` rebuilds the deadline heaps once recovery is over."""
+        self._new_epoch()
         now = self._monotonic()
         for partition in partitions:
             self._partitions.setdefault(partition, _Partition(assigned_at=now, last_flush=now))
@@ -265,6 +284,7 @@ class StreamProcessor:
     def revoke(self, partitions: set[int]) -> None:
         if not partitions:
             return
+        self._new_epoch()
         for name in list(self.store):
             if self.store.partition_of(name) in partitions:
                 self._active_at.pop(name, None)
@@ -353,9 +373,15 @@ class StreamProcessor:
 
     def _tick(self, partition: int, key: bytes | None, value: bytes) -> Result:
         result = Result(outcome="tick")
-        now = decode_tick(value)
-        if now is None or not key:
+        tick = decode_tick(value)
+        if tick is None or not key:
             result.outcome = "flush"
+            return result
+        epoch, now = tick
+        if epoch != self.epoch:
+            # Re-read after a crash or rebalance: the inputs it was timed against may not have
+            # been re-read yet. The rebuilt deadline heap sends its own ticks.
+            result.outcome = "stale_tick"
             return result
         session_id = key.decode("utf-8")
         try:

@@ -8,8 +8,12 @@
   the assignment changed; advances each actively owned partition's clock; sends a tick to
   the tick topic for every due session (and a flush request for partitions whose processed
   messages wait too long for their state write).
-- Manual acks: a message is acked only after its partition's state is in the table, which
-  happens only after every output sent before is acknowledged by Kafka.
+- Manual acks: a message is acked only once its partition's state is in the changelog
+  (acknowledged by Kafka), and that state is sent only once every output sent before it is
+  acknowledged. The changelog copy is sent by the agent itself and awaited: faust's own
+  table writes go through a send-soon buffer that its pre-commit flush may leave undrained
+  (`flush_atmost` gives up after 0.1 s), so offsets could be committed ahead of the state they
+  need, and a worker taking over would skip readings it never saw.
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ from remsguard.handlers.stream import (
     PROCESSING_ERROR,
     SessionStore,
     StreamProcessor,
-    encode_tick,
 )
 
 __all__ = ["ProcessorMetrics", "create_app"]
@@ -116,23 +119,45 @@ class _Sealed:
     events: list[Any]
 
 
+@dataclass(slots=True)
+class _Written:
+    """A partition's state sent to the changelog; its messages are acked once Kafka has it."""
+
+    sends: list[Any]
+    events: list[Any]
+
+
 @dataclass
 class _Pending:
     """Per partition: messages waiting for their state write, outputs waiting for acks,
-    and sealed state snapshots waiting for those acks (oldest first)."""
+    sealed state snapshots waiting for those acks, and written snapshots waiting for the
+    changelog's acks (each oldest first)."""
 
     events: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
     sends: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
     sealed: dict[int, deque[_Sealed]] = field(default_factory=lambda: defaultdict(deque))
+    written: dict[int, deque[_Written]] = field(default_factory=lambda: defaultdict(deque))
 
     def drop(self, partitions: set[int]) -> None:
         for partition in partitions:
             self.events.pop(partition, None)
             self.sends.pop(partition, None)
             self.sealed.pop(partition, None)
+            self.written.pop(partition, None)
 
     def waiting(self) -> list[int]:
-        return [p for p, batches in self.sealed.items() if batches]
+        stages = (self.sealed, self.written)
+        return sorted({p for stage in stages for p, batches in stage.items() if batches})
+
+
+def _delivered(sends: list[Any]) -> bool:
+    """Whether every send is acknowledged; raises if one failed (crash and redo, never skip)."""
+    if not all(fut.done() for fut in sends):
+        return False
+    failed = [f.exception() for f in sends if f.exception() is not None]
+    if failed:
+        raise RuntimeError(f"output not delivered: {failed[0]!r}")
+    return True
 
 
 def create_app(
@@ -180,6 +205,7 @@ def create_app(
     # faust derives table serializers from the types (json for bytes); the changelog topic is
     # created lazily, so raw set here applies to it too.
     table.key_serializer = table.value_serializer = "raw"
+    changelog = table.changelog_topic.get_topic_name()
     store = SessionStore(table)
     engine = MonitoringEngine(
         load_protocols(protocol_files or settings.protocol_files),
@@ -252,15 +278,17 @@ def create_app(
                     )
                 )
             batches = pending.sealed.get(partition)
-            while batches and all(fut.done() for fut in batches[0].sends):
+            while batches and _delivered(batches[0].sends):
                 batch = batches.popleft()
-                failed = [f.exception() for f in batch.sends if f.exception() is not None]
-                if failed:  # never write state whose outputs may be lost: crash, redo
-                    raise RuntimeError(f"output not delivered: {failed[0]!r}")
+                sent = []
                 for key, blob in batch.blobs:
-                    table[key] = blob
+                    table.data[key] = blob  # the local copy; the changelog's is sent here:
+                    sent.append(await producer.send(changelog, key, blob, partition, None, None))
+                pending.written[partition].append(_Written(sent, batch.events))
                 metrics.flushes.inc()
-                for done in batch.events:
+            written = pending.written.get(partition)
+            while written and _delivered(written[0].sends):
+                for done in written.popleft().events:
                     await manual.ack(done)
             yield None
 
@@ -311,7 +339,7 @@ def create_app(
         producer, ticks = app.producer, topics.ticks
         for partition, session_id, now in processor.due_ticks():
             await producer.send(
-                ticks, session_id.encode("utf-8"), encode_tick(now), partition, None, None
+                ticks, session_id.encode("utf-8"), processor.tick_value(now), partition, None, None
             )
         for partition in {*processor.stale_partitions(), *pending.waiting()}:
             await producer.send(ticks, b"", FLUSH, partition, None, None)
