@@ -23,8 +23,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -53,6 +55,56 @@ def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
+
+
+def follow_alerts(
+    base: str,
+    token: str,
+    ready: threading.Event,
+    received: dict[str, float],
+    want: int,
+    key: Callable[[dict[str, Any]], str | None],
+) -> None:
+    """Read `GET /v1/stream` as a console does: `ready` once connected; for each new alert
+    (`kind` alert) whose `key` is not None, the time it was read, until `want` are in."""
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.stream("GET", f"{base}/v1/stream", headers=headers, timeout=None) as resp:
+        event = ""
+        if resp.status_code != 200:
+            print(f"stream answered {resp.status_code}: {resp.read()[:300]!r}", file=sys.stderr)
+            ready.set()
+            return
+        for line in resp.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+                if event == "hello":
+                    ready.set()
+            elif line.startswith("data: ") and event == "alert":
+                at = time.perf_counter()
+                note = orjson.loads(line[6:])
+                name = key(note["alert"]) if note["kind"] == "alert" else None
+                if name is not None:
+                    received.setdefault(name, at)
+                    if len(received) >= want:
+                        return
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def print_latencies(latencies: list[float]) -> None:
+    """p50/p95/p99/max of latencies in milliseconds, on one line (nothing if none)."""
+    if latencies:
+        print(
+            f"  p50 {statistics.median(latencies):.1f} ms  "
+            f"p95 {_percentile(latencies, 0.95):.1f} ms  "
+            f"p99 {_percentile(latencies, 0.99):.1f} ms  max {max(latencies):.1f} ms"
+        )
 
 
 def main() -> None:
@@ -124,31 +176,10 @@ def main() -> None:
             ready = threading.Event()
 
             def follow() -> None:
-                headers = {"Authorization": f"Bearer {staff['token']}"}
-                with httpx.stream(
-                    "GET", f"{base}/v1/stream", headers=headers, timeout=None
-                ) as resp:
-                    event = ""
-                    if resp.status_code != 200:
-                        print(
-                            f"stream answered {resp.status_code}: {resp.read()[:300]!r}",
-                            file=sys.stderr,
-                        )
-                        ready.set()
-                        return
-                    for line in resp.iter_lines():
-                        if line.startswith("event: "):
-                            event = line[7:]
-                            if event == "hello":
-                                ready.set()
-                        elif line.startswith("data: ") and event == "alert":
-                            at = time.perf_counter()
-                            note = orjson.loads(line[6:])
-                            alert = note["alert"]
-                            if note["kind"] == "alert" and alert["rule"] == "BP_CRISIS":
-                                received.setdefault(alert["session_id"], at)
-                                if len(received) >= alerts_total:
-                                    return
+                follow_alerts(
+                    base, staff["token"], ready, received, alerts_total,
+                    lambda alert: alert["session_id"] if alert["rule"] == "BP_CRISIS" else None,
+                )  # fmt: skip
 
             reader = threading.Thread(target=follow, daemon=True)
             reader.start()
@@ -191,19 +222,10 @@ def main() -> None:
             print(f"alert delivery, ingest -> SSE: {len(latencies)} critical alerts at "
                   f"{args.rate:g}/s for {args.seconds:g}s, plus {args.background:g} background "
                   f"events/s; missing {missing}")  # fmt: skip
-            if latencies:
-                print(
-                    f"  p50 {statistics.median(latencies):.1f} ms  "
-                    f"p95 {_percentile(latencies, 0.95):.1f} ms  "
-                    f"p99 {_percentile(latencies, 0.99):.1f} ms  max {max(latencies):.1f} ms"
-                )
+            print_latencies(latencies)
         finally:
             client.close()
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_process(proc)
 
 
 if __name__ == "__main__":
