@@ -9,12 +9,13 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import NamedTuple
 
 from remsguard.domain.decisions import AuditKind
 from remsguard.domain.findings import Finding, clock_time
 from remsguard.domain.protocol import MonitoringProtocol
-from remsguard.domain.session import LAST_ID, BPReading, Mark, Session
+from remsguard.domain.session import BPReading, Mark, Session
 
 
 class Check(NamedTuple):
@@ -241,7 +242,8 @@ def bp_elevated(session: Session, protocol: MonitoringProtocol, reading: BPReadi
 def _gap(session: Session, protocol: MonitoringProtocol, point: Mark) -> CheckOutcome:
     rule = protocol.rule("VITALS_GAP")
     limit = rule.minutes("max_minutes")
-    following = next(iter(_points_after(session, point)), None)
+    later = _points_after(session, point)
+    following = later[0] if later else None
     discharge = session.discharge
     if following is not None:
         gap = following.at - point.at > limit
@@ -262,33 +264,40 @@ def _gap_candidate(session: Session, first_dose: Mark, limit: timedelta) -> Mark
     Points closer than the limit to their successor can never open one (a late reading only
     shortens gaps), so the engine wakes only for the last point or a real hole. Those points
     are decided here and now: the cursor moves past them, so the next look starts later.
+    The look jumps a limit ahead at a time, since no hole fits in a shorter span.
     """
     cursor = session.gap_cursor
-    previous = first_dose if cursor is None else None
-    decided = cursor
-    for point in _points_after(session, cursor or first_dose):
-        if previous is not None:
-            if point.at - previous.at > limit:
-                break
-            decided = previous
-        previous = point
-    session.gap_cursor = decided
-    return previous
+    points = _points_after(session, cursor or first_dose)
+    if cursor is None:
+        points.insert(0, first_dose)
+    if not points:
+        return None
+    here = 0
+    while True:
+        # The last point within the limit of this one: no point before it opens a gap.
+        reach = bisect_right(points, points[here].at + limit, here, key=_AT) - 1
+        if reach == here:
+            break
+        here = reach
+    session.gap_cursor = points[here - 1] if here else cursor
+    return points[here]
 
 
 def _points_after(session: Session, mark: Mark) -> list[Mark]:
-    """Vitals readings after `mark`, up to the discharge (a slice: scanned often, kept short)."""
+    """Vitals readings after `mark`, up to the discharge (a copy: the caller may change it)."""
     vitals, discharge = session.vitals, session.discharge
-    end = len(vitals) if discharge is None else bisect_right(vitals, (discharge.at, LAST_ID))
+    end = len(vitals) if discharge is None else bisect_right(vitals, discharge.at, key=_AT)
     return vitals[bisect_right(vitals, mark) : end]
 
 
 def _doses_in_session(session: Session) -> list[Mark]:
-    discharge = session.discharge
-    if discharge is None:
-        return session.doses
-    return [d for d in session.doses if d.at <= discharge.at]
+    discharge, doses = session.discharge, session.doses
+    if discharge is None or not doses or doses[-1].at <= discharge.at:
+        return doses
+    return [d for d in doses if d.at <= discharge.at]
 
+
+_AT = attrgetter("at")
 
 _RUNNERS = {
     "pre": _pre_dose,

@@ -423,11 +423,15 @@ def _respiratory_rate(session: Session, row: Measurement, thresholds: Thresholds
     return [Finding.respiratory_rate(start, thresholds.rate_below) for start in starts]
 
 
+# Looked up once: on Python 3.11 reading an enum member costs as much as building a tuple.
+_ACCEPTED = AuditKind.EVENT_ACCEPTED
+
+
 def _accepted(event: Event) -> AuditRecord:
     # Positional: this runs for every event, and keyword construction costs twice as much.
     return AuditRecord(
-        stable_id(AuditKind.EVENT_ACCEPTED, event.session_id, event.event_id),
-        AuditKind.EVENT_ACCEPTED,
+        stable_id(_ACCEPTED, event.session_id, event.event_id),
+        _ACCEPTED,
         event.event_id,
         event.session_id,
         event.clinic_id,
