@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -97,9 +97,11 @@ def _start(the_stack: Stack, name: str, *args: str) -> Service:
     return Service(process, log)
 
 
-def _wait(what: str, ready: object, service: Service, timeout: float = START_TIMEOUT_S) -> None:
+def _wait(
+    what: str, ready: Callable[[], bool], service: Service, timeout: float = START_TIMEOUT_S
+) -> None:
     deadline = time.monotonic() + timeout
-    while not ready():  # type: ignore[operator]
+    while not ready():
         if service.process.poll() is not None:
             raise AssertionError(f"{what} exited {service.process.returncode}:\n{service.tail()}")
         if time.monotonic() > deadline:
