@@ -344,8 +344,10 @@ def test_every_panel_query_returns_data_from_the_running_services(
         )
         wait_for(
             "the processor to own its partitions",
-            lambda: b'remsguard_worker_up{service="processor"} 1.0'
-            in http_get(f"http://127.0.0.1:{ports['processor']}/metrics"),
+            lambda: (
+                b'remsguard_worker_up{service="processor"} 1.0'
+                in http_get(f"http://127.0.0.1:{ports['processor']}/metrics")
+            ),
             START_TIMEOUT_S,
             log_files,
         )
