@@ -10,8 +10,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from remsguard.adapters.metrics import new_registry
 from remsguard.adapters.storage import AuditQuery
+from remsguard.adapters.telemetry import Telemetry
 from remsguard.alerting import records
+from remsguard.alerting import service as service_module
 from remsguard.alerting.factory import build_console_alerting
 from remsguard.alerting.policy import Policies
 from remsguard.alerting.service import AlertingService
@@ -99,3 +102,33 @@ def test_acknowledged_on_the_console_does_not_escalate_unacknowledged_does(
     assert [(a, s) for a, s, _ in recorder.escalations()] == [("ignored", 0), ("ignored", 1)]
     [ack] = log.audit_records(AuditQuery(kind=records.ACKNOWLEDGED, limit=10)).items
     assert ack.subject_id == "acked" and orjson.loads(ack.detail)["by"] == "staff-1"
+
+
+def test_the_notifiers_open_alert_gauge_follows_a_console_acknowledgement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "OPEN_COUNT_SECONDS", 0.0)
+    clock = Clock()
+    log = open_log(tmp_path / "log.db", clock)
+    telemetry = Telemetry(new_registry())
+
+    def open_now(severity: str) -> float | None:
+        return telemetry.registry.get_sample_value(
+            "remsguard_alerts_open", {"clinic": "c1", "severity": severity}
+        )
+
+    async def scenario() -> None:
+        notifier = AlertingService(log, Policies(), [], clock=clock, telemetry=telemetry)
+        await notifier.restore()
+        await notifier.process([alert("a1"), alert("a2", session="s2")], save=True)
+        assert open_now("critical") == 2
+        await notifier.tick()
+        assert open_now("critical") == 2  # nothing changed elsewhere: the count agrees
+        console = build_console_alerting(log)  # the API's, another process in production
+        assert (await console.acknowledge("a1", "staff-1", "rn-jane")).changed
+        assert (await console.resolve("a2", "staff-1", "rn-jane")).changed
+        await notifier.tick()
+        await notifier.drain()
+
+    asyncio.run(scenario())
+    assert open_now("critical") == 0

@@ -172,6 +172,7 @@ class Telemetry:
             ["clinic", "severity"],
             registry=registry,
         )
+        self._open_keys: set[tuple[str, str]] = set()  # series `alerts_open` has shown
         self.alerts_past_escalation = Gauge(
             "remsguard_alerts_open_past_escalation",
             "Open (unacknowledged) alerts whose clinic's last escalation step has passed, "
@@ -326,6 +327,7 @@ class Telemetry:
 
     def alert_opened(self, clinic: str, severity: str) -> None:
         self.alerts_open.labels(clinic, severity).inc()
+        self._open_keys.add((clinic, severity))
         # Export the clinic's acknowledgement and escalation series at 0 from its first alert,
         # so the first acknowledgement or escalation shows as an increase to rate().
         self.ack_seconds.labels(clinic, severity)
@@ -346,9 +348,11 @@ class Telemetry:
         self.alerts_open.labels(clinic, severity).dec()
 
     def set_open_alerts(self, counts: Mapping[tuple[str, str], int]) -> None:
-        """Set open alerts from a count by (clinic, severity), e.g. after a restart."""
-        for (clinic, severity), count in counts.items():
+        """Set open alerts from a count by (clinic, severity), e.g. after a restart; a series
+        shown before and missing from `counts` drops to 0."""
+        for (clinic, severity), count in {**dict.fromkeys(self._open_keys, 0), **counts}.items():
             self.alerts_open.labels(clinic, severity).set(count)
+        self._open_keys |= set(counts)
 
     def set_open_past_escalation(self, counts: Mapping[tuple[str, str], int]) -> None:
         """Open alerts past their last escalation step, by (clinic, severity); the notifier sets

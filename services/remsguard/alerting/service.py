@@ -60,6 +60,7 @@ log = structlog.get_logger(__name__)
 
 RECENT_IDS: Final = 100_000
 _PAGE: Final = 1000
+OPEN_COUNT_SECONDS: Final = 15.0  # how often `tick` re-counts open alerts from the log
 
 
 class AlertNotFound(LookupError):
@@ -157,6 +158,7 @@ class AlertingService:
         # Open alerts past their last escalation step: alert id -> (clinic, severity).
         self._exhausted: dict[str, tuple[str, str]] = {}
         self._past_keys: set[tuple[str, str]] = set()  # series the gauge has shown
+        self._counted_at = time.monotonic()  # open alerts last counted from the log
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: asyncio.Queue[list[Alert] | None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -481,7 +483,18 @@ class AlertingService:
         due = [w for w in self._watch.values() if (at := w.due_at()) is not None and at <= now]
         taken = await self._escalate_due(due, now) if due else 0
         await self._recheck_exhausted()
+        await self._recount_open()
         return taken
+
+    async def _recount_open(self, *, force: bool = False) -> None:
+        """The open-alerts gauge from the log now and then: another process (the API's
+        console) may have acknowledged or resolved alerts this one counted as open."""
+        if self.telemetry is None:
+            return
+        if not force and time.monotonic() - self._counted_at < OPEN_COUNT_SECONDS:
+            return
+        self._counted_at = time.monotonic()
+        self.telemetry.set_open_alerts(await asyncio.to_thread(self.log.open_alert_counts))
 
     async def _escalate_due(self, due: list[_Watch], now: datetime) -> int:
         taken = 0

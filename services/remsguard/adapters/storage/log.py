@@ -682,6 +682,16 @@ class ComplianceLog:
                     out[alert_id] = status
         return out
 
+    def open_alert_counts(self) -> dict[tuple[str, str], int]:
+        """Open alerts by (clinic, severity), whoever changed their status."""
+        query = (
+            select(ALERTS.c.clinic_id, ALERTS.c.severity, func.count())
+            .where(ALERTS.c.status == AlertStatus.OPEN.value)
+            .group_by(ALERTS.c.clinic_id, ALERTS.c.severity)
+        )
+        with self.engine.connect() as conn:
+            return {(clinic, severity): n for clinic, severity, n in conn.execute(query)}
+
     def get_alert(self, alert_id: str) -> AlertRow | None:
         with Session(self.engine) as s:
             return s.get(AlertRow, alert_id)
