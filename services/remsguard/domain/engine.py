@@ -130,15 +130,16 @@ class MonitoringEngine:
             if session is None:
                 continue
             session.scheduled = None
-            decisions.extend(self._decide_due(session, now))
+            self._decide_due(session, now, decisions)
         return decisions
 
     def tick(self, session_id: str, now: datetime) -> Decisions:
         """Decide one session's due deadlines at `now` (for adapters that own a few sessions)."""
+        decisions = Decisions([], [])
         session = self.sessions.get(session_id)
-        if session is None:
-            return Decisions()
-        return self._decide_due(session, now)
+        if session is not None:
+            self._decide_due(session, now, decisions)
+        return decisions
 
     def next_due(self, session_id: str) -> datetime | None:
         """The session's earliest check; it is decided once the clock is strictly past it."""
@@ -324,22 +325,19 @@ class MonitoringEngine:
 
     # -- deadlines ---------------------------------------------------------------------------
 
-    def _decide_due(self, session: Session, now: datetime) -> Decisions:
-        decisions = Decisions([], [])
+    def _decide_due(self, session: Session, now: datetime, decisions: Decisions) -> None:
+        """Decide the session's checks due before `now` into `decisions`, then queue the next."""
         protocol = self.protocol_of(session)
         checks = due_checks(session, protocol)
-        while ready := sorted(c for c in checks if c.due < now):
+        while ready := sorted([c for c in checks if c.due < now]):
             for check in ready:
                 outcome = run_check(session, protocol, check)
                 self._raise(session, outcome.findings, decisions)
-                decisions.audit.extend(
-                    _state_change_at(kind, session, at, subject)
-                    for kind, at, subject in outcome.changes
-                )
+                for kind, at, subject in outcome.changes:
+                    decisions.audit.append(_state_change_at(kind, session, at, subject))
             checks = due_checks(session, protocol)
         self.sessions[session.session_id] = session
         self._queue_earliest(session, checks)
-        return decisions
 
     def _schedule(self, session: Session) -> None:
         self._queue_earliest(session, due_checks(session, self.protocol_of(session)))
