@@ -267,7 +267,7 @@ def create_app(
             if not processor.owns(partition):  # revoked while we sent: its new owner redoes it
                 pending.drop({partition})
                 continue
-            if result.outcome == "flush" or processor.should_flush(partition):
+            if processor.should_flush(partition):  # a flush request only brings us here
                 # Seal the partition's state now; write it once every output sent before it
                 # is acknowledged (checked below, without blocking the stream).
                 pending.sealed[partition].append(
