@@ -37,7 +37,7 @@ from remsguard.domain.findings import Finding
 from remsguard.domain.protocol import MonitoringProtocol
 from remsguard.domain.readiness import DischargeReadiness, discharge_readiness
 from remsguard.domain.session import BPReading, Mark, Measurement, Session, insert
-from remsguard.domain.thresholds import Thresholds, all_starts, starts_at
+from remsguard.domain.thresholds import Thresholds, all_starts, below_both, starts_at
 
 
 class MonitoringEngine:
@@ -240,9 +240,13 @@ class MonitoringEngine:
         moves_baseline = first is not None and reading.at <= first.at
         baseline_before = session.baseline() if moves_baseline else None
         index = insert(session.bp, reading)
+        # The usual reading came last and is under a rule's levels: it starts no episode of
+        # that rule, so the rule's condition need not be evaluated.
+        last = index == len(session.bp) - 1
         findings: list[Finding] = []
-        if thresholds.crisis is not None:
-            starts = starts_at(session.bp, index, thresholds.crisis)
+        crisis = thresholds.crisis
+        if crisis is not None and not (last and below_both(reading, thresholds.crisis_from)):
+            starts = starts_at(session.bp, index, crisis)
             findings += [Finding.bp_crisis(r, protocol.rule("BP_CRISIS")) for r in starts]
         if thresholds.rise is None:
             return findings
@@ -251,7 +255,9 @@ class MonitoringEngine:
                 findings += _rise_rescan(session, thresholds.rise)
             return findings
         baseline = session.baseline()
-        if first is not None and baseline is not None:
+        if first is None or baseline is None:
+            return findings
+        if not (last and below_both(reading, _rise_levels(baseline, thresholds.rise))):
             rise = _rise_condition(first, baseline, thresholds.rise)
             findings += [Finding.bp_rise(r, baseline) for r in starts_at(session.bp, index, rise)]
         return findings
@@ -381,9 +387,13 @@ class MonitoringEngine:
 def _rise_condition(
     first: Mark, baseline: BPReading, rise: tuple[float, float]
 ) -> Callable[[BPReading], bool]:
-    systolic, diastolic = baseline.systolic + rise[0], baseline.diastolic + rise[1]
+    systolic, diastolic = _rise_levels(baseline, rise)
     start = first.at
     return lambda r: r.at > start and (r.systolic >= systolic or r.diastolic >= diastolic)
+
+
+def _rise_levels(baseline: BPReading, rise: tuple[float, float]) -> tuple[float, float]:
+    return baseline.systolic + rise[0], baseline.diastolic + rise[1]
 
 
 def _rise_rescan(session: Session, rise: tuple[float, float]) -> list[Finding]:

@@ -36,6 +36,12 @@ def all_starts(rows: Sequence[Row], meets: Callable[[Row], bool]) -> list[Row]:
     return starts
 
 
+def below_both(reading: BPReading, levels: tuple[float, float]) -> bool:
+    """Under the systolic and the diastolic level alike: a BP condition "either at least"
+    (crisis, rise) does not hold."""
+    return reading.systolic < levels[0] and reading.diastolic < levels[1]
+
+
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """A protocol's threshold conditions, built once per protocol; None where a rule is off."""
@@ -52,6 +58,7 @@ class Thresholds:
     # then starts no episode if it came last (the only other start it could make is a split).
     spo2_quiet_from: float
     rate_quiet_from: float
+    crisis_from: tuple[float, float]  # BP_CRISIS's systolic and diastolic levels
     rise: tuple[float, float] | None  # BP_RISE's systolic and diastolic rise; None when off
 
     @classmethod
@@ -87,5 +94,6 @@ class Thresholds:
             rate_below=rate_below,
             spo2_quiet_from=quiet_from(("SPO2_LOW", low_below), ("SPO2_CRITICAL", critical_below)),
             rate_quiet_from=quiet_from(("RESPIRATORY_DEPRESSION", rate_below)),
+            crisis_from=(systolic, diastolic),
             rise=(rise["systolic_rise"], rise["diastolic_rise"]) if rise.enabled else None,
         )
