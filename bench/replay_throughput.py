@@ -1,6 +1,6 @@
 """Replay throughput against a parse-only baseline (read + JSON-decode every line), same run.
 
-python3 -m uv run --frozen python bench/replay_throughput.py [--events 1000000]
+python3 -m uv run --frozen python -m bench.replay_throughput [--events 1000000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -57,19 +57,21 @@ def main() -> None:
         lines = sum(1 for _ in path.open("rb"))
         print(f"events: {lines:,} in {path.stat().st_size / 1e6:.0f} MB")
         best_parse = best_replay = float("inf")
-        alerts = 0
+        alerts, ratios = 0, []
         for round_ in range(1, args.rounds + 1):
             parse_s, _ = parse_only(path)
             replay_s, alerts = replay_file(path)
             best_parse, best_replay = min(best_parse, parse_s), min(best_replay, replay_s)
+            ratios.append(replay_s / parse_s)
             print(
                 f"round {round_}: parse-only {parse_s:.2f} s, replay {replay_s:.2f} s, "
-                f"ratio {replay_s / parse_s:.2f}x"
+                f"ratio {ratios[-1]:.2f}x"
             )
         print(
             f"best: parse-only {lines / best_parse:,.0f} events/s, "
             f"replay {lines / best_replay:,.0f} events/s, "
-            f"replay/parse-only time ratio {best_replay / best_parse:.2f}x, alerts {alerts:,}"
+            f"replay/parse-only time ratio {best_replay / best_parse:.2f}x "
+            f"(rounds {min(ratios):.2f}x to {max(ratios):.2f}x), alerts {alerts:,}"
         )
 
 
