@@ -426,7 +426,7 @@ def _respiratory_rate(session: Session, row: Measurement, thresholds: Thresholds
     condition = thresholds.respiratory_rate
     last = index == len(session.respiratory_rate) - 1
     if condition is None or (row.value >= thresholds.rate_quiet_from and last):
-        return []  # rule off, or a reading that meets it not and came last: starts nothing
+        return []  # rule off, or the usual reading: above the rule's level and last
     starts = starts_at(session.respiratory_rate, index, condition)
     return [Finding.respiratory_rate(start, thresholds.rate_below) for start in starts]
 
