@@ -9,6 +9,7 @@ once the clock passes it plus the protocol's allowed lateness, so late events st
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_right
 from collections.abc import Callable, Mapping, MutableMapping
 from datetime import datetime
 from itertools import count
@@ -23,8 +24,10 @@ from remsguard.domain.decisions import (
     Rejection,
     alert_raised,
     stable_id,
+    stable_id_prefix,
 )
 from remsguard.domain.events import (
+    EVENT_TYPES_BY_CLASS,
     AssessmentRecorded,
     DoseAdministered,
     Event,
@@ -36,8 +39,8 @@ from remsguard.domain.events import (
 from remsguard.domain.findings import Finding
 from remsguard.domain.protocol import MonitoringProtocol
 from remsguard.domain.readiness import DischargeReadiness, discharge_readiness
-from remsguard.domain.session import BPReading, Mark, Measurement, Session, insert
-from remsguard.domain.thresholds import Thresholds, all_starts, below_both, starts_at
+from remsguard.domain.session import LAST_ID, BPReading, Mark, Measurement, Session, insert
+from remsguard.domain.thresholds import Thresholds, all_starts, starts_at
 
 
 class MonitoringEngine:
@@ -65,31 +68,35 @@ class MonitoringEngine:
 
     def handle(self, event: Event) -> Decisions:
         """Apply one contract-valid event; duplicates (same event id) change nothing."""
-        session = self.sessions.get(event.session_id)
+        session_id, event_id = event.session_id, event.event_id
+        session = self.sessions.get(session_id)
         if session is None:
-            session = Session(event.session_id, event.clinic_id, self._default)
-        elif event.event_id in session.seen:
+            session = Session(session_id, event.clinic_id, self._default)
+        elif event_id in session.seen:
             return Decisions(outcome=Outcome.DUPLICATE)
         if isinstance(event, SessionOpened) and event.protocol not in (None, *self._protocols):
             return self.reject(
                 Rejection(
                     reason="unknown_protocol",
                     detail=f"protocol {event.protocol!r} is not configured",
-                    event_id=event.event_id,
-                    session_id=event.session_id,
+                    event_id=event_id,
+                    session_id=session_id,
                     clinic_id=event.clinic_id,
                 ),
-                source=f"{event.session_id}/{event.event_id}",
+                source=f"{session_id}/{event_id}",
             )
-        session.seen.add(event.event_id)
+        session.seen.add(event_id)
         decisions = Decisions([], [_accepted(event)])
         cursor = session.gap_cursor
         discharges = session.discharges
         if not discharges or discharges[0].at >= event.occurred_at:  # not after the discharge
-            findings = self._apply(session, event, decisions)
+            if isinstance(event, VitalsRecorded):  # most events: straight to the readings
+                findings = self._vitals(session, event)
+            else:
+                findings = self._apply(session, event, decisions)
             if findings:
                 self._raise(session, findings, decisions)
-        self.sessions[session.session_id] = session
+        self.sessions[session_id] = session
         # Readings only move deadlines later, so the queued one stays a safe lower bound.
         kind = type(event)
         if (
@@ -180,9 +187,8 @@ class MonitoringEngine:
     # -- state changes -----------------------------------------------------------------------
 
     def _apply(self, session: Session, event: Event, decisions: Decisions) -> list[Finding]:
+        """Any event but a vitals reading (`handle` sends those to `_vitals`)."""
         protocol, thresholds = self._rules_of(session)
-        if isinstance(event, VitalsRecorded):
-            return self._vitals(session, event, protocol, thresholds)
         if isinstance(event, AssessmentRecorded):
             return self._assessment(session, event, protocol, thresholds)
         if isinstance(event, DoseAdministered):
@@ -205,28 +211,44 @@ class MonitoringEngine:
             return self._discharge(session, event, decisions)
         return []
 
-    def _vitals(
-        self,
-        session: Session,
-        event: VitalsRecorded,
-        protocol: MonitoringProtocol,
-        thresholds: Thresholds,
-    ) -> list[Finding]:
-        mark = Mark(event.occurred_at, event.event_id)
-        index = insert(session.vitals, mark)
-        cursor = session.gap_cursor
-        if cursor is not None and index + 1 < len(session.vitals) and mark < cursor:
-            session.gap_cursor = None  # a very late reading: re-decide the gaps
+    def _vitals(self, session: Session, event: VitalsRecorded) -> list[Finding]:
+        """Most events: the usual reading comes last and is quiet, and is only appended.
+
+        Rows are built with `tuple.__new__` (a named tuple's own constructor is a Python
+        function) and appended in place when they come last, as `insert` would.
+        """
+        rules = self._in_force.get((session.protocol, session.medications))
+        protocol, thresholds = self._rules_of(session) if rules is None else rules
+        at, event_id = event.occurred_at, event.event_id
+        mark = _new_row(Mark, (at, event_id))
+        vitals = session.vitals
+        if not vitals or vitals[-1] <= mark:
+            vitals.append(mark)
+        else:
+            insert(vitals, mark)
+            cursor = session.gap_cursor
+            if cursor is not None and mark < cursor:
+                session.gap_cursor = None  # a very late reading: re-decide the gaps
         findings: list[Finding] = []
-        if event.systolic is not None and event.diastolic is not None:
-            reading = BPReading(event.occurred_at, event.event_id, event.systolic, event.diastolic)
+        systolic, diastolic = event.systolic, event.diastolic
+        if systolic is not None and diastolic is not None:
+            reading = _new_row(BPReading, (at, event_id, systolic, diastolic))
             findings += self._bp(session, reading, protocol, thresholds)
-        if event.spo2 is not None:
-            spo2 = Measurement(mark.at, mark.event_id, event.spo2)
-            findings += _spo2(session, spo2, thresholds)
-        if event.respiratory_rate is not None:
-            rate = Measurement(mark.at, mark.event_id, event.respiratory_rate)
-            findings += _respiratory_rate(session, rate, thresholds)
+        value = event.spo2
+        if value is not None:
+            row = _new_row(Measurement, (at, event_id, value))
+            rows = session.spo2
+            if not rows or rows[-1] <= row:
+                rows.append(row)
+                # The usual reading: meets no SpO2 rule and came last, so starts nothing.
+                if value < thresholds.spo2_quiet_from:
+                    findings += _spo2(rows, len(rows) - 1, thresholds)
+            else:
+                findings += _spo2(rows, insert(rows, row), thresholds)
+        value = event.respiratory_rate
+        if value is not None:
+            row = _new_row(Measurement, (at, event_id, value))
+            findings += _respiratory_rate(session.respiratory_rate, row, thresholds)
         return findings
 
     def _bp(
@@ -236,30 +258,45 @@ class MonitoringEngine:
         protocol: MonitoringProtocol,
         thresholds: Thresholds,
     ) -> list[Finding]:
-        first = session.first_dose
+        doses, rows = session.doses, session.bp
+        first = doses[0] if doses else None
         moves_baseline = first is not None and reading.at <= first.at
         baseline_before = session.baseline() if moves_baseline else None
-        index = insert(session.bp, reading)
         # The usual reading came last and is under a rule's levels: it starts no episode of
         # that rule, so the rule's condition need not be evaluated.
-        last = index == len(session.bp) - 1
+        if not rows or rows[-1] <= reading:  # as `insert` does
+            rows.append(reading)
+            index, last = len(rows) - 1, True
+        else:
+            index, last = insert(rows, reading), False
         findings: list[Finding] = []
-        crisis = thresholds.crisis
-        if crisis is not None and not (last and below_both(reading, thresholds.crisis_from)):
-            starts = starts_at(session.bp, index, crisis)
+        crisis, levels = thresholds.crisis, thresholds.crisis_from
+        if crisis is not None and not (
+            last and reading.systolic < levels[0] and reading.diastolic < levels[1]
+        ):  # the reading may meet the crisis condition, or is not the last: judge it
+            starts = starts_at(rows, index, crisis)
             findings += [Finding.bp_crisis(r, protocol.rule("BP_CRISIS")) for r in starts]
-        if thresholds.rise is None:
+        rise = thresholds.rise
+        if rise is None:
             return findings
         if moves_baseline:
             if session.baseline() != baseline_before:
-                findings += _rise_rescan(session, thresholds.rise)
+                findings += _rise_rescan(session, rise)
             return findings
-        baseline = session.baseline()
-        if first is None or baseline is None:
+        if first is None:
             return findings
-        if not (last and below_both(reading, _rise_levels(baseline, thresholds.rise))):
-            rise = _rise_condition(first, baseline, thresholds.rise)
-            findings += [Finding.bp_rise(r, baseline) for r in starts_at(session.bp, index, rise)]
+        # The baseline: the latest reading at or before the first dose (`Session.baseline`).
+        before = bisect_right(rows, (first.at, LAST_ID))
+        if not before:
+            return findings
+        baseline = rows[before - 1]
+        if not (
+            last
+            and reading.systolic < baseline.systolic + rise[0]
+            and reading.diastolic < baseline.diastolic + rise[1]
+        ):  # the reading may meet the rise condition, or is not the last: judge it
+            condition = _rise_condition(first, baseline, rise)
+            findings += [Finding.bp_rise(r, baseline) for r in starts_at(rows, index, condition)]
         return findings
 
     def _rejudge(self, session: Session, protocol: MonitoringProtocol) -> list[Finding]:
@@ -405,46 +442,55 @@ def _rise_rescan(session: Session, rise: tuple[float, float]) -> list[Finding]:
     return [Finding.bp_rise(r, baseline) for r in all_starts(session.bp, condition)]
 
 
-def _spo2(session: Session, row: Measurement, thresholds: Thresholds) -> list[Finding]:
-    index = insert(session.spo2, row)
-    if row.value >= thresholds.spo2_quiet_from and index == len(session.spo2) - 1:
+def _spo2(rows: list[Measurement], index: int, thresholds: Thresholds) -> list[Finding]:
+    """Episode starts of the SpO2 rules made by the reading inserted at `index`."""
+    if rows[index].value >= thresholds.spo2_quiet_from and index == len(rows) - 1:
         return []  # the usual reading: meets no SpO2 rule and came last, so starts nothing
     findings: list[Finding] = []
     if thresholds.spo2_critical is not None:
         below = thresholds.spo2_critical_below
-        for start in starts_at(session.spo2, index, thresholds.spo2_critical):
+        for start in starts_at(rows, index, thresholds.spo2_critical):
             findings.append(Finding.spo2("SPO2_CRITICAL", start, below))
     if thresholds.spo2_low is not None:
         below = thresholds.spo2_low_below
-        for start in starts_at(session.spo2, index, thresholds.spo2_low):
+        for start in starts_at(rows, index, thresholds.spo2_low):
             findings.append(Finding.spo2("SPO2_LOW", start, below))
     return findings
 
 
-def _respiratory_rate(session: Session, row: Measurement, thresholds: Thresholds) -> list[Finding]:
-    index = insert(session.respiratory_rate, row)
+def _respiratory_rate(
+    rows: list[Measurement], row: Measurement, thresholds: Thresholds
+) -> list[Finding]:
+    index = insert(rows, row)
     condition = thresholds.respiratory_rate
-    last = index == len(session.respiratory_rate) - 1
+    last = index == len(rows) - 1
     if condition is None or (row.value >= thresholds.rate_quiet_from and last):
         return []  # rule off, or the usual reading: above the rule's level and last
-    starts = starts_at(session.respiratory_rate, index, condition)
+    starts = starts_at(rows, index, condition)
     return [Finding.respiratory_rate(start, thresholds.rate_below) for start in starts]
 
 
 # Looked up once: on Python 3.11 reading an enum member costs as much as building a tuple.
 _ACCEPTED = AuditKind.EVENT_ACCEPTED
+_ACCEPTED_ID = stable_id_prefix(_ACCEPTED)
+# A C call: a named tuple's own constructor is a Python function, and vitals make 2-3 rows.
+_new_row = tuple.__new__
 
 
 def _accepted(event: Event) -> AuditRecord:
-    # Positional: this runs for every event, and keyword construction costs twice as much.
+    # Runs for every event: its id is `stable_id(_ACCEPTED, session_id, event_id)`, hashed on
+    # from the kind's state, and the record is built positionally (keywords cost twice as much).
+    session_id, event_id = event.session_id, event.event_id
+    digest = _ACCEPTED_ID.copy()
+    digest.update(f"\x1f{session_id}\x1f{event_id}".encode("utf-8", "surrogatepass"))
     return AuditRecord(
-        stable_id(_ACCEPTED, event.session_id, event.event_id),
+        digest.hexdigest(),
         _ACCEPTED,
-        event.event_id,
-        event.session_id,
+        event_id,
+        session_id,
         event.clinic_id,
         event.occurred_at,
-        {"type": event.type},
+        {"type": EVENT_TYPES_BY_CLASS[type(event)]},
     )
 
 

@@ -36,12 +36,6 @@ def all_starts(rows: Sequence[Row], meets: Callable[[Row], bool]) -> list[Row]:
     return starts
 
 
-def below_both(reading: BPReading, levels: tuple[float, float]) -> bool:
-    """Under the systolic and the diastolic level alike: a BP condition "either at least"
-    (crisis, rise) does not hold."""
-    return reading.systolic < levels[0] and reading.diastolic < levels[1]
-
-
 @dataclass(frozen=True, slots=True)
 class Thresholds:
     """A protocol's threshold conditions, built once per protocol; None where a rule is off."""
