@@ -61,9 +61,12 @@ def replay(
                 on_audit(record)
         summary.audit_records += len(decisions.audit)
 
+    # The usual event's counts are kept in locals and added to the summary at the end.
+    accepted = duplicates = quiet_audit_records = 0
+    handle = engine.handle
     with _bulk_collection():
         for number, line in enumerate(command.lines, start=1):
-            if not line.strip():
+            if not line or line.isspace():  # a blank line (`isspace` copies nothing)
                 continue
             event = decode_event(line)
             if isinstance(event, Rejection):
@@ -71,18 +74,18 @@ def replay(
                 on_rejected(number, event)
                 emit(engine.reject(event, source=f"line:{number}"))
                 continue
-            decisions = engine.handle(event)
+            decisions = handle(event)
             if decisions.rejection is not None:
                 summary.rejected += 1
                 on_rejected(number, decisions.rejection)
             elif decisions.outcome == "duplicate":
-                summary.duplicates += 1
+                duplicates += 1
             else:
-                summary.accepted += 1
+                accepted += 1
             if decisions.alerts or on_audit is not None:
                 emit(decisions)
             else:  # the usual event: nothing to hand on but its audit records, kept by no one
-                summary.audit_records += len(decisions.audit)
+                quiet_audit_records += len(decisions.audit)
             clock = engine.clock
             if clock is None or event.occurred_at > clock:
                 due = engine.advance_to(event.occurred_at)
@@ -91,4 +94,7 @@ def replay(
                 summary.last_event_at = event.occurred_at
         if command.until is not None:
             emit(engine.advance_to(command.until))
+    summary.accepted += accepted
+    summary.duplicates += duplicates
+    summary.audit_records += quiet_audit_records
     return summary
