@@ -4,7 +4,9 @@
 
 1. raw: the events are published to fresh input topics, then one aiokafka consumer reads
    them all from the beginning (no decoding): the ceiling for a Python consumer here;
-2. pipeline: a `remsguard processor` worker is started on other fresh topics, the same
+2. faust floor: a faust worker with the processor's consumer shape but an agent that only
+   acks (`bench/_faust_floor.py`) reads the same topics: the ceiling for a faust worker;
+3. pipeline: a `remsguard processor` worker is started on other fresh topics, the same
    events are published, and the clock runs from the first publish to the moment the audit
    record of the last event (`event.accepted` for every event) has been read back.
 """
@@ -13,8 +15,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from datetime import timedelta
 
 import orjson
@@ -89,6 +94,35 @@ async def pipeline(deployment: Deployment, lines: list[bytes]) -> tuple[float, f
         await consumer.stop()
 
 
+def faust_floor(deployment: Deployment, total: int, timeout: float = 300) -> float:
+    """Events/s of a do-nothing faust agent over the already published input topics."""
+    command = [
+        sys.executable,
+        "-m",
+        "bench._faust_floor",
+        deployment.bootstrap,
+        f"{deployment.name}-floor-{uuid.uuid4().hex[:6]}",
+        str(total),
+        *deployment.topics.inputs,
+    ]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as worker:
+        try:
+            assert worker.stdout is not None
+            timer = threading.Timer(timeout, worker.kill)
+            timer.start()
+            for line in worker.stdout:  # faust may write terminal control codes first
+                if b"floor " in line:
+                    timer.cancel()
+                    return float(line.split(b"floor ")[1])
+            raise RuntimeError("the faust floor worker stopped before reading every event")
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=60_000)
@@ -103,10 +137,12 @@ def main() -> None:
         took = publish(raw, lines)
         print(f"publish (kafka-python, acks=all, idempotent): {len(lines) / took:,.0f} events/s")
         raw_s = min(asyncio.run(raw_consume(raw, len(lines))) for _ in range(2))
+        floor_rate = faust_floor(raw, len(lines))
     finally:
         raw.delete()
     raw_rate = len(lines) / raw_s
     print(f"raw aiokafka consume of the input topics: {raw_rate:,.0f} events/s")
+    print(f"faust floor (an agent that only acks, same topics): {floor_rate:,.0f} events/s")
 
     live = Deployment(args.bootstrap)
     live.create()
@@ -121,6 +157,7 @@ def main() -> None:
         f"over {total_s:.1f} s (publishing took {publish_s:.1f} s)"
     )
     print(f"pipeline / raw consume: {rate / raw_rate:.1%}")
+    print(f"pipeline / faust floor: {rate / floor_rate:.1%}")
 
 
 if __name__ == "__main__":
