@@ -42,13 +42,22 @@ class CheckOutcome:
 
 
 def due_checks(session: Session, protocol: MonitoringProtocol) -> list[Check]:
-    """The session's outstanding checks, each with the clock time at which it is decided."""
-    doses = _doses_in_session(session)
+    """The session's outstanding checks, each with the clock time at which it is decided.
+
+    Listed on every dose, discharge and wake, so checks are built with `tuple.__new__` (a
+    named tuple's own constructor is a Python function).
+    """
+    doses, discharges = session.doses, session.discharges
+    discharge = discharges[0] if discharges else None
+    if discharge is not None and doses and doses[-1].at > discharge.at:
+        doses = [d for d in doses if d.at <= discharge.at]  # the session ends at its discharge
     if not doses:
         return []
     times, done = protocol.intervals, session.fired
     late, first = times.lateness, doses[0]
-    checks = [] if check_key("pre", first) in done else [Check(first.at + late, "pre", first)]
+    checks: list[Check] = []
+    if check_key("pre", first) not in done:
+        checks.append(_new_check(Check, (first.at + late, "pre", first)))
     # "The dose" of these checks is the latest dose *at the deadline*: a dose's check stands
     # unless another dose was given by then. Deciding by event time, not by which dose has
     # arrived, keeps the outcome independent of arrival order within the lateness.
@@ -62,14 +71,13 @@ def due_checks(session: Session, protocol: MonitoringProtocol) -> list[Check]:
         for kind, interval in intervals:
             deadline = dose.at + interval
             if (following is None or following > deadline) and check_key(kind, dose) not in done:
-                checks.append(Check(deadline + late, kind, dose))
-    discharge = session.discharge
+                checks.append(_new_check(Check, (deadline + late, kind, dose)))
     if discharge is not None and check_key("discharge", discharge) not in done:
-        checks.append(Check(discharge.at + late, "discharge", discharge))
+        checks.append(_new_check(Check, (discharge.at + late, "discharge", discharge)))
     gap = times.vitals_gap
-    point = _gap_candidate(session, first, gap)
+    point = _gap_candidate(session, first, discharge, gap)
     if point is not None:  # gap checks are never done: the cursor moves past decided points
-        checks.append(Check(point.at + gap + late, "gap", point))
+        checks.append(_new_check(Check, (point.at + gap + late, "gap", point)))
     return checks
 
 
@@ -242,11 +250,10 @@ def bp_elevated(session: Session, protocol: MonitoringProtocol, reading: BPReadi
 def _gap(session: Session, protocol: MonitoringProtocol, point: Mark) -> CheckOutcome:
     rule = protocol.rule("VITALS_GAP")
     limit = rule.minutes("max_minutes")
-    later = _points_after(session, point)
-    following = later[0] if later else None
-    discharge = session.discharge
-    if following is not None:
-        gap = following.at - point.at > limit
+    vitals, discharge = session.vitals, session.discharge
+    after = bisect_right(vitals, point)
+    if after < _points_end(vitals, discharge):  # the next point, up to the discharge
+        gap = vitals[after].at - point.at > limit
     else:
         gap = discharge is None or discharge.at - point.at > limit
     if not (gap and rule.enabled):
@@ -258,46 +265,49 @@ def _gap(session: Session, protocol: MonitoringProtocol, point: Mark) -> CheckOu
     return CheckOutcome([Finding.deadline("VITALS_GAP", point, point.at + limit, message)])
 
 
-def _gap_candidate(session: Session, first_dose: Mark, limit: timedelta) -> Mark | None:
+def _gap_candidate(
+    session: Session, first_dose: Mark, discharge: Mark | None, limit: timedelta
+) -> Mark | None:
     """The first undecided point that may open a gap: its successor is missing or too far.
 
-    Points closer than the limit to their successor can never open one (a late reading only
-    shortens gaps), so the engine wakes only for the last point or a real hole. Those points
-    are decided here and now: the cursor moves past them, so the next look starts later.
-    The look jumps a limit ahead at a time, since no hole fits in a shorter span.
+    The points are the first dose, then the vitals readings after it up to the discharge;
+    the cursor is the last one decided. Points closer than the limit to their successor can
+    never open one (a late reading only shortens gaps), so the engine wakes only for the last
+    point or a real hole. Those points are decided here and now: the cursor moves past them,
+    so the next look starts later. The look jumps a limit ahead at a time, since no hole fits
+    in a shorter span; it works on indices into `session.vitals`, copying nothing.
     """
-    cursor = session.gap_cursor
-    points = _points_after(session, cursor or first_dose)
-    if cursor is None:
-        points.insert(0, first_dose)
-    if not points:
+    cursor, vitals = session.gap_cursor, session.vitals
+    start = bisect_right(vitals, cursor or first_dose)  # the first undecided reading
+    end = _points_end(vitals, discharge)
+    if cursor is None:  # the first dose is the first undecided point
+        here = bisect_right(vitals, first_dose.at + limit, start, end, key=_AT) - 1
+        if here < start:
+            return first_dose  # no reading within the limit of the dose
+    elif start < end:
+        here = start
+    else:
         return None
-    here = 0
     while True:
         # The last point within the limit of this one: no point before it opens a gap.
-        reach = bisect_right(points, points[here].at + limit, here, key=_AT) - 1
+        reach = bisect_right(vitals, vitals[here].at + limit, here, end, key=_AT) - 1
         if reach == here:
             break
         here = reach
-    session.gap_cursor = points[here - 1] if here else cursor
-    return points[here]
+    if here > start:
+        session.gap_cursor = vitals[here - 1]
+    elif cursor is None:
+        session.gap_cursor = first_dose
+    return vitals[here]
 
 
-def _points_after(session: Session, mark: Mark) -> list[Mark]:
-    """Vitals readings after `mark`, up to the discharge (a copy: the caller may change it)."""
-    vitals, discharge = session.vitals, session.discharge
-    end = len(vitals) if discharge is None else bisect_right(vitals, discharge.at, key=_AT)
-    return vitals[bisect_right(vitals, mark) : end]
-
-
-def _doses_in_session(session: Session) -> list[Mark]:
-    discharge, doses = session.discharge, session.doses
-    if discharge is None or not doses or doses[-1].at <= discharge.at:
-        return doses
-    return [d for d in doses if d.at <= discharge.at]
+def _points_end(vitals: list[Mark], discharge: Mark | None) -> int:
+    """Where the readings that count for gaps end: at the discharge, or at the last one."""
+    return len(vitals) if discharge is None else bisect_right(vitals, discharge.at, key=_AT)
 
 
 _AT = attrgetter("at")
+_new_check = tuple.__new__
 
 _RUNNERS = {
     "pre": _pre_dose,

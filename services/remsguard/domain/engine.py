@@ -13,6 +13,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping, MutableMapping
 from datetime import datetime
 from itertools import count
+from operator import itemgetter
 
 from remsguard.domain.deadlines import Check, due_checks, run_check
 from remsguard.domain.decisions import (
@@ -154,7 +155,7 @@ class MonitoringEngine:
         if session is None:
             return None
         checks = due_checks(session, self.protocol_of(session))
-        return min((check.due for check in checks), default=None)
+        return min(checks, key=_DUE).due if checks else None
 
     def readiness(
         self, session_id: str, now: datetime, open_critical_rules: tuple[str, ...] = ()
@@ -387,8 +388,10 @@ class MonitoringEngine:
 
     def _queue_earliest(self, session: Session, checks: list[Check]) -> None:
         """Queue the session for its earliest check unless an earlier wake is already queued."""
-        due = min((c.due for c in checks), default=None)
-        if due is None or (session.scheduled is not None and session.scheduled <= due):
+        if not checks:
+            return
+        due = min(checks, key=_DUE).due
+        if session.scheduled is not None and session.scheduled <= due:
             return
         session.scheduled = due
         heapq.heappush(self._queue, (due, next(self._order), session.session_id))
@@ -475,6 +478,8 @@ _ACCEPTED = AuditKind.EVENT_ACCEPTED
 _ACCEPTED_ID = stable_id_prefix(_ACCEPTED)
 # A C call: a named tuple's own constructor is a Python function, and vitals make 2-3 rows.
 _new_row = tuple.__new__
+# The first check due: ties keep list order (equal instants may differ in their offsets).
+_DUE = itemgetter(0)
 
 
 def _accepted(event: Event) -> AuditRecord:
