@@ -87,10 +87,25 @@ class MonitoringEngine:
                 source=f"{session_id}/{event_id}",
             )
         session.seen.add(event_id)
-        decisions = Decisions([], [_accepted(event)])
+        # Every event's record, built here: its id is `stable_id(_ACCEPTED, session_id,
+        # event_id)` hashed on from the kind's state, and it is built positionally (keyword
+        # construction costs twice as much).
+        digest = _ACCEPTED_ID.copy()
+        digest.update(f"\x1f{session_id}\x1f{event_id}".encode("utf-8", "surrogatepass"))
+        kind, occurred_at = type(event), event.occurred_at
+        accepted = AuditRecord(
+            digest.hexdigest(),
+            _ACCEPTED,
+            event_id,
+            session_id,
+            event.clinic_id,
+            occurred_at,
+            {"type": EVENT_TYPES_BY_CLASS[kind]},
+        )
+        decisions = Decisions([], [accepted])
         cursor = session.gap_cursor
         discharges = session.discharges
-        if not discharges or discharges[0].at >= event.occurred_at:  # not after the discharge
+        if not discharges or discharges[0].at >= occurred_at:  # not after the discharge
             if isinstance(event, VitalsRecorded):  # most events: straight to the readings
                 findings = self._vitals(session, event)
             else:
@@ -99,7 +114,6 @@ class MonitoringEngine:
                 self._raise(session, findings, decisions)
         self.sessions[session_id] = session
         # Readings only move deadlines later, so the queued one stays a safe lower bound.
-        kind = type(event)
         if (
             (kind is not VitalsRecorded and kind is not AssessmentRecorded)
             or session.scheduled is None
@@ -480,23 +494,6 @@ _ACCEPTED_ID = stable_id_prefix(_ACCEPTED)
 _new_row = tuple.__new__
 # The first check due: ties keep list order (equal instants may differ in their offsets).
 _DUE = itemgetter(0)
-
-
-def _accepted(event: Event) -> AuditRecord:
-    # Runs for every event: its id is `stable_id(_ACCEPTED, session_id, event_id)`, hashed on
-    # from the kind's state, and the record is built positionally (keywords cost twice as much).
-    session_id, event_id = event.session_id, event.event_id
-    digest = _ACCEPTED_ID.copy()
-    digest.update(f"\x1f{session_id}\x1f{event_id}".encode("utf-8", "surrogatepass"))
-    return AuditRecord(
-        digest.hexdigest(),
-        _ACCEPTED,
-        event_id,
-        session_id,
-        event.clinic_id,
-        event.occurred_at,
-        {"type": EVENT_TYPES_BY_CLASS[type(event)]},
-    )
 
 
 def _state_change(kind: AuditKind, event: Event) -> AuditRecord:
