@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import faust
@@ -36,7 +35,7 @@ def main() -> None:
     seen = {"count": 0, "first": 0.0}
 
     @app.agent(source, concurrency=1)
-    async def drain(stream: Any) -> AsyncIterator[None]:
+    async def drain(stream: Any) -> None:
         manual = stream.noack()
         async for event in manual.events():
             seen["count"] += 1
@@ -46,7 +45,6 @@ def main() -> None:
             if seen["count"] == expected:
                 rate = (expected - 1) / (time.perf_counter() - seen["first"])
                 print(f"floor {rate:.0f}", flush=True)
-            yield None
 
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
