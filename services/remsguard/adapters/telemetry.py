@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -93,6 +94,7 @@ class Telemetry:
             ["topic", "type"],
             registry=registry,
         )
+        self._consumed: dict[tuple[str, str], Any] = {}  # the series of events_consumed
         self.events_rejected = Counter(
             "remsguard_events_rejected_total",
             "Input events that broke the event contract, by source and rejection reason.",
@@ -261,7 +263,13 @@ class Telemetry:
                 if dead_lettered:
                     self.dead_letters.labels(topic, reason).inc()
             else:
-                self.events_consumed.labels(topic, event.type if event else "unknown").inc()
+                kind = event.type if event else "unknown"
+                consumed = self._consumed.get((topic, kind))
+                if consumed is None:  # `labels()` validates and locks: once per series
+                    consumed = self._consumed[(topic, kind)] = self.events_consumed.labels(
+                        topic, kind
+                    )
+                consumed.inc()
                 if decisions.outcome is Outcome.DUPLICATE:
                     self.events_duplicate.labels(topic).inc()
         now = time.time() if decided_at is None else decided_at
