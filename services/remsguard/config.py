@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     clock_tick_seconds: float = Field(default=0.5, gt=0)  # how often the deadline timer runs
     clock_idle_grace_seconds: float = Field(default=3.0, ge=0)  # caught-up and quiet this long
-    state_flush_seconds: float = Field(default=0.5, gt=0)  # session state write-behind period
+    state_flush_seconds: float = Field(default=1.0, gt=0)  # session state write-behind period
     protocol_files: list[Path] = Field(default_factory=list)  # a clinic's own protocol files
 
     # Staff alerting (`remsguard notifier`, and the same service inside `remsguard up`).
