@@ -66,6 +66,7 @@ def processor_command(
     """Run a stream-processor worker (faust-streaming); stops cleanly on SIGTERM."""
     import faust
 
+    from remsguard.adapters.heap import settle_heap
     from remsguard.adapters.kafka.processor import create_app
     from remsguard.adapters.logs import configure_logging
     from remsguard.adapters.metrics import new_registry, serve_metrics
@@ -76,6 +77,7 @@ def processor_command(
     server = serve_metrics(registry, "0.0.0.0", settings.metrics_port)
     typer.echo(f"metrics and health on http://{server.host}:{server.port}/", err=True)
     app = create_app(settings, registry, protocol_file)
+    settle_heap()
     worker = faust.Worker(
         app,
         loglevel=settings.log_level.upper(),

@@ -25,6 +25,7 @@ from typing import Annotated
 import typer
 import uvicorn
 
+from remsguard.adapters.heap import settle_heap
 from remsguard.config import get_settings
 from remsguard.domain.protocol import ProtocolError
 from remsguard.embedded.compliance import Role, create_principal
@@ -86,6 +87,7 @@ async def _serve(
     container: EmbeddedContainer, host: str, port: int, simulate: bool, speed: float
 ) -> None:
     app = create_app(container)
+    settle_heap()  # after the journal replay: the restored sessions are long-lived too
     has_console = any(
         getattr(route, "path", None) == "/console" for router in ROUTERS for route in router.routes
     )
