@@ -185,6 +185,22 @@ def test_state_is_written_behind_and_survives_a_new_worker() -> None:
     assert again.processor.stats()["queued_deadlines"] == 1
 
 
+def test_partitions_assigned_together_flush_at_different_moments() -> None:
+    h = Harness()
+    h.processor.assign(set(range(6)))
+    for partition in range(6):  # every partition has something to write
+        h.send(bp(1, -5), partition=partition)
+    period, due_at = h.processor.flush_seconds, {}
+    for step in range(101):
+        h.clock.now = 1000.0 + period * step / 100
+        for partition in range(6):
+            if partition not in due_at and h.processor.should_flush(partition):
+                due_at[partition] = step
+    assert len(due_at) == 6  # each is due within one period
+    assert len(set(due_at.values())) == 6  # and none at the same moment as another
+    assert max(due_at.values()) - min(due_at.values()) >= 50  # spread over the period
+
+
 def test_unflushed_changes_are_lost_with_the_partition_and_redone_from_input() -> None:
     h = Harness()
     h.send(bp(1, -5))

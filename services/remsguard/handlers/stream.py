@@ -260,7 +260,7 @@ class StreamProcessor:
         self._new_epoch()
         now = self._monotonic()
         for partition in partitions:
-            self._partitions.setdefault(partition, _Partition(assigned_at=now, last_flush=now))
+            self._partitions.setdefault(partition, self._new_partition(partition, now))
         self.store.load(partitions)
         self._due.clear()
         for state in self._partitions.values():
@@ -276,7 +276,7 @@ class StreamProcessor:
         self._new_epoch()
         now = self._monotonic()
         for partition in partitions:
-            self._partitions.setdefault(partition, _Partition(assigned_at=now, last_flush=now))
+            self._partitions.setdefault(partition, self._new_partition(partition, now))
 
     def owns(self, partition: int) -> bool:
         return partition in self._partitions
@@ -310,11 +310,18 @@ class StreamProcessor:
         """Where consumption of an input starts, before any of its messages is processed."""
         self._consumed.setdefault((topic, partition), position)
 
+    def _new_partition(self, partition: int, now: float) -> _Partition:
+        """Flush phases spread over the period (golden-ratio offsets by partition number):
+        partitions assigned together would otherwise pickle all their sessions at once, and
+        the stream would stall for the sum of them."""
+        phase = (partition * 0.6180339887) % 1.0
+        return _Partition(assigned_at=now, last_flush=now - phase * self.flush_seconds)
+
     def _state(self, partition: int) -> _Partition:
         state = self._partitions.get(partition)
         if state is None:  # a message before the assignment callback: adopt the partition
             now = self._monotonic()
-            state = self._partitions[partition] = _Partition(assigned_at=now, last_flush=now)
+            state = self._partitions[partition] = self._new_partition(partition, now)
         return state
 
     # -- messages --------------------------------------------------------------------------
