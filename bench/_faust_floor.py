@@ -5,7 +5,8 @@
 Same consumer shape as `remsguard processor` (one multi-topic agent, raw bytes,
 `concurrency=1`, manual acks, the same stream buffer and commit interval), no table, no
 outputs, no engine. It reads the topics from the beginning and prints one line,
-`floor <events/s>`, timed from its first message to its TOTAL-th.
+`floor <events/s>`, timed from its first message to its TOTAL-th. It keeps faust's default
+monitor (the processor's leaner one would save ~5% here), so the floor errs low, if anything.
 """
 
 from __future__ import annotations
