@@ -111,6 +111,8 @@ def main() -> None:
                             arrivals.setdefault(alert["evidence"][0], arrived)
                 if not sent and not handed_back.empty():
                     sent = handed_back.get()
+                elif not sent and not process.is_alive() and handed_back.empty():
+                    raise RuntimeError(f"the publisher exited with code {process.exitcode}")
                 if sent:
                     quiet_since = quiet_since or time.perf_counter()
                     if time.perf_counter() - quiet_since > 5:
