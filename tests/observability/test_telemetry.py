@@ -268,3 +268,19 @@ def test_served_over_http_in_the_text_format(telemetry: Telemetry) -> None:
     names = {s.name for f in text_string_to_metric_families(body) for s in f.samples}
     assert "remsguard_worker_up" in names
     assert names <= METRIC_NAMES
+
+
+def test_a_series_is_looked_up_once_per_label_set_and_counts_alike() -> None:
+    from prometheus_client import CollectorRegistry, Counter
+
+    from remsguard.adapters.telemetry import Series
+
+    registry = CollectorRegistry()
+    counter = Counter("unit_things_total", "Things.", ["kind"], registry=registry)
+    series = Series(counter)
+    assert series("a") is series("a") and series("a") is not series("b")
+    series("a").inc()
+    series("a").inc()
+    series("b").inc()
+    assert registry.get_sample_value("unit_things_total", {"kind": "a"}) == 2
+    assert registry.get_sample_value("unit_things_total", {"kind": "b"}) == 1

@@ -37,6 +37,7 @@ __all__ = [
     "INGEST_BUCKETS",
     "METRIC_NAMES",
     "SERVICES",
+    "Series",
     "Telemetry",
     "session_state",
     "violated_rules",
@@ -80,6 +81,21 @@ def session_state(session: Session, protocol: MonitoringProtocol) -> str:
     return "complete"
 
 
+class Series:
+    """`metric.labels(*values)` looked up once per label set: prometheus_client validates and
+    locks on every `labels()` call, which shows on per-event paths."""
+
+    def __init__(self, metric: Counter | Gauge | Histogram) -> None:
+        self._metric = metric
+        self._known: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._known.get(values)
+        if child is None:
+            child = self._known[values] = self._metric.labels(*values)
+        return child
+
+
 class Telemetry:
     """Every remsguard metric family, registered on `registry` (never the global default)."""
 
@@ -94,7 +110,7 @@ class Telemetry:
             ["topic", "type"],
             registry=registry,
         )
-        self._consumed: dict[tuple[str, str], Any] = {}  # the series of events_consumed
+        self._consumed = Series(self.events_consumed)
         self.events_rejected = Counter(
             "remsguard_events_rejected_total",
             "Input events that broke the event contract, by source and rejection reason.",
@@ -263,13 +279,7 @@ class Telemetry:
                 if dead_lettered:
                     self.dead_letters.labels(topic, reason).inc()
             else:
-                kind = event.type if event else "unknown"
-                consumed = self._consumed.get((topic, kind))
-                if consumed is None:  # `labels()` validates and locks: once per series
-                    consumed = self._consumed[(topic, kind)] = self.events_consumed.labels(
-                        topic, kind
-                    )
-                consumed.inc()
+                self._consumed(topic, event.type if event else "unknown").inc()
                 if decisions.outcome is Outcome.DUPLICATE:
                     self.events_duplicate.labels(topic).inc()
         now = time.time() if decided_at is None else decided_at

@@ -34,7 +34,7 @@ from faust.types import TP, EventT, Message, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from remsguard.adapters.kafka.topics import Topics
-from remsguard.adapters.telemetry import Telemetry
+from remsguard.adapters.telemetry import Series, Telemetry
 from remsguard.bootstrap import load_protocols
 from remsguard.config import Settings
 from remsguard.domain.engine import MonitoringEngine
@@ -278,7 +278,7 @@ def create_app(
     kinds = {name: "input" for name in topics.inputs} | {topics.ticks: "tick"}
     assigned: dict[str, Any] = {"count": -1}
     sessions_scanned = [0.0]
-    message_counts: dict[tuple[str, str], Any] = {}
+    message_counts = Series(metrics.messages)
     key_partitions = _KeyPartitions(app)
 
     # A plain coroutine, not a generator: faust formats a debug line for every value an agent
@@ -311,12 +311,7 @@ def create_app(
             pending.events[partition].append(event)
             kind = kinds.get(message.topic, "other")
             metrics.latency.observe(time.perf_counter() - started)
-            counted = message_counts.get((kind, result.outcome))
-            if counted is None:  # `labels()` validates and locks: look each series up once
-                counted = message_counts[(kind, result.outcome)] = metrics.messages.labels(
-                    kind, result.outcome
-                )
-            counted.inc()
+            message_counts(kind, result.outcome).inc()
             for rule in result.alerts:
                 metrics.alerts.labels(rule).inc()
             if result.dead_letter_reason is not None:
