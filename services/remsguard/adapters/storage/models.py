@@ -227,6 +227,7 @@ class ApiPrincipal(SQLModel, table=True):
     clinics: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(sa_column=_ts(nullable=False))
     revoked_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    expires_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
 class SessionEventRow(SQLModel, table=True):
