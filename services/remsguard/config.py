@@ -28,6 +28,19 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8400, ge=0, le=65535)
     ingest_max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    ingest_max_events: int = Field(default=10_000, ge=1)  # events per request (413 above)
+    # Event times are inputs to validate: an event stamped more than this far ahead of the
+    # receiving process's clock is rejected (`occurred_in_future`), one older than the horizon
+    # is rejected (`too_old`), on every live path (ingest, processor, publish, client).
+    event_max_future_seconds: float = Field(default=300.0, ge=0)
+    event_max_age_days: float = Field(default=30.0, gt=0)
+    # HTTP hardening: the OpenAPI docs (served from the package, never a CDN) are off unless
+    # asked for; /metrics needs this bearer token when it is set.
+    http_docs: bool = False
+    metrics_token: SecretStr | None = None
+    metrics_max_clinics: int = Field(default=1_000, ge=1)  # clinic label values, at most
+    # Embedded mode signs a tree head this often (and at shutdown) with its own key.
+    tree_head_interval_seconds: float = Field(default=300.0, gt=0)
     # "event": the engine clock is max(wall clock, latest event time), as in replay;
     # "wall": the wall clock only (devices' clocks running ahead cannot move deadlines).
     embedded_clock: Literal["event", "wall"] = "event"

@@ -24,6 +24,14 @@ class AuditKind(StrEnum):
     SESSION_DOSED = "session.dosed"
     WINDOW_SATISFIED = "session.window_satisfied"
     SESSION_DISCHARGED = "session.discharged"
+    # Written by the compliance log's own writers (not the engine), so that everything an
+    # auditor or the monitoring form relies on is in the hash chain.
+    ALERT_ACKNOWLEDGED = "alert.acknowledged"
+    ALERT_RESOLVED = "alert.resolved"
+    ALERT_ESCALATED = "alert.escalated"
+    FORM_SUBMITTED = "form.submitted"
+    PRINCIPAL_CREATED = "principal.created"
+    PRINCIPAL_REVOKED = "principal.revoked"
 
 
 def stable_id(*parts: str) -> str:

@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal, Protocol
@@ -84,6 +84,8 @@ class DecisionLog(Protocol):
     def append_audit(self, records: Iterable[AuditRecord]) -> object: ...
 
     def save_alerts(self, alerts: Iterable[Alert]) -> int: ...
+
+    def save_events(self, events: Iterable[Event]) -> int: ...
 
 
 class SessionSummaries(Protocol):
@@ -220,6 +222,7 @@ class EmbeddedRuntime:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._unrecorded = Decisions()
+        self._unrecorded_events: list[Event] = []  # accepted events not yet in the log
         self._journaled = Checkpoint()
         self._recorded = Checkpoint()
         self._stored_checkpoint = Checkpoint()
@@ -257,14 +260,15 @@ class EmbeddedRuntime:
         engine = self.engine
         recorded = self.journal.recorded_through()
         pending = Decisions()
+        pending_events: list[Event] = []
         latest: datetime | None = None
 
         def flush(final: bool = False) -> None:
-            nonlocal pending
+            nonlocal pending, pending_events
             if final or len(pending.audit) >= _RECORD_CHUNK:
-                summary.alerts += self._record_now(pending)
+                summary.alerts += self._record_now(pending, pending_events)
                 summary.audit_records += len(pending.audit)
-                pending = Decisions()
+                pending, pending_events = Decisions(), []
 
         for row in self.journal.events():
             step = Decisions()
@@ -285,6 +289,8 @@ class EmbeddedRuntime:
                     latest = decoded.occurred_at
             if row.seq > recorded.events:  # older rows' decisions are recorded already
                 pending.extend(step)
+                if not isinstance(decoded, Rejection):
+                    pending_events.append(decoded)
                 flush()
         for rejected in self.journal.rejections(after=recorded.rejections):
             rejection = Rejection(
@@ -399,14 +405,14 @@ class EmbeddedRuntime:
                 self.telemetry.observe_sessions(engine.sessions.values(), engine.protocol_of)
 
     async def _step(self, batches: list[_Batch]) -> None:
-        decisions = self._unrecorded
-        self._unrecorded = Decisions()
+        decisions, events = self._unrecorded, self._unrecorded_events
+        self._unrecorded, self._unrecorded_events = Decisions(), []
         ticked = self.engine.advance_to(self._now())
         self.telemetry.observe_decisions(ticked)
         decisions.extend(ticked)
         answers: list[tuple[_Batch, list[EventResult]]] = []
         if batches:
-            answers = await self._ingest(batches, decisions)
+            answers = await self._ingest(batches, decisions, events)
             # Deadlines already past for what just arrived are decided now, not at the next
             # tick, so the requests' answers come after the alerts are in the log.
             caught_up = self.engine.advance_to(self._now())
@@ -414,11 +420,12 @@ class EmbeddedRuntime:
             decisions.extend(caught_up)
         if decisions.alerts or decisions.audit:
             try:
-                await asyncio.to_thread(self._record_now, decisions)
+                await asyncio.to_thread(self._record_now, decisions, events)
             except Exception:
                 self._metrics.record_failures.inc()
                 log.exception("compliance_log.write_failed", audit_records=len(decisions.audit))
                 self._unrecorded.extend(decisions)
+                self._unrecorded_events.extend(events)
             else:
                 self._recorded = self._journaled
                 self._mark_touched(decisions)
@@ -429,7 +436,7 @@ class EmbeddedRuntime:
                 batch.future.set_result(results)
 
     async def _ingest(
-        self, batches: list[_Batch], decisions: Decisions
+        self, batches: list[_Batch], decisions: Decisions, accepted: list[Event]
     ) -> list[tuple[_Batch, list[EventResult]]]:
         engine = self.engine
         event_clock = self.clock_mode == "event"
@@ -524,6 +531,7 @@ class EmbeddedRuntime:
                     if step.rejection is not None:
                         results.append(_rejected(step.rejection))
                     else:
+                        accepted.append(event)
                         results.append(EventResult(step.outcome, event.event_id, event.session_id))
                 telemetry.observe_decisions(
                     step, topic=HTTP_TOPIC, event=event, ingested_at=received
@@ -601,8 +609,11 @@ class EmbeddedRuntime:
                 protocols={sid: batch[sid][1] for sid in chunk},
             )
 
-    def _record_now(self, decisions: Decisions) -> int:
-        """Write decisions to the compliance log; returns how many alerts were new."""
+    def _record_now(self, decisions: Decisions, events: Sequence[Event] = ()) -> int:
+        """Write accepted events' content and decisions to the compliance log; returns how
+        many alerts were new."""
+        if events:
+            self.compliance.save_events(events)
         new_alerts = 0
         if decisions.alerts:
             new_alerts = self.compliance.save_alerts(decisions.alerts)
