@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import structlog
@@ -80,8 +82,15 @@ class EmbeddedContainer:
 
     @classmethod
     def open(
-        cls, settings: Settings, data_dir: Path, protocol_files: list[Path] | None = None
+        cls,
+        settings: Settings,
+        data_dir: Path,
+        protocol_files: list[Path] | None = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
     ) -> EmbeddedContainer:
+        """`clock` is the process's clock (default: the wall clock in UTC); `--simulate`
+        gives its simulated clock instead."""
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
         telemetry = Telemetry(new_registry())
@@ -97,6 +106,7 @@ class EmbeddedContainer:
             telemetry,
             clock_mode=settings.embedded_clock,
             summaries=compliance,
+            **({} if clock is None else {"now": clock}),
         )
         deadlines = FormDeadlineTask(
             compliance,
