@@ -14,6 +14,7 @@ from remsguard.alerting.sse import SseHub
 from remsguard.alerting.webhook import WebhookChannel
 from remsguard.config import Settings
 from remsguard.domain.decisions import Alert, AuditRecord
+from remsguard.domain.events import Event
 
 __all__ = ["NotifyingLog", "build_alerting", "build_console_alerting"]
 
@@ -79,6 +80,9 @@ class NotifyingLog:
 
     def append_audit(self, records: Iterable[AuditRecord]) -> AppendResult:
         return self._log.append_audit(records)
+
+    def save_events(self, events: Iterable[Event]) -> int:
+        return self._log.save_events(events)
 
     def save_alerts(self, alerts: Iterable[Alert]) -> int:
         batch = list(alerts)

@@ -18,7 +18,7 @@ import asyncio
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -60,6 +60,10 @@ def ensure_first_run_tokens(data_dir: Path, log: ComplianceLog) -> Path | None:
         os.fsync(handle.fileno())
     os.chmod(path, 0o600)  # in case the file existed with wider permissions
     return path
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -106,7 +110,7 @@ class EmbeddedContainer:
             telemetry,
             clock_mode=settings.embedded_clock,
             summaries=compliance,
-            **({} if clock is None else {"now": clock}),
+            now=clock or _utc_now,
         )
         deadlines = FormDeadlineTask(
             compliance,
