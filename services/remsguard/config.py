@@ -41,9 +41,6 @@ class Settings(BaseSettings):
     metrics_max_clinics: int = Field(default=1_000, ge=1)  # clinic label values, at most
     # Embedded mode signs a tree head this often (and at shutdown) with its own key.
     tree_head_interval_seconds: float = Field(default=300.0, gt=0)
-    # "event": the engine clock is max(wall clock, latest event time), as in replay;
-    # "wall": the wall clock only (devices' clocks running ahead cannot move deadlines).
-    embedded_clock: Literal["event", "wall"] = "event"
 
     # Stream processor (`remsguard topics create`, `processor`, `publish`, `alerts tail`).
     topic_prefix: str = ""  # prepended to every topic name: isolates environments and tests

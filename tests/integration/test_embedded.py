@@ -85,15 +85,13 @@ def _by_id(alerts: list[dict[str, object]]) -> dict[object, dict[str, object]]:
     return found
 
 
-@pytest.mark.parametrize("when", ["future", "past"])
-def test_posted_scenario_raises_the_alerts_replay_raises(tmp_path: Path, when: str) -> None:
-    """`future`: event times ahead of the wall clock, so the engine clock is event time, as in
-    replay. `past`: yesterday's events; the wall clock decides every deadline, as replay with
+def test_posted_scenario_raises_the_alerts_replay_raises(tmp_path: Path) -> None:
+    """Events of two days ago: the wall clock decides every deadline, as replay with
     `--until now` does."""
     now = datetime.now(UTC).replace(microsecond=0)
-    start = now + timedelta(days=1) if when == "future" else now - timedelta(days=2)
+    start = now - timedelta(days=2)
     scenario = tmp_path / "day.jsonl"
-    lines = _simulated_day(scenario, start, seed=11 if when == "future" else 12)
+    lines = _simulated_day(scenario, start, seed=12)
 
     up = start_up(tmp_path / "data")
     try:
@@ -101,7 +99,7 @@ def test_posted_scenario_raises_the_alerts_replay_raises(tmp_path: Path, when: s
         # Past events arrive long after their time: with several requests, the live clock would
         # decide deadlines between them (rightly: that is what "late" means live), so the
         # whole day goes in one request, and replay decides at --until now.
-        for batch in batches(lines, 150 if when == "future" else len(lines)):
+        for batch in batches(lines, len(lines)):
             response = up.post(ndjson(batch))
             assert response.status_code == 200, response.text
             body = response.json()
@@ -111,7 +109,7 @@ def test_posted_scenario_raises_the_alerts_replay_raises(tmp_path: Path, when: s
         assert counts["accepted"] > 1000
         assert counts["duplicates"] > 0 and counts["rejected"] > 0
         served = up.alerts()
-        until = datetime.now(UTC) if when == "past" else None
+        until = datetime.now(UTC)
     finally:
         assert up.stop() == 0, up.log
 
@@ -175,7 +173,8 @@ def small_limit_up(tmp_path_factory: pytest.TempPathFactory) -> object:
     assert up.stop() == 0, up.log
 
 
-VALID = event("session.opened", "e-ok", "s-edge", "2026-11-23T09:00:00Z", {"patient_ref": "p"})
+DAY = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()  # within the horizon
+VALID = event("session.opened", "e-ok", "s-edge", f"{DAY}T09:00:00Z", {"patient_ref": "p"})
 
 
 @pytest.mark.parametrize(
@@ -228,16 +227,16 @@ def test_bad_events_are_rejected_one_by_one(small_limit_up: Up) -> None:
     body = orjson.dumps(
         [
             orjson.loads(
-                event("session.opened", "a1", "s-arr", "2026-11-23T09:00:00Z", {"patient_ref": "p"})
+                event("session.opened", "a1", "s-arr", f"{DAY}T09:00:00Z", {"patient_ref": "p"})
             ),
             orjson.loads(
-                event("session.opened", "a1", "s-arr", "2026-11-23T09:00:00Z", {"patient_ref": "p"})
+                event("session.opened", "a1", "s-arr", f"{DAY}T09:00:00Z", {"patient_ref": "p"})
             ),
             17,
             {"type": "vitals.recorded", "event_id": "a2"},
             {"type": "nope", "event_id": "a3", "session_id": "s-arr", "clinic_id": "c1"},
             orjson.loads(
-                event("vitals.recorded", "a4", "s-arr", "2026-11-23T09:01:00", {"spo2": 97})
+                event("vitals.recorded", "a4", "s-arr", f"{DAY}T09:01:00", {"spo2": 97})
             ),
         ]
     )
@@ -260,7 +259,7 @@ def test_bad_events_are_rejected_one_by_one(small_limit_up: Up) -> None:
     ]
     assert (result["accepted"], result["duplicates"], result["rejected"]) == (1, 1, 4)
 
-    huge = event("vitals.recorded", "big", "s-arr", "2026-11-23T09:02:00Z", {"spo2": 97})
+    huge = event("vitals.recorded", "big", "s-arr", f"{DAY}T09:02:00Z", {"spo2": 97})
     huge = huge[:-1] + b',"pad":"' + b"x" * 70_000 + b'"}'
     lines = [b"not json", huge[: 60 * 1024], b"", b"  "]
     response = up.post(ndjson(lines))

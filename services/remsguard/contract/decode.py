@@ -31,6 +31,7 @@ from remsguard.contract.events import (
     SessionOpenedEvent,
     VitalsRecordedEvent,
 )
+from remsguard.domain import admission
 from remsguard.domain.decisions import Rejection
 from remsguard.domain.events import (
     AssessmentRecorded,
@@ -58,6 +59,14 @@ class RejectionReason(StrEnum):
     INVALID_TIME = "invalid_time"
     INVALID_VALUE = "invalid_value"
     OUT_OF_RANGE = "out_of_range"
+    # Decided after the contract, by the receiver (`domain.admission`) or the engine.
+    OCCURRED_IN_FUTURE = admission.OCCURRED_IN_FUTURE
+    TOO_OLD = admission.TOO_OLD
+    CLINIC_NOT_PERMITTED = admission.CLINIC_NOT_PERMITTED
+    SESSION_OF_ANOTHER_CLINIC = admission.SESSION_OF_ANOTHER_CLINIC
+    CONFLICTING_DUPLICATE = admission.CONFLICTING_DUPLICATE
+    UNKNOWN_PROTOCOL = admission.UNKNOWN_PROTOCOL
+    PROCESSING_ERROR = admission.PROCESSING_ERROR
 
 
 _WIRE_TO_DOMAIN: Final[tuple[tuple[type[EventBase], type[Event]], ...]] = (
@@ -253,6 +262,8 @@ def _rejection_from_error(raw: bytes | str, exc: ValidationError) -> Rejection:
         error_type = error["type"]
         if not loc and error_type in _NOT_AN_OBJECT_TYPES:
             reason = RejectionReason.NOT_AN_OBJECT
+        elif loc[-1:] == ("occurred_at",) and error_type != "missing":
+            reason = RejectionReason.INVALID_TIME  # unparseable, naive, or outside 2000-2099
         else:
             reason = _REASON_BY_ERROR_TYPE.get(error_type, RejectionReason.INVALID_VALUE)
         rank = _PRECEDENCE[reason]

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from remsguard.domain.admission import EARLIEST, LATEST
 from remsguard.domain.events import (
     AssessmentRecorded,
     DoseAdministered,
@@ -150,7 +151,13 @@ class EventBase(BaseModel):
     session_id: NonEmptyStr = Field(description="The treatment session (one patient, one visit).")
     clinic_id: NonEmptyStr = Field(description="The healthcare setting.")
     occurred_at: AwareDatetime = Field(
-        description="Event time, RFC 3339 with an offset, e.g. `2026-11-23T09:00:00Z`."
+        ge=EARLIEST,
+        lt=LATEST,
+        description=(
+            "Event time, RFC 3339 with an offset, e.g. `2026-11-23T09:00:00Z`; from 2000 to "
+            "2099. Live paths also refuse times more than a few minutes ahead of their clock "
+            "(`occurred_in_future`) or older than their horizon (`too_old`)."
+        ),
     )
     device_id: NonEmptyStr | None = Field(default=None, description="The sending device.")
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from itertools import count
 from operator import itemgetter
 
+from remsguard.domain.admission import SESSION_OF_ANOTHER_CLINIC, UNKNOWN_PROTOCOL, rejection_of
 from remsguard.domain.deadlines import Check, due_checks, run_check
 from remsguard.domain.decisions import (
     Alert,
@@ -73,16 +74,21 @@ class MonitoringEngine:
         session = self.sessions.get(session_id)
         if session is None:
             session = Session(session_id, event.clinic_id, self._default)
+        elif session.clinic_id != event.clinic_id:  # a session belongs to its first clinic
+            return self.reject(
+                rejection_of(
+                    event,
+                    SESSION_OF_ANOTHER_CLINIC,
+                    f"session {session_id!r} belongs to another clinic",
+                ),
+                source=f"{session_id}/{event_id}",
+            )
         elif event_id in session.seen:
             return Decisions(outcome=Outcome.DUPLICATE)
         if isinstance(event, SessionOpened) and event.protocol not in (None, *self._protocols):
             return self.reject(
-                Rejection(
-                    reason="unknown_protocol",
-                    detail=f"protocol {event.protocol!r} is not configured",
-                    event_id=event_id,
-                    session_id=session_id,
-                    clinic_id=event.clinic_id,
+                rejection_of(
+                    event, UNKNOWN_PROTOCOL, f"protocol {event.protocol!r} is not configured"
                 ),
                 source=f"{session_id}/{event_id}",
             )

@@ -32,8 +32,10 @@ from remsguard.alerting.service import AlertingService
 from remsguard.auditing.deadlines import FormDeadlineTask
 from remsguard.bootstrap import load_protocols
 from remsguard.config import Settings
+from remsguard.domain.admission import EventTimeBounds
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.embedded.compliance import Role, create_principal, has_principals
+from remsguard.embedded.head_signing import HeadSigningTask, signing_key
 from remsguard.embedded.journal import EventJournal
 from remsguard.embedded.runtime import EmbeddedRuntime, RecoverySummary
 
@@ -83,6 +85,7 @@ class EmbeddedContainer:
     recovery: RecoverySummary | None = field(default=None)
     alerting: AlertingService | None = field(default=None)
     deadlines: FormDeadlineTask | None = field(default=None)
+    heads: HeadSigningTask | None = field(default=None)  # signed tree heads (head_signing.py)
 
     @classmethod
     def open(
@@ -108,7 +111,9 @@ class EmbeddedContainer:
             journal,
             NotifyingLog(compliance, alerting),
             telemetry,
-            clock_mode=settings.embedded_clock,
+            bounds=EventTimeBounds.of(
+                settings.event_max_future_seconds, settings.event_max_age_days
+            ),
             summaries=compliance,
             now=clock or _utc_now,
         )
@@ -120,6 +125,9 @@ class EmbeddedContainer:
             telemetry=telemetry,
             on_raised=alerting.on_alerts,
         )
+        heads = HeadSigningTask(
+            compliance, signing_key(settings, data_dir), settings.tree_head_interval_seconds
+        )
         return cls(
             settings,
             data_dir,
@@ -129,6 +137,7 @@ class EmbeddedContainer:
             telemetry,
             alerting=alerting,
             deadlines=deadlines,
+            heads=heads,
         )
 
     @property
@@ -149,6 +158,8 @@ class EmbeddedContainer:
         await self.runtime.start()
         if self.deadlines is not None:
             self.deadlines.start()
+        if self.heads is not None:
+            self.heads.start()
 
     async def stop(self) -> None:
         if self.deadlines is not None:
@@ -156,5 +167,7 @@ class EmbeddedContainer:
         await self.runtime.stop()
         if self.alerting is not None:
             await self.alerting.stop()
+        if self.heads is not None:
+            await self.heads.stop()  # after the last writer: the final head covers it all
         self.journal.close()
         self.compliance.close()

@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS rejections (
     clock_us    INTEGER,
     received_us INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS quarantine (
+    seq         INTEGER PRIMARY KEY,  -- the events row that could not be applied
+    reason      TEXT    NOT NULL,
+    detail      TEXT    NOT NULL,
+    at_us       INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -71,10 +77,15 @@ def to_us(value: datetime | None) -> int | None:
 
 
 def from_us(value: int | None) -> datetime | None:
+    """The instant, or None when there is none or it is not a representable time (a journal
+    written by hand or by a faulty version must not stop recovery)."""
     if value is None:
         return None
     seconds, micros = divmod(value, 1_000_000)
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
+    try:
+        return datetime.fromtimestamp(seconds, UTC).replace(microsecond=micros)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,20 +217,59 @@ class EventJournal:
         return Checkpoint(rows.get("recorded_events", 0), rows.get("recorded_rejections", 0))
 
     def events(self, batch: int = 10_000) -> Iterator[JournaledEvent]:
-        """Every journaled event in arrival order."""
+        """Every journaled event in arrival order, except the quarantined ones."""
         last = 0
         while True:
             with self._lock:
                 rows = self._db.execute(
                     "SELECT seq, session_id, event_id, clock_us, raw FROM events "
-                    "WHERE seq > ? ORDER BY seq LIMIT ?",
+                    "WHERE seq > ? AND seq NOT IN (SELECT seq FROM quarantine) "
+                    "ORDER BY seq LIMIT ?",
                     (last, batch),
                 ).fetchall()
             if not rows:
                 return
             for seq, session_id, event_id, clock_us, raw in rows:
-                yield JournaledEvent(session_id, event_id, from_us(clock_us), bytes(raw), seq)
+                yield JournaledEvent(
+                    str(session_id), str(event_id), _clock(clock_us), _bytes(raw), seq
+                )
             last = rows[-1][0]
+
+    def latest_clock(self) -> datetime | None:
+        """The latest clock any journaled row was taken at (where a simulated run stopped)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT max(m) FROM (SELECT max(clock_us) AS m FROM events "
+                "UNION ALL SELECT max(clock_us) FROM rejections)"
+            ).fetchone()
+        return _clock(row[0])
+
+    def raw_event(self, session_id: str, event_id: str) -> bytes | None:
+        """The raw bytes journaled for an event id of a session (to compare a duplicate)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT raw FROM events WHERE session_id = ? AND event_id = ?",
+                (session_id, event_id),
+            ).fetchone()
+        return None if row is None else _bytes(row[0])
+
+    def quarantine(self, seq: int, reason: str, detail: str) -> None:
+        """Set a journaled event aside: recovery skips it from now on (the row stays)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT OR IGNORE INTO quarantine (seq, reason, detail, at_us) VALUES (?,?,?,?)",
+                (seq, reason, detail[:500], to_us(datetime.now(UTC))),
+            )
+            self._db.execute("COMMIT")
+
+    def quarantined(self) -> list[tuple[int, str, str]]:
+        """(seq, reason, detail) of every quarantined event, in journal order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, reason, detail FROM quarantine ORDER BY seq"
+            ).fetchall()
+        return [(int(seq), str(reason), str(detail)) for seq, reason, detail in rows]
 
     def rejections(self, after: int = 0) -> list[JournaledRejection]:
         with self._lock:
@@ -234,9 +284,20 @@ class EventJournal:
         ]
 
     def count(self) -> int:
+        """Journaled events, quarantined ones included."""
         with self._lock:
             return int(self._db.execute("SELECT count(*) FROM events").fetchone()[0])
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _clock(value: object) -> datetime | None:
+    return from_us(value) if isinstance(value, int) else None
+
+
+def _bytes(value: object) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    return str(value).encode("utf-8", "surrogatepass")  # a row written as TEXT by hand

@@ -5,15 +5,18 @@ Every change to engine state happens in `_run`, one step at a time:
 1. **Live clock.** Each step first advances the engine to the wall clock, and a step runs at
    least every `tick_interval` seconds even when nothing arrives, so silent sessions still
    get their deadlines decided (the 40-minute check, the end of the window).
-2. **Ingest, group-committed.** Requests waiting in the queue are taken together. Duplicates
-   (an event id the session has seen) are answered as such and not journaled; every other
-   contract-valid event, and every contract rejection, is appended to the journal in one
-   transaction that is fsync'd before anything else happens. Only then are the events
-   applied to the engine, in arrival order, exactly as `remsguard replay` does: after each
-   event the clock moves up to its event time (clock mode `event`), so the engine clock is
-   max(wall clock, latest event time) — the same watermark as replay, which also lets a
-   simulator run faster than real time. (Clock mode `wall` ignores event times: safer when
-   devices' clocks may run ahead, since a future-dated event moves every session's clock.)
+2. **Ingest, group-committed.** Requests waiting in the queue are taken together. Each event
+   is admitted first (`_admit`): its clinic must be one the token may post for
+   (`clinic_not_permitted`), its time within `bounds` of the process's clock
+   (`occurred_in_future`, `too_old`), its session not another clinic's
+   (`session_of_another_clinic`); an event id the session has seen is a duplicate when its
+   content is the same and a `conflicting_duplicate` when not. Duplicates are answered and
+   not journaled; every admitted event, and every rejection, is appended to the journal in
+   one transaction that is fsync'd before anything else happens. Only then are the events
+   applied to the engine, in arrival order. The engine's clock is the process's clock (the
+   wall clock; `--simulate` gives a simulated one): event times never move it, so neither a
+   device whose clock runs fast nor a hostile one can decide another clinic's deadlines
+   early, or put them off.
 3. **Compliance log.** The step's alerts and audit records are written through the
    `ComplianceLog` seam (idempotent by id) before the waiting requests are answered, so a
    client that got its 2xx can read the alerts its events raised.
@@ -26,10 +29,12 @@ Every change to engine state happens in `_run`, one step at a time:
    records and their refresh), and `stop` refreshes what is still marked.
 
 **Restart recovery** (`recover`) replays the journal in arrival order, advancing the engine
-to each event's recorded clock before applying it, so deadlines are decided where they were
-decided live; then it advances to now, so a deadline that came due while the process was
-down fires once. Every decision is handed to the compliance log again: alert and audit ids
-are deterministic, so what was already recorded is a no-op and what a crash lost is filled in.
+to each event's recorded clock (never past now) before applying it, so deadlines are decided
+where they were decided live; then it advances to now, so a deadline that came due while the
+process was down fires once. A journaled event that cannot be applied (the contract changed,
+or applying it fails) is quarantined with its reason and skipped; recovery goes on. Every
+decision is handed to the compliance log again: alert and audit ids are deterministic, so
+what was already recorded is a no-op and what a crash lost is filled in.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal, Protocol
 
@@ -48,6 +53,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from remsguard.adapters.telemetry import HTTP_TOPIC, Telemetry
 from remsguard.contract.decode import decode_event
+from remsguard.domain.admission import (
+    CLINIC_NOT_PERMITTED,
+    CONFLICTING_DUPLICATE,
+    PROCESSING_ERROR,
+    SESSION_OF_ANOTHER_CLINIC,
+    EventTimeBounds,
+    rejection_of,
+)
 from remsguard.domain.decisions import Alert, AuditRecord, Decisions, Outcome, Rejection
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.events import Event
@@ -61,7 +74,6 @@ from remsguard.embedded.journal import (
 )
 
 __all__ = [
-    "ClockMode",
     "EmbeddedRuntime",
     "EventResult",
     "RecoverySummary",
@@ -71,8 +83,6 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-ClockMode = Literal["event", "wall"]
-CLINIC_NOT_ALLOWED: Final = "clinic_not_allowed"
 SERVICE: Final = "up"
 _RECORD_CHUNK: Final = 20_000
 _SUMMARY_CHUNK: Final = 500  # sessions per refresh transaction (ingest's writes interleave)
@@ -117,6 +127,7 @@ class EventResult:
 class RecoverySummary:
     events: int = 0
     rejections: int = 0
+    quarantined: int = 0
     alerts: int = 0
     audit_records: int = 0
     seconds: float = 0.0
@@ -129,6 +140,18 @@ class _Batch:
     source: str
     future: asyncio.Future[list[EventResult]]
     received: float  # unix seconds
+
+
+_APPLY: Final = "apply"
+_DUPLICATE: Final = "duplicate"
+
+
+@dataclass(slots=True)
+class _Group:
+    """What the requests taken together admitted so far (they are journaled together)."""
+
+    events: dict[tuple[str, str], Event] = field(default_factory=dict)
+    owners: dict[str, str] = field(default_factory=dict)  # new sessions: id -> clinic
 
 
 @dataclass(slots=True)
@@ -151,6 +174,8 @@ class _Metrics:
     journal_failures: Counter
     summary_seconds: Histogram
     summary_failures: Counter
+    conflicting_duplicates: Counter
+    quarantined: Counter
 
     @classmethod
     def of(cls, registry: CollectorRegistry) -> _Metrics:
@@ -188,6 +213,16 @@ class _Metrics:
                 "Failed session summary refreshes (retried).",
                 registry=registry,
             ),
+            conflicting_duplicates=Counter(
+                "remsguard_conflicting_duplicates_total",
+                "Events rejected for reusing an accepted event id with other content.",
+                registry=registry,
+            ),
+            quarantined=Counter(
+                "remsguard_journal_quarantined_total",
+                "Journaled events set aside at recovery because they could not be applied.",
+                registry=registry,
+            ),
         )
 
 
@@ -199,7 +234,7 @@ class EmbeddedRuntime:
         compliance: DecisionLog,
         telemetry: Telemetry,
         *,
-        clock_mode: ClockMode = "event",
+        bounds: EventTimeBounds | None = None,
         tick_interval: float = 1.0,
         sessions_scan_interval: float = 10.0,
         max_queued_events: int = 500_000,
@@ -211,7 +246,7 @@ class EmbeddedRuntime:
         self.journal = journal
         self.compliance = compliance
         self.telemetry = telemetry
-        self.clock_mode: ClockMode = clock_mode
+        self.bounds = EventTimeBounds() if bounds is None else bounds
         self._tick_interval = tick_interval
         self._scan_interval = sessions_scan_interval
         self._max_queued = max_queued_events
@@ -237,13 +272,8 @@ class EmbeddedRuntime:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def current_time(self) -> datetime:
-        """The runtime's clock: the wall clock, or in clock mode `event` the engine clock when
-        events have moved it ahead (what the engine decides deadlines by). Any thread."""
-        now = self._now()
-        clock = self.engine.clock
-        if self.clock_mode == "event" and clock is not None and clock > now:
-            return clock
-        return now
+        """The runtime's clock, what the engine decides deadlines by. Any thread."""
+        return self._now()
 
     @property
     def running(self) -> bool:
@@ -261,7 +291,6 @@ class EmbeddedRuntime:
         recorded = self.journal.recorded_through()
         pending = Decisions()
         pending_events: list[Event] = []
-        latest: datetime | None = None
 
         def flush(final: bool = False) -> None:
             nonlocal pending, pending_events
@@ -270,27 +299,27 @@ class EmbeddedRuntime:
                 summary.audit_records += len(pending.audit)
                 pending, pending_events = Decisions(), []
 
+        now = self._now()
         for row in self.journal.events():
             step = Decisions()
-            if row.clock is not None:
-                step.extend(engine.advance_to(row.clock))
-            decoded = decode_event(row.raw)
+            try:
+                if row.clock is not None:  # never past now: a clock is not an input to obey
+                    step.extend(engine.advance_to(min(row.clock, now)))
+                decoded = decode_event(row.raw)
+                if not isinstance(decoded, Rejection):
+                    step.extend(engine.handle(decoded))
+            except Exception as exc:  # one record must never stop the service starting
+                self._quarantine(row, PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
+                summary.quarantined += 1
+                continue
             if isinstance(decoded, Rejection):  # the contract changed since it was accepted
-                log.warning(
-                    "journal.event_no_longer_valid",
-                    seq=row.seq,
-                    event_id=row.event_id,
-                    reason=decoded.reason,
-                )
-            else:
-                step.extend(engine.handle(decoded))
-                summary.events += 1
-                if latest is None or decoded.occurred_at > latest:
-                    latest = decoded.occurred_at
+                self._quarantine(row, decoded.reason, decoded.detail)
+                summary.quarantined += 1
+                continue
+            summary.events += 1
             if row.seq > recorded.events:  # older rows' decisions are recorded already
                 pending.extend(step)
-                if not isinstance(decoded, Rejection):
-                    pending_events.append(decoded)
+                pending_events.append(decoded)
                 flush()
         for rejected in self.journal.rejections(after=recorded.rejections):
             rejection = Rejection(
@@ -302,10 +331,7 @@ class EmbeddedRuntime:
             )
             pending.extend(engine.reject(rejection, source=rejected.source))
             summary.rejections += 1
-        now = self._now()
-        if self.clock_mode == "event" and latest is not None and latest > now:
-            now = latest
-        pending.extend(engine.advance_to(now))
+        pending.extend(engine.advance_to(self._now()))
         flush(final=True)
         # A crash may have come between records and their summaries' refresh: refresh every
         # session once (in the background, after start).
@@ -439,9 +465,9 @@ class EmbeddedRuntime:
         self, batches: list[_Batch], decisions: Decisions, accepted: list[Event]
     ) -> list[tuple[_Batch, list[EventResult]]]:
         engine = self.engine
-        event_clock = self.clock_mode == "event"
         clock = engine.clock
-        seen: set[tuple[str, str]] = set()
+        now = self._now()
+        group = _Group()
         plans: list[list[_Planned]] = []
         journal_events: list[JournaledEvent] = []
         journal_rejections: list[JournaledRejection] = []
@@ -449,18 +475,13 @@ class EmbeddedRuntime:
             plan: list[_Planned] = []
             for index, item in enumerate(batch.items):
                 decoded = item.decoded
-                principal = batch.principal
-                if not isinstance(decoded, Rejection) and (
-                    principal is not None and not principal.may_see(decoded.clinic_id)
-                ):
-                    decoded = Rejection(
-                        reason=CLINIC_NOT_ALLOWED,
-                        detail=f"this token may not post events of clinic {decoded.clinic_id!r}",
-                        event_id=decoded.event_id,
-                        session_id=decoded.session_id,
-                        clinic_id=decoded.clinic_id,
-                    )
-                if isinstance(decoded, Rejection):
+                admitted = (
+                    decoded
+                    if isinstance(decoded, Rejection)
+                    else self._admit(decoded, batch.principal, now, group)
+                )
+                if isinstance(admitted, Rejection):
+                    decoded = admitted
                     source = f"{batch.source}:{index}"
                     plan.append(_Planned("rejected", rejection=decoded, source=source))
                     journal_rejections.append(
@@ -475,18 +496,14 @@ class EmbeddedRuntime:
                         )
                     )
                     continue
-                key = (decoded.session_id, decoded.event_id)
-                session = engine.sessions.get(decoded.session_id)
-                if key in seen or (session is not None and decoded.event_id in session.seen):
+                assert not isinstance(decoded, Rejection)
+                if admitted is _DUPLICATE:
                     plan.append(_Planned("duplicate", event=decoded))
                 else:
-                    seen.add(key)
                     plan.append(_Planned("apply", event=decoded))
                     journal_events.append(
                         JournaledEvent(decoded.session_id, decoded.event_id, clock, item.raw)
                     )
-                if event_clock and (clock is None or decoded.occurred_at > clock):
-                    clock = decoded.occurred_at
             plans.append(plan)
 
         checkpoint = None if self._recorded == self._stored_checkpoint else self._recorded
@@ -536,12 +553,63 @@ class EmbeddedRuntime:
                 telemetry.observe_decisions(
                     step, topic=HTTP_TOPIC, event=event, ingested_at=received
                 )
-                if event_clock and (engine.clock is None or event.occurred_at > engine.clock):
-                    advanced = engine.advance_to(event.occurred_at)
-                    telemetry.observe_decisions(advanced)
-                    decisions.extend(advanced)
             answers.append((batch, results))
         return answers
+
+    def _admit(
+        self, event: Event, principal: Principal | None, now: datetime, group: _Group
+    ) -> Rejection | Literal["apply", "duplicate"]:
+        """Whether a contract-valid event may be applied (see the module doc, step 2)."""
+        if principal is not None and not principal.may_see(event.clinic_id):
+            detail = f"this token may not post events of clinic {event.clinic_id!r}"
+            return rejection_of(event, CLINIC_NOT_PERMITTED, detail)
+        out_of_bounds = self.bounds.check(event, now)
+        if out_of_bounds is not None:
+            return out_of_bounds
+        session_id, event_id = event.session_id, event.event_id
+        session = self.engine.sessions.get(session_id)
+        owner = session.clinic_id if session is not None else group.owners.get(session_id)
+        if owner is not None and owner != event.clinic_id:
+            detail = f"session {session_id!r} belongs to another clinic"
+            return rejection_of(event, SESSION_OF_ANOTHER_CLINIC, detail)
+        original = group.events.get((session_id, event_id))
+        if original is None and session is not None and event_id in session.seen:
+            original = self._journaled_event(session_id, event_id)
+            if original is None:
+                return _DUPLICATE  # nothing to compare with (it was quarantined)
+        if original is not None:
+            if original == event:  # same content (instants compare as instants)
+                return _DUPLICATE
+            self._metrics.conflicting_duplicates.inc()
+            log.warning(
+                "ingest.conflicting_duplicate",
+                session_id=session_id,
+                event_id=event_id,
+                clinic_id=event.clinic_id,
+            )
+            detail = f"event id {event_id!r} was already accepted with other content"
+            return rejection_of(event, CONFLICTING_DUPLICATE, detail)
+        group.events[(session_id, event_id)] = event
+        group.owners.setdefault(session_id, event.clinic_id)
+        return _APPLY
+
+    def _journaled_event(self, session_id: str, event_id: str) -> Event | None:
+        raw = self.journal.raw_event(session_id, event_id)
+        decoded = None if raw is None else decode_event(raw)
+        return None if decoded is None or isinstance(decoded, Rejection) else decoded
+
+    def _quarantine(self, row: JournaledEvent, reason: str, detail: str) -> None:
+        """Set aside a journaled event recovery cannot apply; start-up goes on without it."""
+        self.journal.quarantine(row.seq, reason, detail)
+        self._metrics.quarantined.inc()
+        log.error(
+            "journal.event_quarantined",
+            seq=row.seq,
+            session_id=row.session_id,
+            event_id=row.event_id,
+            reason=reason,
+            detail=detail[:200],
+        )
 
     # -- session summaries -------------------------------------------------------------------
 

@@ -6,9 +6,11 @@ structlog setup stays), prints the URL, and stops cleanly on Ctrl-C or SIGTERM (
 flight are answered, queued events are journaled and applied, files are closed).
 
 `--simulate` also runs `remsguard simulate`, posting to this process's ingest with a device
-token of its own, starting now and running `--speed` times faster than real time (event
-times run ahead of the wall clock, and the engine's clock follows them: clock mode `event`),
-with higher violation rates than the simulator's defaults so alerts show up within a minute.
+token of its own, `--speed` times faster than real time, with higher violation rates than the
+simulator's defaults so alerts show up within a minute. The whole process then runs on the
+simulation's clock (`SimulatedClock`, carrying on from where the last run's journal stopped),
+stated at start-up: event times never move the service's clock, and the door's check against
+future-dated events stays on.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from remsguard.domain.protocol import ProtocolError
 from remsguard.embedded.compliance import Role, create_principal
 from remsguard.embedded.container import EmbeddedContainer, ensure_first_run_tokens
 from remsguard.entrypoints.http import create_app
-from remsguard.entrypoints.http.app import ROUTERS
+from remsguard.entrypoints.http.app import ROUTERS, surface_line
+from remsguard.simulation.clock import SimulatedClock
 
 # A demo should show alerts within a minute: more violations than the simulator's defaults.
 DEMO_RATES = (
@@ -53,7 +56,7 @@ def _url_host(host: str) -> str:
 class _Simulator:
     """`remsguard simulate --post` as a child process; the token goes in its environment."""
 
-    def __init__(self, url: str, token: str, speed: float, manifest: Path) -> None:
+    def __init__(self, url: str, token: str, speed: float, start: str, manifest: Path) -> None:
         # Warnings only: one log line per POST would drown the server's own lines.
         env = {**os.environ, "REMSGUARD_DEVICE_TOKEN": token, "REMSGUARD_LOG_LEVEL": "warning"}
         command = [
@@ -64,7 +67,7 @@ class _Simulator:
             "--post",
             url,
             "--start",
-            "now",
+            start,
             "--speed",
             str(speed),
             "--manifest",
@@ -84,7 +87,7 @@ class _Simulator:
 
 
 async def _serve(
-    container: EmbeddedContainer, host: str, port: int, simulate: bool, speed: float
+    container: EmbeddedContainer, host: str, port: int, clock: SimulatedClock | None
 ) -> None:
     app = create_app(container)
     settle_heap()  # after the journal replay: the restored sessions are long-lived too
@@ -117,20 +120,28 @@ async def _serve(
         else:
             typer.echo(f"remsguard is up: {base}/v1/alerts (API; no console in this build)")
         typer.echo(f"  API     {base}/v1/alerts    ingest POST {base}/v1/events")
-        typer.echo(f"  metrics {base}/metrics    OpenAPI {base}/docs")
+        typer.echo(surface_line(container.settings, base))
         typer.echo(f"  tokens  {container.data_dir / 'first-run-tokens.txt'}")
         typer.echo("  Ctrl-C stops it.")
-        if simulate:
+        if clock is not None:
             token = await asyncio.to_thread(
                 create_principal,
                 container.compliance,
                 f"simulator-{uuid.uuid4().hex[:8]}",
                 Role.DEVICE,
             )
+            start = clock().replace(microsecond=0)
             simulator = _Simulator(
-                f"{base}/v1/events", token, speed, container.data_dir / "simulation-manifest.json"
+                f"{base}/v1/events",
+                token,
+                clock.speed,
+                start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                container.data_dir / "simulation-manifest.json",
             )
-            typer.echo(f"  simulating clinic days at {speed:g}x real time")
+            typer.echo(
+                f"  simulating clinic days at {clock.speed:g}x real time; this process runs on "
+                f"the simulation's clock, now {start:%Y-%m-%d %H:%M}Z"
+            )
     try:
         await serving
     finally:
@@ -149,7 +160,8 @@ def up_command(
         bool, typer.Option("--simulate", help="also run the clinic simulator against it")
     ] = False,
     speed: Annotated[
-        float, typer.Option(min=0.0, help="with --simulate: times faster than real time")
+        float,
+        typer.Option(min=0.0, help="with --simulate: times faster than real time (above 0)"),
     ] = 60.0,
     protocol: Annotated[
         str | None, typer.Option(help="default protocol for sessions that name none")
@@ -164,17 +176,26 @@ def up_command(
         settings = settings.model_copy(update={"default_protocol": protocol})
     directory = (data_dir or settings.data_dir).expanduser().resolve()
     files = list(protocol_file or [])
+    if simulate and speed <= 0:
+        typer.echo("remsguard up: --speed must be above 0 with --simulate", err=True)
+        raise typer.Exit(2)
+    clock = SimulatedClock(speed) if simulate else None
     try:
-        container = EmbeddedContainer.open(settings, directory, files)
+        container = EmbeddedContainer.open(settings, directory, files, clock=clock)
     except (ProtocolError, ValueError) as exc:
         typer.echo(f"remsguard up: {exc}", err=True)
         raise typer.Exit(2) from None
     except OSError as exc:
         typer.echo(f"remsguard up: cannot use {directory}: {exc.strerror or exc}", err=True)
         raise typer.Exit(1) from None
+    if clock is not None:  # carry on from where the last simulated run stopped
+        clock.start_at(max(clock(), container.journal.latest_clock() or clock()))
     tokens = ensure_first_run_tokens(directory, container.compliance)
     if tokens is not None:
         typer.echo(f"first start: admin and device tokens written to {tokens} (mode 0600)")
+    if container.heads is not None and container.heads.key.created:
+        key = container.heads.key
+        typer.echo(f"tree heads are signed; public key {key.signer.public_hex} ({key.public_path})")
     # uvicorn re-raises the signal that stopped it once it has shut down; a no-op handler
     # makes that a clean exit (status 0) instead of a KeyboardInterrupt or death by SIGTERM.
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -184,7 +205,6 @@ def up_command(
             container,
             host or settings.http_host,
             settings.http_port if port is None else port,
-            simulate,
-            speed,
+            clock,
         )
     )

@@ -43,6 +43,7 @@ from typing import Any, Final
 from remsguard.adapters.kafka.topics import Topics
 from remsguard.contract.decode import decode_event
 from remsguard.contract.outbound import alert_to_json, audit_record_to_json
+from remsguard.domain.admission import EventTimeBounds
 from remsguard.domain.decisions import Decisions, Outcome, Rejection
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.events import AssessmentRecorded, Event, VitalsRecorded
@@ -215,6 +216,8 @@ class StreamProcessor:
         flush_seconds: float = 0.25,
         monotonic: Callable[[], float] = time.monotonic,
         instance: str | None = None,
+        bounds: EventTimeBounds | None = None,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if engine.sessions is not store:
             raise ValueError("the engine must use the store as its sessions")
@@ -224,6 +227,8 @@ class StreamProcessor:
         self.idle_grace = idle_grace_seconds
         self.flush_seconds = flush_seconds
         self._monotonic = monotonic
+        self.bounds = EventTimeBounds() if bounds is None else bounds
+        self._wall_clock = wall
         self._inputs = frozenset(topics.inputs)
         self._partitions: dict[int, _Partition] = {}
         self._watermark: dict[tuple[str, int], datetime] = {}
@@ -327,15 +332,26 @@ class StreamProcessor:
     # -- messages --------------------------------------------------------------------------
 
     def process(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: float | None = None,
     ) -> Result:
-        """One message of an input topic or of the tick topic. Never raises."""
+        """One message of an input topic or of the tick topic. Never raises.
+
+        `timestamp` is the record's (unix seconds): an input event's time is judged against
+        it, never later than the wall clock, so a backlog read late is not too old, and a
+        producer's timestamp cannot let a future-dated event in.
+        """
         state = self._state(partition)
         self.store.partition = partition
         if topic == self.topics.ticks:
             result = self._tick(partition, key, value or b"")
         else:
-            result = self._input(topic, partition, offset, key, value)
+            result = self._input(topic, partition, offset, key, value, timestamp)
             tp = (topic, partition)
             self._last_message[tp] = self._monotonic()
             self._consumed[tp] = max(self._consumed.get(tp, 0), offset + 1)
@@ -343,7 +359,13 @@ class StreamProcessor:
         return result
 
     def _input(
-        self, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp: float | None = None,
     ) -> Result:
         raw = value if value is not None else b""
         source = f"{topic}/{partition}/{offset}"
@@ -351,6 +373,8 @@ class StreamProcessor:
         session_id: str | None = None
         try:
             event = decode_event(raw)
+            if not isinstance(event, Rejection):
+                event = self.bounds.check(event, self._received_at(timestamp)) or event
             if isinstance(event, Rejection):
                 decisions = self.engine.reject(event, source=source)
             else:
@@ -377,6 +401,12 @@ class StreamProcessor:
             if session_id is not None:
                 self._reschedule(partition, session_id, force=True)
         return result
+
+    def _received_at(self, timestamp: float | None) -> datetime:
+        wall = self._wall_clock()
+        if timestamp is None or not 0 < timestamp < wall.timestamp():
+            return wall
+        return datetime.fromtimestamp(timestamp, UTC)
 
     def _tick(self, partition: int, key: bytes | None, value: bytes) -> Result:
         result = Result(outcome="tick")
@@ -488,6 +518,8 @@ class StreamProcessor:
                 candidate = None  # an input we have read nothing of yet may hold anything
             else:
                 candidate = min(mark for mark in active if mark is not None)
+            if candidate is not None and candidate > wall:
+                candidate = wall  # event times never move a clock past the wall clock
             if candidate is not None and (state.clock is None or candidate > state.clock):
                 state.clock = candidate
             state.idle = caught_up and not active

@@ -37,6 +37,7 @@ from remsguard.adapters.kafka.topics import Topics
 from remsguard.adapters.telemetry import Series, Telemetry
 from remsguard.bootstrap import load_protocols
 from remsguard.config import Settings
+from remsguard.domain.admission import EventTimeBounds
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.handlers.stream import (
     FLUSH,
@@ -272,6 +273,7 @@ def create_app(
         topics,
         idle_grace_seconds=settings.clock_idle_grace_seconds,
         flush_seconds=settings.state_flush_seconds,
+        bounds=EventTimeBounds.of(settings.event_max_future_seconds, settings.event_max_age_days),
     )
     pending = _Pending()
     inputs = frozenset(topics.inputs)
@@ -295,7 +297,12 @@ def create_app(
                 continue  # buffered before a revocation: its new owner processes it
             started = time.perf_counter()
             result = processor.process(
-                message.topic, partition, message.offset, message.key, message.value
+                message.topic,
+                partition,
+                message.offset,
+                message.key,
+                message.value,
+                message.timestamp,
             )
             for out in result.outbound:
                 # Straight to the producer: no faust Topic/FutureMessage per output.

@@ -1,0 +1,1 @@
+"""Security tests: hostile input, tenancy, tamper evidence, tokens, the HTTP surface."""
