@@ -7,25 +7,39 @@
 
 The producer is kafka-python's with `acks=all` and idempotence on; the key is the raw UTF-8
 `session_id` (default partitioner), so every event of a session lands on the same partition
-number of each input topic. Events are not validated here: the processor is the judge, and a
-contract-breaking event it receives ends in the dead-letter topic with its reason.
+number of each input topic. The contract is not checked here: the processor is the judge, and
+a contract-breaking event it receives ends in the dead-letter topic with its reason. Event
+times are checked, as at every door: an event stamped too far ahead of this machine's clock,
+or older than the horizon, raises `RefusedEvent` (the processor would dead-letter it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from kafka import KafkaProducer
 
 from remsguard.adapters.kafka.topics import Topics
+from remsguard.contract.decode import decode_event
+from remsguard.domain.admission import EventTimeBounds
+from remsguard.domain.decisions import Rejection
 
-__all__ = ["DeviceClient", "UnroutableEvent", "make_producer"]
+__all__ = ["DeviceClient", "RefusedEvent", "UnroutableEvent", "make_producer"]
 
 
 class UnroutableEvent(ValueError):
     """The event has no recognisable `type`, so no topic can be chosen for it."""
+
+
+class RefusedEvent(ValueError):
+    """The event's time is outside what the service accepts (`reason`: the rejection code)."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(f"{rejection.reason}: {rejection.detail}")
+        self.reason = rejection.reason
 
 
 def make_producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
@@ -72,14 +86,23 @@ class DeviceClient:
         bootstrap: str,
         topics: Topics | None = None,
         producer: KafkaProducer | None = None,
+        bounds: EventTimeBounds | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
         **producer_config: Any,
     ) -> None:
         self.topics = topics or Topics.named()
+        self.bounds = EventTimeBounds() if bounds is None else bounds
+        self._now = now
         self._producer = producer or make_producer(bootstrap, **producer_config)
 
     def send(self, event: bytes | Mapping[str, Any]) -> Any:
         """Queue one event; returns kafka-python's future (`.get(timeout)` waits for the ack)."""
         topic, key, value = route(event, self.topics)
+        decoded = decode_event(value)
+        if not isinstance(decoded, Rejection):
+            refused = self.bounds.check(decoded, self._now())
+            if refused is not None:
+                raise RefusedEvent(refused)
         return self._producer.send(topic, key=key, value=value)
 
     def send_all(self, events: Iterable[bytes | Mapping[str, Any]]) -> int:

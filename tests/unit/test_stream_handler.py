@@ -25,6 +25,7 @@ from remsguard.handlers.stream import (
 
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 TOPICS = Topics.named("unit-")
+WALL = T0 + timedelta(days=1)
 
 
 class Clock:
@@ -65,7 +66,12 @@ class Harness:
         self.engine = MonitoringEngine(load_protocols(), sessions=self.store)
         self.clock = Clock()
         self.processor = StreamProcessor(
-            self.engine, self.store, TOPICS, idle_grace_seconds=2, monotonic=self.clock
+            self.engine,
+            self.store,
+            TOPICS,
+            idle_grace_seconds=2,
+            monotonic=self.clock,
+            wall=lambda: WALL,  # the receiver's clock that event times are judged against
         )
         self.offsets: dict[tuple[str, int], int] = {}
         self.processor.assign({0})
@@ -306,3 +312,43 @@ def test_the_client_routes_by_type_and_keys_by_session() -> None:
         route(b'{"type": "nope"}', TOPICS)
     with pytest.raises(UnroutableEvent):
         route(b"garbage", TOPICS)
+
+
+def test_event_times_are_judged_against_the_receivers_clock() -> None:
+    """Issue 13: an event too far ahead of the receiving clock, or too old, is dead-lettered
+    with its reason; a record timestamp judges a backlog by when it was produced, and one
+    later than the wall clock cannot let a future-dated event in."""
+    h = Harness()
+    ahead = (WALL - T0).total_seconds() / 60 + 6  # minutes after T0: 6 minutes ahead
+    assert h.send(bp(1, ahead)).dead_letter_reason == "occurred_in_future"
+    assert h.send(bp(2, ahead - 2)).outcome == "accepted"  # 4 minutes fast: within the skew
+    old = -31 * 24 * 60
+    assert h.send(bp(3, old)).dead_letter_reason == "too_old"
+    produced = (T0 + timedelta(minutes=old + 10)).timestamp()  # produced 10 minutes later
+    result = h.processor.process(TOPICS.vitals, 0, 99, b"s1", bp(4, old), produced)
+    assert result.outcome == "accepted"
+    forged = (WALL + timedelta(days=1)).timestamp()  # a producer's timestamp from tomorrow
+    result = h.processor.process(TOPICS.vitals, 0, 100, b"s1", bp(5, ahead + 60), forged)
+    assert result.dead_letter_reason == "occurred_in_future"
+
+
+def test_event_clock_never_passes_the_wall_clock() -> None:
+    """A device running fast moves no partition's clock past the wall clock."""
+    h = Harness()
+    h.send(bp(1, -5))
+    h.send(dose(2, 0))
+    h.send(bp(3, 4))
+    wall = T0 + timedelta(minutes=1)  # the device's readings are 3 minutes ahead of it
+    h.clock.now += 10
+    assert h.processor.clocks(h.ends(), wall)[0] == wall
+
+
+def test_a_session_of_another_clinic_is_dead_lettered() -> None:
+    h = Harness()
+    h.send(bp(1, -5))
+    stranger = orjson.loads(bp(2, 1, systolic=250))
+    stranger["clinic_id"] = "c2"
+    result = h.send(orjson.dumps(stranger))
+    assert result.dead_letter_reason == "session_of_another_clinic"
+    assert result.alerts == []
+    assert h.send(bp(3, 2, systolic=250)).alerts == ["BP_CRISIS"]  # its own clinic: judged

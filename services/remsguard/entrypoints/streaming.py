@@ -98,14 +98,17 @@ def publish_command(
 ) -> None:
     """Publish each event of a JSON-lines file to the topic of its type (acks=all)."""
     from remsguard.adapters.kafka.topics import Topics
-    from remsguard.client import DeviceClient, UnroutableEvent
+    from remsguard.client import DeviceClient, RefusedEvent, UnroutableEvent
+    from remsguard.domain.admission import EventTimeBounds
 
     _quiet_kafka_clients()
     settings = get_settings()
     _ensure_topics()  # never let the broker auto-create an input topic un-co-partitioned
     handle = sys.stdin.buffer if file == "-" else Path(file).open("rb")  # noqa: SIM115
-    sent = skipped = 0
-    with handle, DeviceClient(settings.kafka_bootstrap, Topics.from_settings(settings)) as client:
+    bounds = EventTimeBounds.of(settings.event_max_future_seconds, settings.event_max_age_days)
+    topics = Topics.from_settings(settings)
+    sent = skipped = refused = 0
+    with handle, DeviceClient(settings.kafka_bootstrap, topics, bounds=bounds) as client:
         for number, line in enumerate(handle, start=1):
             line = line.strip()
             if not line:
@@ -116,8 +119,14 @@ def publish_command(
             except UnroutableEvent as exc:
                 skipped += 1
                 sys.stderr.write(f"line {number}: not published: {exc}\n")
-    typer.echo(f"published {sent} events ({skipped} unroutable)", err=True)
-    if skipped:
+            except RefusedEvent as exc:
+                refused += 1
+                sys.stderr.write(f"line {number}: not published: {exc}\n")
+    typer.echo(
+        f"published {sent} events ({skipped} unroutable, {refused} refused for their time)",
+        err=True,
+    )
+    if skipped or refused:
         raise typer.Exit(1)
 
 
