@@ -3,7 +3,8 @@
 **Lifecycle.** `open` (raised) -> `acknowledged` (by a named staff member) -> `resolved`, stored
 in the compliance log's alerts table (`ComplianceLog.acknowledge_alert`/`resolve_alert`, which
 are conditional updates, so concurrent clicks cannot both win). Each transition is also an
-audit record naming the staff member (`records.py`).
+audit record naming the staff member (`records.py`), chained by the log in the same
+transaction as the change, so `audit verify` holds each alert row to its records.
 
 **De-duplication.** A new alert is claimed by writing its `alert.notified` audit record (id
 derived from the alert id) before anything is delivered; an alert whose record exists, or that
@@ -630,8 +631,15 @@ class AlertingService:
         before = self.log.get_alert(alert_id)
         if before is None or (clinics is not None and before.clinic_id not in clinics):
             raise AlertNotFound(alert_id)
+        # The log chains the change (`by`, the time) with this detail, in one transaction.
+        detail = {
+            "by_name": by_name,
+            "rule": before.rule,
+            "alert_severity": before.severity,
+            "seconds_since_raised": round((now - utc(before.recorded_at)).total_seconds(), 3),
+        }
         if kind == "acknowledged":
-            after = self.log.acknowledge_alert(alert_id, by, now)
+            after = self.log.acknowledge_alert(alert_id, by, now, detail=detail)
             changed = (
                 after is not None
                 and before.status == AlertStatus.OPEN.value
@@ -639,9 +647,8 @@ class AlertingService:
                 and after.acknowledged_at is not None
                 and utc(after.acknowledged_at) == now
             )
-            kind_name = records.ACKNOWLEDGED
         else:
-            after = self.log.resolve_alert(alert_id, by, now)
+            after = self.log.resolve_alert(alert_id, by, now, detail=detail)
             changed = (
                 after is not None
                 and before.status != AlertStatus.RESOLVED.value
@@ -649,27 +656,7 @@ class AlertingService:
                 and after.resolved_at is not None
                 and utc(after.resolved_at) == now
             )
-            kind_name = records.RESOLVED
         assert after is not None
-        if changed:
-            raised = utc(after.recorded_at)
-            rec = records.record(
-                kind_name,
-                id_parts=(alert_id,),
-                subject_id=alert_id,
-                session_id=after.session_id,
-                clinic_id=after.clinic_id,
-                occurred_at=now,
-                detail={
-                    "by": by,
-                    "by_name": by_name,
-                    "rule": after.rule,
-                    "alert_severity": after.severity,
-                    "seconds_since_raised": round((now - raised).total_seconds(), 3),
-                },
-            )
-            if rec is not None:
-                self.log.append_audit([rec])
         return Transition(after, changed)
 
 

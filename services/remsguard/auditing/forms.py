@@ -78,6 +78,8 @@ class MonitoringFormDoc:
     protocol: str | None
     fields: dict[str, FormField]
     submission: dict[str, Any] = field(default_factory=dict)
+    # Stored events of the session whose content the hash chain does not vouch for: left out.
+    unvouched_events: tuple[str, ...] = ()
 
     @property
     def missing(self) -> list[str]:
@@ -93,6 +95,7 @@ class MonitoringFormDoc:
             "missing_fields": self.missing,
             "fields": {name: self.fields[name].to_json() for name in FIELDS},
             "submission": self.submission,
+            "unvouched_events": list(self.unvouched_events),
         }
 
 
@@ -122,8 +125,11 @@ def build_form(
     patient_ref: str | None = None,
     alert_rules: Iterable[tuple[str, str]] = (),
     submission: Mapping[str, Any] | None = None,
+    unvouched_events: Iterable[str] = (),
 ) -> MonitoringFormDoc:
-    """``events``: the session's accepted events; ``alert_rules``: (rule, alert_id) pairs."""
+    """``events``: the session's accepted events whose content the hash chain vouches for;
+    ``alert_rules``: (rule, alert_id) pairs; ``unvouched_events``: ids of stored events
+    left out because it does not (named on the form, never used)."""
     ordered = sorted(events, key=lambda e: (e.occurred_at, e.event_id))
     opened = next((e for e in ordered if isinstance(e, SessionOpened)), None)
     doses = [e for e in ordered if isinstance(e, DoseAdministered)]
@@ -348,6 +354,7 @@ def build_form(
         protocol=protocol_name if (opened is not None or doses) else None,
         fields=f,
         submission=dict(submission or {}),
+        unvouched_events=tuple(unvouched_events),
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -52,24 +53,52 @@ def verify_command(
     public_key: Annotated[
         Path | None, typer.Option(help="Ed25519 public key (PEM or hex) to check head signatures")
     ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="an embedded data directory: its remsguard.db, and its tree-head-key.pub.pem "
+            "unless --public-key is given"
+        ),
+    ] = None,
+    head_interval: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="seconds between signed heads (default: REMSGUARD_TREE_HEAD_INTERVAL_SECONDS); "
+            "with a public key, the latest head may trail the newest record by twice this",
+        ),
+    ] = None,
 ) -> None:
-    """Recompute every chain and signed tree head; exit 1 naming the first bad record."""
+    """Recompute every chain and signed tree head and hold the tables (events, alerts, forms,
+    principals) to their chained records; exit 1 naming the first problem.
+
+    With a public key, the log must have signed heads and the latest must be recent."""
+    from remsguard.embedded.container import COMPLIANCE_FILE
+    from remsguard.embedded.head_signing import PUBLIC_KEY_FILE
+
+    settings = get_settings()
+    if data_dir is not None:
+        db = db or f"sqlite:///{data_dir / COMPLIANCE_FILE}"
+        if public_key is None and (data_dir / PUBLIC_KEY_FILE).exists():
+            public_key = data_dir / PUBLIC_KEY_FILE
     key = None
     if public_key is not None:
         try:
             key = load_public_key(public_key)
         except (OSError, ValueError) as exc:
             raise _fail(f"cannot read public key {public_key}: {exc}") from None
-    engine = make_engine(db or get_settings().database_url)
+    interval = settings.tree_head_interval_seconds if head_interval is None else head_interval
+    engine = make_engine(db or settings.database_url)
     try:
-        report = verify_log(engine, key)
+        report = verify_log(engine, key, max_head_lag=timedelta(seconds=2 * interval))
     finally:
         engine.dispose()
     if report.ok:
         signed = "signatures checked" if key is not None else "signatures NOT checked"
         typer.echo(
             f"ok: {report.records} records in {report.chains} chains, "
-            f"{report.heads} signed tree heads ({signed})"
+            f"{report.heads} signed tree heads ({signed}); events, alerts, forms and "
+            "principals match their records"
         )
         return
     typer.echo(f"FAILED: {report.problem}")

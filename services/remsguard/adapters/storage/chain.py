@@ -38,6 +38,7 @@ from remsguard.domain.decisions import AuditKind, AuditRecord
 
 __all__ = [
     "API_QUERY",
+    "EVENT_STORED",
     "FORM_SUBMITTED",
     "GENESIS",
     "SERVICE_KINDS",
@@ -46,6 +47,7 @@ __all__ = [
     "detail_text",
     "entry_hash",
     "entry_of",
+    "hash_holds",
     "kind_of",
     "normalise",
     "record_of_row",
@@ -55,6 +57,8 @@ __all__ = [
 GENESIS: Final = "0" * 64
 API_QUERY: Final = "api.query"  # an auditor API query: who, which filters, how many rows
 FORM_SUBMITTED: Final = "form.submitted"  # a Patient Monitoring Form marked submitted
+# The digests of accepted events' content as stored in ``session_events`` (``events.py``).
+EVENT_STORED: Final = "event.stored"
 # Staff alerting's lifecycle records (remsguard.alerting.records).
 ALERTING_KINDS: Final = frozenset(
     {
@@ -65,7 +69,7 @@ ALERTING_KINDS: Final = frozenset(
         "notification.dead_lettered",
     }
 )
-SERVICE_KINDS: Final = frozenset({API_QUERY, FORM_SUBMITTED}) | ALERTING_KINDS
+SERVICE_KINDS: Final = frozenset({API_QUERY, FORM_SUBMITTED, EVENT_STORED}) | ALERTING_KINDS
 _OPTS: Final = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 _DETAIL_MEMBER: Final = b',"detail":'
 
@@ -134,6 +138,8 @@ class StoredRecord(Protocol):
     def chain_seq(self) -> int: ...
     @property
     def prev_hash(self) -> str: ...
+    @property
+    def hash(self) -> str: ...
     @property
     def kind(self) -> str: ...
     @property
@@ -216,6 +222,15 @@ def entry_of(
 
 def entry_hash(entry: bytes) -> str:
     return hashlib.sha256(entry).hexdigest()
+
+
+def hash_holds(row: StoredRecord) -> bool:
+    """Whether a stored record still hashes to its ``hash`` (its content is as appended).
+    Readers check the records they build a view from; ``audit verify`` checks the links."""
+    try:
+        return entry_hash(row_entry(row)) == row.hash
+    except (ValueError, TypeError):
+        return False
 
 
 def row_entry(row: StoredRecord) -> bytes:

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar, cast
 
 import orjson
 from sqlalchemy import (
@@ -40,14 +40,24 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
 from remsguard.adapters.storage.chain import (
+    EVENT_STORED,
+    FORM_SUBMITTED,
     GENESIS,
     chain_of,
     entry_hash,
     entry_of,
+    hash_holds,
     row_entry,
     stored_form,
 )
 from remsguard.adapters.storage.db import APPEND_LOCK, make_engine, migrate
+from remsguard.adapters.storage.events import (
+    StoredEvent,
+    content_digest,
+    content_records,
+    digests_of,
+    event_to_json,
+)
 from remsguard.adapters.storage.models import (
     AlertRow,
     AlertStatus,
@@ -61,10 +71,11 @@ from remsguard.adapters.storage.models import (
     SessionSummary,
     TreeHead,
     utc,
+    utc_text,
 )
 from remsguard.adapters.storage.signing import HeadSigner
 from remsguard.domain import merkle
-from remsguard.domain.decisions import Alert, AuditKind, AuditRecord
+from remsguard.domain.decisions import Alert, AuditKind, AuditRecord, stable_id
 from remsguard.domain.events import Event
 
 __all__ = [
@@ -98,6 +109,12 @@ class AppendResult:
     inserted: int
     duplicates: int
     tree_size: int  # records in the log after this append
+
+
+@dataclass(frozen=True, slots=True)
+class VouchedEvents:
+    events: list[SessionEventRow]  # stored content the chain vouches for
+    unvouched: list[str]  # event ids of stored rows it does not (never shown as evidence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,41 +253,46 @@ class ComplianceLog:
 
     def append_audit(self, records: Iterable[AuditRecord]) -> AppendResult:
         """Append records in order; ones already in the log (by ``record_id``) are skipped."""
+        with self.engine.begin() as conn:
+            self._lock(conn)
+            return self._append(conn, records)
+
+    def _append(self, conn: Connection, records: Iterable[AuditRecord]) -> AppendResult:
+        """``append_audit`` inside a transaction that holds the append lock (``_lock``), so a
+        table change and the record that vouches for it commit together."""
         unique: dict[str, AuditRecord] = {}
         given = 0
         for record in records:
             given += 1
             unique.setdefault(record.record_id, record)
-        with self.engine.begin() as conn:
-            self._lock(conn)
-            for found in _existing(conn, AUDIT.c.record_id, list(unique)):
-                del unique[found]
-            next_index = self._size(conn)
-            if not unique:
-                return AppendResult(0, given, next_index)
-            chains = list({chain_of(r) for r in unique.values()})
-            heads: dict[str, tuple[int, str]] = {
-                chain_id: (seq, hash_)
-                for chain_id, seq, hash_ in _rows_where_in(
-                    conn,
-                    select(HEADS.c.chain_id, HEADS.c.chain_seq, HEADS.c.hash),
-                    HEADS.c.chain_id,
-                    chains,
-                )
-            }
-            # The rows are built while they are copied (PostgreSQL inserts one batch while
-            # the next is hashed); ``heads`` ends at each chain's last record.
-            self._insert_audit_rows(
-                conn, _audit_rows(unique.values(), next_index, heads, utc(self._now()))
+        for found in _existing(conn, AUDIT.c.record_id, list(unique)):
+            del unique[found]
+        next_index = self._size(conn)
+        if not unique:
+            return AppendResult(0, given, next_index)
+        chains = list({chain_of(r) for r in unique.values()})
+        heads: dict[str, tuple[int, str]] = {
+            chain_id: (seq, hash_)
+            for chain_id, seq, hash_ in _rows_where_in(
+                conn,
+                select(HEADS.c.chain_id, HEADS.c.chain_seq, HEADS.c.hash),
+                HEADS.c.chain_id,
+                chains,
             )
-            insert = _insert(conn)(HEADS)
-            conn.execute(
-                insert.on_conflict_do_update(
-                    index_elements=[HEADS.c.chain_id],
-                    set_={"chain_seq": insert.excluded.chain_seq, "hash": insert.excluded.hash},
-                ),
-                [{"chain_id": c, "chain_seq": heads[c][0], "hash": heads[c][1]} for c in chains],
-            )
+        }
+        # The rows are built while they are copied (PostgreSQL inserts one batch while
+        # the next is hashed); ``heads`` ends at each chain's last record.
+        self._insert_audit_rows(
+            conn, _audit_rows(unique.values(), next_index, heads, utc(self._now()))
+        )
+        insert = _insert(conn)(HEADS)
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=[HEADS.c.chain_id],
+                set_={"chain_seq": insert.excluded.chain_seq, "hash": insert.excluded.hash},
+            ),
+            [{"chain_id": c, "chain_seq": heads[c][0], "hash": heads[c][1]} for c in chains],
+        )
         return AppendResult(len(unique), given - len(unique), next_index + len(unique))
 
     def _insert_audit_rows(self, conn: Connection, rows: Iterable[tuple[Any, ...]]) -> None:
@@ -332,40 +354,82 @@ class ComplianceLog:
         return inserted
 
     def acknowledge_alert(
-        self, alert_id: str, by: str, at: datetime | None = None
+        self,
+        alert_id: str,
+        by: str,
+        at: datetime | None = None,
+        *,
+        detail: Mapping[str, object] | None = None,
     ) -> AlertRow | None:
-        """open -> acknowledged (idempotent: an acknowledged or resolved alert is unchanged)."""
+        """open -> acknowledged (idempotent: an acknowledged or resolved alert is unchanged).
+
+        The change and its chained ``alert.acknowledged`` record (``by``, the time, and
+        ``detail``) commit together, so ``audit verify`` can hold the row to the record."""
+        when = utc(at or self._now())
         return self._transition(
             alert_id,
+            AuditKind.ALERT_ACKNOWLEDGED,
             {AlertStatus.OPEN},
             {
                 "status": AlertStatus.ACKNOWLEDGED.value,
                 "acknowledged_by": by,
-                "acknowledged_at": utc(at or self._now()),
+                "acknowledged_at": when,
             },
+            {**(detail or {}), "by": by},
+            when,
         )
 
-    def resolve_alert(self, alert_id: str, by: str, at: datetime | None = None) -> AlertRow | None:
-        """open/acknowledged -> resolved (idempotent)."""
+    def resolve_alert(
+        self,
+        alert_id: str,
+        by: str,
+        at: datetime | None = None,
+        *,
+        detail: Mapping[str, object] | None = None,
+    ) -> AlertRow | None:
+        """open/acknowledged -> resolved (idempotent), with its chained ``alert.resolved``."""
+        when = utc(at or self._now())
         return self._transition(
             alert_id,
+            AuditKind.ALERT_RESOLVED,
             {AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED},
-            {
-                "status": AlertStatus.RESOLVED.value,
-                "resolved_by": by,
-                "resolved_at": utc(at or self._now()),
-            },
+            {"status": AlertStatus.RESOLVED.value, "resolved_by": by, "resolved_at": when},
+            {**(detail or {}), "by": by},
+            when,
         )
 
     def _transition(
-        self, alert_id: str, from_: set[AlertStatus], values: dict[str, Any]
+        self,
+        alert_id: str,
+        kind: AuditKind,
+        from_: set[AlertStatus],
+        values: dict[str, Any],
+        detail: dict[str, object],
+        at: datetime,
     ) -> AlertRow | None:
         with self.engine.begin() as conn:
-            conn.execute(
+            self._lock(conn)
+            changed = conn.execute(
                 update(ALERTS)
                 .where(ALERTS.c.alert_id == alert_id, ALERTS.c.status.in_([s.value for s in from_]))
                 .values(**values)
-            )
+                .returning(ALERTS.c.session_id, ALERTS.c.clinic_id)
+            ).first()
+            if changed is not None:
+                self._append(
+                    conn,
+                    [
+                        AuditRecord(
+                            record_id=stable_id(kind, alert_id),
+                            kind=kind,
+                            subject_id=alert_id,
+                            session_id=changed.session_id,
+                            clinic_id=changed.clinic_id,
+                            occurred_at=at,
+                            detail=detail,
+                        )
+                    ],
+                )
         return self.get_alert(alert_id)
 
     def refresh_sessions(
@@ -506,47 +570,133 @@ class ComplianceLog:
 
     def save_events(self, events: Iterable[Event]) -> int:
         """Store accepted events in wire form (first write of a (session, event id) wins);
-        returns how many were new. Readers join them to their ``event.accepted`` records."""
-        from remsguard.adapters.storage.events import event_to_json
-
-        rows = [
-            {
-                "session_id": e.session_id,
-                "event_id": e.event_id,
-                "clinic_id": e.clinic_id,
-                "type": e.type,
-                "occurred_at": utc(e.occurred_at),
-                "payload": event_to_json(e).decode(),
-            }
-            for e in {(e.session_id, e.event_id): e for e in reversed(list(events))}.values()
-        ]
-        if not rows:
+        returns how many were new. The new rows' ``event.stored`` records (their content
+        digests, ``events.py``) are appended in the same transaction."""
+        unique = list({(e.session_id, e.event_id): e for e in reversed(list(events))}.values())
+        if not unique:
             return 0
-        inserted = 0
+        stored = [
+            StoredEvent(e.session_id, e.event_id, e.clinic_id, utc(e.occurred_at), payload)
+            for e in unique
+            for payload in (event_to_json(e).decode(),)
+        ]
+        types = {(e.session_id, e.event_id): e.type for e in unique}
+        new: set[tuple[str, str]] = set()
         with self.engine.begin() as conn:
-            for start in range(0, len(rows), _CHUNK):
+            self._lock(conn)  # before the insert: a concurrent writer of the same rows waits
+            for start in range(0, len(stored), _CHUNK):
                 stmt = _insert(conn)(EVENTS).on_conflict_do_nothing(
                     index_elements=[EVENTS.c.session_id, EVENTS.c.event_id]
                 )
                 result = conn.execute(
-                    stmt.returning(EVENTS.c.event_id), rows[start : start + _CHUNK]
+                    stmt.returning(EVENTS.c.session_id, EVENTS.c.event_id),
+                    [
+                        {
+                            "session_id": row.session_id,
+                            "event_id": row.event_id,
+                            "clinic_id": row.clinic_id,
+                            "type": types[(row.session_id, row.event_id)],
+                            "occurred_at": row.occurred_at,
+                            "payload": row.payload,
+                        }
+                        for row in stored[start : start + _CHUNK]
+                    ],
                 )
-                inserted += len(result.all())
-        return inserted
+                new.update((sid, eid) for sid, eid in result)
+            if new:
+                self._append(
+                    conn, content_records(r for r in stored if (r.session_id, r.event_id) in new)
+                )
+        return len(new)
+
+    def chain_unvouched_rows(self, conn: Connection) -> int:
+        """Append the records that vouch for ``session_events`` and ``api_principals`` rows
+        stored before the log chained them (migration 0005); returns how many were added.
+        Rows are vouched for as they are now: the chain protects them from here on."""
+        self._lock(conn)
+        vouched = {
+            (sid, event_id)
+            for sid, detail in conn.execute(
+                select(AUDIT.c.session_id, AUDIT.c.detail).where(AUDIT.c.kind == EVENT_STORED)
+            )
+            for event_id in digests_of(orjson.loads(detail))
+        }
+        events = [
+            StoredEvent(r.session_id, r.event_id, r.clinic_id, utc(r.occurred_at), r.payload)
+            for r in conn.execute(
+                select(
+                    EVENTS.c.session_id,
+                    EVENTS.c.event_id,
+                    EVENTS.c.clinic_id,
+                    EVENTS.c.occurred_at,
+                    EVENTS.c.payload,
+                ).order_by(EVENTS.c.session_id, EVENTS.c.event_id)
+            )
+            if (r.session_id, r.event_id) not in vouched
+        ]
+        created = set(
+            conn.execute(
+                select(AUDIT.c.subject_id).where(AUDIT.c.kind == AuditKind.PRINCIPAL_CREATED)
+            ).scalars()
+        )
+        principals = [
+            principal_created(
+                ApiPrincipal(
+                    principal_id=r.principal_id,
+                    name=r.name,
+                    token_hash=r.token_hash,
+                    role=r.role,
+                    clinics=r.clinics,
+                    created_at=utc(r.created_at),
+                )
+            )
+            for r in conn.execute(
+                select(
+                    PRINCIPALS.c.principal_id,
+                    PRINCIPALS.c.name,
+                    PRINCIPALS.c.token_hash,
+                    PRINCIPALS.c.role,
+                    PRINCIPALS.c.clinics,
+                    PRINCIPALS.c.created_at,
+                ).order_by(PRINCIPALS.c.created_at, PRINCIPALS.c.principal_id)
+            )
+            if r.principal_id not in created
+        ]
+        return self._append(conn, [*content_records(events), *principals]).inserted
 
     def session_events(self, session_id: str) -> list[SessionEventRow]:
-        """The session's stored events that the log records as accepted, in event-time
-        order (then event id)."""
+        """The session's stored events that the log records as accepted and whose content
+        the chain vouches for (``vouched_session_events``), in event-time order."""
+        return self.vouched_session_events(session_id).events
+
+    def vouched_session_events(self, session_id: str) -> VouchedEvents:
+        """The session's stored events, split: those recorded as accepted whose payload
+        hashes to the digest in an ``event.stored`` record whose own hash checks out, in
+        event-time order (then event id); and the ids of stored rows that fail that check
+        (edited, or written around the log)."""
         accepted = select(AUDIT.c.subject_id).where(
             AUDIT.c.session_id == session_id, AUDIT.c.kind == AuditKind.EVENT_ACCEPTED.value
         )
-        stmt = (
-            select(SessionEventRow)
-            .where(EVENTS.c.session_id == session_id, EVENTS.c.event_id.in_(accepted))
-            .order_by(EVENTS.c.occurred_at, EVENTS.c.event_id)
-        )
         with Session(self.engine) as s:
-            return list(s.scalars(stmt))
+            vouchers = s.scalars(
+                select(AuditRow).where(
+                    AUDIT.c.session_id == session_id, AUDIT.c.kind == EVENT_STORED
+                )
+            )
+            digests: dict[str, str] = {}
+            for voucher in vouchers:
+                if hash_holds(voucher):
+                    digests.update(digests_of(orjson.loads(voucher.detail)))
+            rows = list(
+                s.scalars(
+                    select(SessionEventRow)
+                    .where(EVENTS.c.session_id == session_id, EVENTS.c.event_id.in_(accepted))
+                    .order_by(EVENTS.c.occurred_at, EVENTS.c.event_id)
+                )
+            )
+        good = [r for r in rows if digests.get(r.event_id) == content_digest(r.payload)]
+        bad = sorted({r.event_id for r in rows} - {r.event_id for r in good})
+        return VouchedEvents(good, bad)
 
     def sessions_since(self, log_index: int, limit: int = 10_000) -> tuple[list[str], int]:
         """Sessions with records at ``log_index`` or later (up to ``limit`` records read);
@@ -575,18 +725,27 @@ class ComplianceLog:
         by: str,
         payload: Mapping[str, Any] | None = None,
         at: datetime | None = None,
+        *,
+        detail: Mapping[str, object] | None = None,
     ) -> MonitoringForm | None:
-        """Mark a session's form submitted (first submission wins; later ones are no-ops)."""
+        """Mark a session's form submitted (first submission wins; later ones are no-ops).
+
+        The change and its chained ``form.submitted`` record (``by``, the time, the SHA-256 of
+        the submitted body, and ``detail``) commit together."""
+        when = utc(at or self._now())
+        body = None if payload is None else orjson.dumps(payload).decode()
         with self.engine.begin() as conn:
-            conn.execute(
+            self._lock(conn)
+            changed = conn.execute(
                 update(FORMS)
                 .where(FORMS.c.session_id == session_id, FORMS.c.submitted_at.is_(None))
-                .values(
-                    submitted_at=utc(at or self._now()),
-                    submitted_by=by,
-                    payload=None if payload is None else orjson.dumps(payload).decode(),
+                .values(submitted_at=when, submitted_by=by, payload=body)
+                .returning(FORMS.c.clinic_id)
+            ).first()
+            if changed is not None:
+                self._append(
+                    conn, [form_submitted(session_id, changed.clinic_id, by, when, body, detail)]
                 )
-            )
         return self.get_form(session_id)
 
     def overdue_forms(
@@ -628,7 +787,10 @@ class ComplianceLog:
     def create_principal(
         self, name: str, role: PrincipalRole, clinics: Sequence[str] = ()
     ) -> tuple[ApiPrincipal, str]:
-        """Create a principal; returns it and its token (shown once; only a hash is kept)."""
+        """Create a principal; returns it and its token (shown once; only a hash is kept).
+
+        Its chained ``principal.created`` record (name, role, clinics, the token's hash)
+        commits with the row, so ``audit verify`` catches a row added or altered around it."""
         token = "rg_" + secrets.token_urlsafe(32)
         principal = ApiPrincipal(
             principal_id=uuid.uuid4().hex,
@@ -638,10 +800,10 @@ class ComplianceLog:
             clinics=orjson.dumps(sorted(set(clinics))).decode(),
             created_at=utc(self._now()),
         )
-        with Session(self.engine) as s:
-            s.add(principal)
-            s.commit()
-            s.refresh(principal)
+        with self.engine.begin() as conn:
+            self._lock(conn)
+            conn.execute(PRINCIPALS.insert(), [principal.model_dump()])
+            self._append(conn, [principal_created(principal)])
         return principal, token
 
     def principal_for_token(self, token: str) -> ApiPrincipal | None:
@@ -1055,6 +1217,50 @@ def _scoped(
 
 def _sessions_of_patient(patient_ref: str) -> Any:
     return select(SUMMARIES.c.session_id).where(SUMMARIES.c.patient_ref == patient_ref)
+
+
+def form_submitted(
+    session_id: str,
+    clinic_id: str,
+    by: str,
+    at: datetime,
+    body: str | None,
+    detail: Mapping[str, object] | None = None,
+) -> AuditRecord:
+    """The chained record of a form submission (what verify holds the form row to)."""
+    return AuditRecord(
+        record_id=stable_id(FORM_SUBMITTED, session_id),
+        kind=cast(AuditKind, FORM_SUBMITTED),
+        subject_id=session_id,
+        session_id=session_id,
+        clinic_id=clinic_id,
+        occurred_at=at,
+        detail={
+            **(detail or {}),
+            "by": by,
+            "payload_sha256": None if body is None else content_digest(body),
+        },
+    )
+
+
+def principal_created(principal: ApiPrincipal) -> AuditRecord:
+    """The chained record of a new principal (what verify holds the principal row to)."""
+    return AuditRecord(
+        record_id=stable_id(AuditKind.PRINCIPAL_CREATED, principal.principal_id),
+        kind=AuditKind.PRINCIPAL_CREATED,
+        subject_id=principal.principal_id,
+        session_id=None,
+        clinic_id=None,
+        occurred_at=utc(principal.created_at),
+        detail={
+            "principal_id": principal.principal_id,
+            "name": principal.name,
+            "role": principal.role,
+            "clinics": orjson.loads(principal.clinics),
+            "token_sha256": principal.token_hash,
+            "expires_at": utc_text(principal.expires_at),
+        },
+    )
 
 
 def _str_or_none(value: object) -> str | None:

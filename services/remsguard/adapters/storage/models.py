@@ -35,11 +35,17 @@ __all__ = [
     "SessionSummary",
     "TreeHead",
     "utc",
+    "utc_text",
 ]
 
 
 def utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utc_text(value: datetime | None) -> str | None:
+    """RFC 3339 in UTC ending in ``Z`` (as chained record details carry times), or None."""
+    return None if value is None else utc(value).isoformat().replace("+00:00", "Z")
 
 
 def _ts(*, nullable: bool) -> Column[datetime]:

@@ -112,6 +112,13 @@ class HeadSigner:
     def key_id(self) -> str:
         return key_id(self.public_key)
 
+    @property
+    def public_hex(self) -> str:
+        """The raw 32-byte public key in hex (``load_public_key`` reads it back)."""
+        return self.public_key.public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        ).hex()
+
     def sign(self, tree_size: int, root_hash: str, signed_at: datetime) -> str:
         return self.private_key.sign(head_message(tree_size, root_hash, signed_at)).hex()
 

@@ -4,22 +4,20 @@ the form's submission (which stops the 7-day deadline)."""
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 from datetime import datetime
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel
 
-from remsguard.adapters.storage import AuditQuery, ComplianceLog, MonitoringForm
-from remsguard.adapters.storage.chain import FORM_SUBMITTED
+from remsguard.adapters.storage import AuditQuery, AuditRow, ComplianceLog, MonitoringForm
+from remsguard.adapters.storage.chain import FORM_SUBMITTED, hash_holds
 from remsguard.adapters.storage.models import utc
 from remsguard.auditing.forms import FIELDS, build_form, form_csv
 from remsguard.contract.decode import decode_event
-from remsguard.domain.decisions import AuditKind, AuditRecord, stable_id
+from remsguard.domain.decisions import AuditKind, stable_id
 from remsguard.domain.events import Event
 from remsguard.embedded.compliance import Principal, Role
 from remsguard.entrypoints.http.audit import (
@@ -93,6 +91,7 @@ class FormOut(BaseModel):
     missing_fields: list[str]
     fields: dict[str, FormFieldOut]
     submission: FormSubmission
+    unvouched_events: list[str] = []
 
 
 class SubmitOut(BaseModel):
@@ -117,47 +116,28 @@ def _session_clinic(log: ComplianceLog, principal: Principal, session_id: str) -
     return clinic
 
 
-def _journal_events(request: Request, session_id: str) -> list[tuple[str, bytes]]:
-    """Embedded mode: the session's events from the event journal (read-only), for writers
-    that do not store ``session_events`` themselves."""
-    journal = getattr(request.app.state.container, "journal", None)
-    path = getattr(journal, "path", None)
-    if path is None:
-        return []
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
-            rows = db.execute(
-                "SELECT event_id, raw FROM events WHERE session_id = ? ORDER BY seq",
-                (session_id,),
-            ).fetchall()
-    except sqlite3.Error:
-        return []
-    return [(str(event_id), bytes(raw)) for event_id, raw in rows]
-
-
-def _events(
-    request: Request, log: ComplianceLog, session_id: str
-) -> tuple[list[Event], dict[str, Any]]:
-    """The session's accepted events (from ``session_events``, else the embedded journal)
-    and their wire form by event id."""
+def _events(log: ComplianceLog, session_id: str) -> tuple[list[Event], dict[str, Any], list[str]]:
+    """The session's accepted events whose stored content the hash chain vouches for
+    (``ComplianceLog.vouched_session_events``), their wire form by event id, and the ids of
+    stored events it does not vouch for (left out: never evidence on a form)."""
+    vouched = log.vouched_session_events(session_id)
     events: list[Event] = []
     wire: dict[str, Any] = {}
-    stored = [(row.event_id, row.payload.encode()) for row in log.session_events(session_id)]
-    if not stored:
-        records, _ = log.session_timeline(session_id)
-        accepted = {r.subject_id for r in records if r.kind == AuditKind.EVENT_ACCEPTED}
-        stored = [
-            (eid, raw) for eid, raw in _journal_events(request, session_id) if eid in accepted
-        ]
-    for event_id, raw in stored:
+    for row in vouched.events:
+        raw = row.payload.encode()
         decoded = decode_event(raw)
-        if isinstance(decoded, Event) and event_id not in wire:
+        if isinstance(decoded, Event) and row.event_id not in wire:
             events.append(decoded)
-            wire[event_id] = orjson.loads(raw)
-    return events, wire
+            wire[row.event_id] = orjson.loads(raw)
+    return events, wire, vouched.unvouched
 
 
-def _submission(form: MonitoringForm | None, at: datetime) -> dict[str, Any]:
+def _submission(
+    form: MonitoringForm | None, submitted: AuditRow | None, at: datetime
+) -> dict[str, Any]:
+    """The form's submission state: who submitted it and when from its chained
+    ``form.submitted`` record (a row's ``submitted_at`` without one is not believed), the
+    deadline from the form row."""
     if form is None:
         return {
             "due_at": None,
@@ -167,14 +147,25 @@ def _submission(form: MonitoringForm | None, at: datetime) -> dict[str, Any]:
             "overdue_alert_id": None,
         }
     due = None if form.due_at is None else utc(form.due_at)
+    submitted_at = None
+    submitted_by = None
+    if submitted is not None and submitted.occurred_at is not None:
+        submitted_at = utc(submitted.occurred_at)
+        by = orjson.loads(submitted.detail).get("by")
+        submitted_by = None if by is None else str(by)
     return {
         "due_at": due,
-        "submitted_at": None if form.submitted_at is None else utc(form.submitted_at),
-        "submitted_by": form.submitted_by,
+        "submitted_at": submitted_at,
+        "submitted_by": submitted_by,
         "overdue": form.overdue_alert_id is not None
-        or (form.submitted_at is None and due is not None and due < at),
+        or (submitted_at is None and due is not None and due < at),
         "overdue_alert_id": form.overdue_alert_id,
     }
+
+
+def _chained_submission(log: ComplianceLog, session_id: str) -> AuditRow | None:
+    record = log.get_record(stable_id(FORM_SUBMITTED, session_id))
+    return record if record is not None and hash_holds(record) else None
 
 
 def _json(payload: Any) -> Response:
@@ -203,7 +194,7 @@ def get_timeline(
         log_query(request, principal, {"session": session_id}, 0)
         raise
     records, alerts = log.session_timeline(session_id)
-    _, wire = _events(request, log, session_id)
+    _, wire, _ = _events(log, session_id)
     entries: list[tuple[tuple[datetime, int, str], dict[str, Any]]] = []
     for row in records:
         if not visible(principal, row.clinic_id):
@@ -298,9 +289,9 @@ def get_form(
     except ApiError:
         log_query(request, principal, {"session": session_id}, 0, "csv" if csv else "json")
         raise
-    events, _ = _events(request, log, session_id)
+    events, _, unvouched = _events(log, session_id)
     summary = log.session_summary(session_id)
-    _, alerts = log.session_timeline(session_id)
+    records, _ = log.session_timeline(session_id)
     known, default = protocols(request)
     doc = build_form(
         session_id,
@@ -309,8 +300,15 @@ def get_form(
         known,
         default_protocol=(summary.protocol if summary and summary.protocol else default),
         patient_ref=summary.patient_ref if summary is not None else None,
-        alert_rules=[(a.rule, a.alert_id) for a in alerts],
-        submission=_submission(log.get_form(session_id), now(request)),
+        alert_rules=[
+            (r.rule, r.subject_id)
+            for r in records
+            if r.kind == AuditKind.ALERT_RAISED and r.rule is not None and hash_holds(r)
+        ],
+        submission=_submission(
+            log.get_form(session_id), _chained_submission(log, session_id), now(request)
+        ),
+        unvouched_events=unvouched,
     )
     log_query(request, principal, {"session": session_id}, 1, "csv" if csv else "json")
     if csv:
@@ -343,7 +341,7 @@ def submit_form(
     payload: dict[str, Any] | None = Body(None, description="the form as submitted, if any"),
 ) -> Response:
     log = compliance(request)
-    clinic = _session_clinic(log, principal, session_id)
+    _session_clinic(log, principal, session_id)
     before = log.get_form(session_id)
     if before is None:
         raise ApiError(404, "no_form", f"session {session_id!r} has no monitoring form yet")
@@ -351,33 +349,22 @@ def submit_form(
     already = before.submitted_at is not None
     form = before
     if not already:
-        form = log.submit_form(session_id, principal.name, payload, at) or before
-        log.append_audit(
-            [
-                AuditRecord(
-                    record_id=stable_id(FORM_SUBMITTED, session_id),
-                    kind=cast(AuditKind, FORM_SUBMITTED),
-                    subject_id=session_id,
-                    session_id=session_id,
-                    clinic_id=clinic,
-                    occurred_at=utc(form.submitted_at) if form.submitted_at else at,
-                    detail={
-                        "by": form.submitted_by,
-                        "principal_id": principal.principal_id,
-                        "on_time": form.due_at is None
-                        or (
-                            form.submitted_at is not None
-                            and utc(form.submitted_at) <= utc(form.due_at)
-                        ),
-                    },
-                )
-            ]
+        on_time = before.due_at is None or at <= utc(before.due_at)
+        form = (
+            log.submit_form(
+                session_id,
+                principal.name,
+                payload,
+                at,
+                detail={"principal_id": principal.principal_id, "on_time": on_time},
+            )
+            or before
         )
     return _json(
         {
             "session_id": session_id,
             "submitted": form.submitted_at is not None,
             "already_submitted": already,
-            "submission": _submission(form, at),
+            "submission": _submission(form, _chained_submission(log, session_id), at),
         }
     )
