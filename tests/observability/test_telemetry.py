@@ -62,6 +62,7 @@ def test_two_registries_are_independent() -> None:
 
 def test_observe_decisions_counts_events_alerts_and_latency(telemetry: Telemetry) -> None:
     s = Session("s1", "c-a")
+    telemetry.know_clinics(["c-a"])  # configured: the session is never opened
     events = timeline(s.dose(0), s.bp(30, 190, 125), s.discharge(50))  # no pre-dose BP, crisis
     replay = Replay()
     decided = (T0 + timedelta(hours=3)).timestamp()
@@ -160,6 +161,7 @@ def test_duplicates_and_rejections(telemetry: Telemetry) -> None:
 
 def test_sessions_under_monitoring_and_compliance_share(telemetry: Telemetry) -> None:
     good, bad, open_ = Session("good", "c1"), Session("bad", "c1"), Session("open", "c2")
+    telemetry.know_clinics(["c1", "c2"])  # configured: no session is opened
     replay = Replay().feed(
         timeline(
             good.compliant(),
@@ -193,6 +195,7 @@ def test_sessions_under_monitoring_and_compliance_share(telemetry: Telemetry) ->
 
 def test_count_existing_counts_sessions_complete_at_the_first_scan(telemetry: Telemetry) -> None:
     s = Session("good", "c1")
+    telemetry.know_clinics(["c1"])
     replay = Replay().feed(s.compliant()).finish(at(60 * 24))
     telemetry.observe_sessions(
         replay.engine.sessions.values(), replay.engine.protocol_of, count_existing=True

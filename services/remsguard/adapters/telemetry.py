@@ -11,6 +11,11 @@ end in `_total`, durations are `_seconds` histograms. Labels are bounded: clinic
 severity, topic, reason, event type, partition, service, channel, outcome. Never a session,
 patient, event or alert id (that would be one series per patient).
 
+A device chooses the clinic ids it sends, so `clinic` label values come from `ClinicLabels`:
+a clinic's own id only once the service knows it (configured, or it opened a session that the
+engine accepted; for the staff alerting families also a clinic the compliance log's alerts
+name), at most `max_clinics` of each; every other clinic is counted as `other`.
+
 The dashboards in `dashboards/` and the rules in `deploy/prometheus/` use these names only;
 `tests/observability/` checks that each name they use is defined here.
 """
@@ -20,23 +25,26 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from remsguard.domain.deadlines import due_checks
 from remsguard.domain.decisions import Decisions, Outcome
-from remsguard.domain.events import Event
+from remsguard.domain.events import Event, SessionOpened
 from remsguard.domain.protocol import MonitoringProtocol
 from remsguard.domain.session import Session
 
 __all__ = [
     "ACK_BUCKETS",
     "BATCH_BUCKETS",
+    "DEFAULT_MAX_CLINICS",
     "EVENT_TIME_BUCKETS",
     "INGEST_BUCKETS",
     "METRIC_NAMES",
+    "OTHER_CLINIC",
     "SERVICES",
+    "ClinicLabels",
     "Series",
     "Telemetry",
     "session_state",
@@ -58,6 +66,11 @@ EVENT_TIME_BUCKETS = (
 ACK_BUCKETS = (5, 10, 15, 30, 45, 60, 90, 120, 180, 300, 600, 900, 1800, 3600)
 # one audit-sink batch (decode + insert + commit).
 BATCH_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+# The `clinic` label value of every clinic without a label of its own.
+OTHER_CLINIC: Final = "other"
+# Clinics with a label of their own, at most (`REMSGUARD_METRICS_MAX_CLINICS`).
+DEFAULT_MAX_CLINICS: Final = 1_000
 
 
 def _ts(value: datetime | float | None) -> float | None:
@@ -81,6 +94,69 @@ def session_state(session: Session, protocol: MonitoringProtocol) -> str:
     return "complete"
 
 
+class ClinicLabels:
+    """The values of the `clinic` label: bounded, and never chosen by a device alone.
+
+    Two ways to be known, each with room for `limit` clinics:
+
+    - `admit`: the clinic is configured, or opened a session the engine accepted. Only these
+      label what the engine decides from device input (`label`: alerts raised, sessions).
+    - seen: in a process that runs no engine (the notifier, the API: `engine_observed` never
+      called), a clinic named by the compliance log's alerts and forms, which hold only what
+      an engine accepted; these label the staff alerting families (`alerting_label`). Where
+      the engine runs (embedded mode, the processor), the alerting families take only the
+      admitted clinics, once the engine is observed (alerts restored from the log at start-up
+      come before that, and keep the labels they got).
+
+    Any other clinic, or one past the limit, is `OTHER_CLINIC`; a clinic keeps its label once
+    it has one. A device posting for made-up clinics without opening sessions mints no label;
+    token binding (tenancy) is what keeps it from opening sessions for them.
+    """
+
+    def __init__(self, limit: int = DEFAULT_MAX_CLINICS, configured: Iterable[str] = ()) -> None:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self.limit = limit
+        self._admitted: set[str] = set()
+        self._seen: set[str] = set()
+        self._engine = False
+        for clinic in configured:
+            self.admit(clinic)
+
+    @property
+    def known(self) -> frozenset[str]:
+        """The admitted clinics (configured, or opened a session)."""
+        return frozenset(self._admitted)
+
+    def admit(self, clinic: str) -> bool:
+        """Give `clinic` a label of its own if there is room; whether it has one."""
+        return _add(self._admitted, clinic, self.limit)
+
+    def engine_observed(self) -> None:
+        """This process runs the engine: it knows which clinics opened sessions."""
+        self._engine = True
+
+    def label(self, clinic: str) -> str:
+        return clinic if clinic in self._admitted else OTHER_CLINIC
+
+    def alerting_label(self, clinic: str) -> str:
+        """The label of a clinic named by an alert or form of the compliance log."""
+        if clinic in self._admitted or clinic in self._seen:
+            return clinic
+        if not self._engine and _add(self._seen, clinic, self.limit):
+            return clinic
+        return OTHER_CLINIC
+
+
+def _add(known: set[str], clinic: str, limit: int) -> bool:
+    if clinic in known:
+        return True
+    if len(known) >= limit or clinic == OTHER_CLINIC:
+        return False
+    known.add(clinic)
+    return True
+
+
 class Series:
     """`metric.labels(*values)` looked up once per label set: prometheus_client validates and
     locks on every `labels()` call, which shows on per-event paths."""
@@ -97,10 +173,16 @@ class Series:
 
 
 class Telemetry:
-    """Every remsguard metric family, registered on `registry` (never the global default)."""
+    """Every remsguard metric family, registered on `registry` (never the global default).
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    `clinics` (default: none configured, `DEFAULT_MAX_CLINICS`) decides the `clinic` label
+    values; `observe_decisions` and `observe_sessions` admit the clinics that open sessions,
+    `know_clinics` those a process learns of otherwise (configuration, the compliance log).
+    """
+
+    def __init__(self, registry: CollectorRegistry, clinics: ClinicLabels | None = None) -> None:
         self.registry = registry
+        self.clinics = ClinicLabels() if clinics is None else clinics
 
         # -- ingest -------------------------------------------------------------------------
         self.events_consumed = Counter(
@@ -271,6 +353,7 @@ class Telemetry:
           timestamp, datetime or unix seconds): ingest -> decision latency;
         - every alert, by clinic, rule and severity (also for clock steps: `topic=None`).
         """
+        self.clinics.engine_observed()
         if topic is not None:
             if decisions.outcome is Outcome.REJECTED:
                 reason = decisions.rejection.reason if decisions.rejection else "unknown"
@@ -284,12 +367,23 @@ class Telemetry:
                     self.events_duplicate.labels(topic).inc()
         now = time.time() if decided_at is None else decided_at
         if event is not None and decisions.outcome is Outcome.ACCEPTED:
+            if isinstance(event, SessionOpened):
+                self.clinics.admit(event.clinic_id)
             self.event_to_decision.observe(max(0.0, now - event.occurred_at.timestamp()))
         ingest = _ts(ingested_at)
         if ingest is not None:
             self.ingest_to_decision.observe(max(0.0, now - ingest))
+        label = self.clinics.label
         for alert in decisions.alerts:
-            self.alerts_raised.labels(alert.clinic_id, alert.rule, alert.severity.value).inc()
+            self.alerts_raised.labels(
+                label(alert.clinic_id), alert.rule, alert.severity.value
+            ).inc()
+
+    def know_clinics(self, clinics: Iterable[str]) -> None:
+        """Clinics this process knows of (configured, or from the compliance log): each gets a
+        `clinic` label of its own while there is room."""
+        for clinic in clinics:
+            self.clinics.admit(clinic)
 
     def dead_letter(self, topic: str, reason: str) -> None:
         """A message dead-lettered outside the engine (e.g. an exception while processing)."""
@@ -317,10 +411,15 @@ class Telemetry:
         """
         monitoring: dict[str, int] = dict.fromkeys(self._monitored_clinics, 0)
         seeding = not self._seeded and not count_existing
+        clinics = self.clinics
+        clinics.engine_observed()
         for session in sessions:
-            monitoring.setdefault(session.clinic_id, 0)  # every known clinic shows, even at 0
+            if session.opened:
+                clinics.admit(session.clinic_id)
+            clinic = clinics.label(session.clinic_id)
+            monitoring.setdefault(clinic, 0)  # every labelled clinic shows, even at 0
             if session_state(session, protocol_of(session)) == "monitoring":
-                monitoring[session.clinic_id] = monitoring.get(session.clinic_id, 0) + 1
+                monitoring[clinic] += 1
             elif session.session_id not in self._completed:
                 self._completed.add(session.session_id)
                 if not seeding:
@@ -333,17 +432,28 @@ class Telemetry:
     def session_completed(self, clinic: str, rules: Iterable[str]) -> None:
         rules = set(rules)
         outcome = "violations" if rules else "compliant"
-        self.sessions_completed.labels(clinic, outcome).inc()
+        label = self.clinics.label(clinic)
+        self.sessions_completed.labels(label, outcome).inc()
         for rule in rules:
-            self.session_violations.labels(clinic, rule).inc()
+            self.session_violations.labels(label, rule).inc()
 
     def set_forms_overdue(self, by_clinic: Mapping[str, int]) -> None:
-        for clinic, count in by_clinic.items():
+        for clinic, count in self._by_label(by_clinic).items():
             self.forms_overdue.labels(clinic).set(count)
+
+    def _by_label(self, counts: Mapping[Any, int]) -> dict[Any, int]:
+        """Counts by clinic (or by a tuple starting with the clinic) summed by label value."""
+        label = self.clinics.alerting_label
+        out: dict[Any, int] = {}
+        for key, count in counts.items():
+            key = (label(key[0]), *key[1:]) if isinstance(key, tuple) else label(key)
+            out[key] = out.get(key, 0) + count
+        return out
 
     # -- staff alerting ---------------------------------------------------------------------
 
     def alert_opened(self, clinic: str, severity: str) -> None:
+        clinic = self.clinics.alerting_label(clinic)
         self.alerts_open.labels(clinic, severity).inc()
         self._open_keys.add((clinic, severity))
         # Export the clinic's acknowledgement and escalation series at 0 from its first alert,
@@ -358,6 +468,7 @@ class Telemetry:
         raised_at: datetime | float,
         acknowledged_at: datetime | float | None = None,
     ) -> None:
+        clinic = self.clinics.alerting_label(clinic)
         raised = _ts(raised_at)
         acked = _ts(acknowledged_at)
         assert raised is not None
@@ -368,18 +479,19 @@ class Telemetry:
     def set_open_alerts(self, counts: Mapping[tuple[str, str], int]) -> None:
         """Set open alerts from a count by (clinic, severity), e.g. after a restart; a series
         shown before and missing from `counts` drops to 0."""
-        for (clinic, severity), count in {**dict.fromkeys(self._open_keys, 0), **counts}.items():
+        labelled = self._by_label(counts)
+        for (clinic, severity), count in {**dict.fromkeys(self._open_keys, 0), **labelled}.items():
             self.alerts_open.labels(clinic, severity).set(count)
-        self._open_keys |= set(counts)
+        self._open_keys |= set(labelled)
 
     def set_open_past_escalation(self, counts: Mapping[tuple[str, str], int]) -> None:
         """Open alerts past their last escalation step, by (clinic, severity); the notifier sets
         it from its escalation timers (the `RemsguardCriticalAlertUnacknowledged` rule)."""
-        for (clinic, severity), count in counts.items():
+        for (clinic, severity), count in self._by_label(counts).items():
             self.alerts_past_escalation.labels(clinic, severity).set(count)
 
     def escalated(self, clinic: str, severity: str) -> None:
-        self.escalations.labels(clinic, severity).inc()
+        self.escalations.labels(self.clinics.alerting_label(clinic), severity).inc()
 
     def notified(self, channel: str, outcome: str = "delivered") -> None:
         self.notifications.labels(channel, outcome).inc()

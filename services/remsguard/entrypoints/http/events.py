@@ -1,16 +1,22 @@
 """`POST /v1/events`: device ingest. A 2xx means every accepted event is fsync'd to disk.
 
 The body is a JSON array of events (`application/json`) or NDJSON (`application/x-ndjson`),
-at most `ingest_max_body_bytes`. The answer lists each event, in order, as `accepted`,
-`duplicate` or `rejected` (with the contract's reason code and a detail); a batch with
-rejected events is still a 200. Errors of the whole request are 4xx: 401 (no or unknown
-token), 403 (not a device or admin token), 413 (too large), 415 (content type), 400 (not
-JSON / not an array / empty); 503 with Retry-After when the service cannot take events now.
+at most `ingest_max_body_bytes` and `ingest_max_events` events. The answer lists each event,
+in order, as `accepted`, `duplicate` or `rejected` (with the contract's reason code); a batch
+with rejected events is still a 200. Rejections are summarised compactly: `reasons` counts
+them by reason, and a rejection's `detail` is given on the first event rejected with that
+reason and detail only (identical rejections after it carry their reason, not the detail
+again). Errors of the whole request are 4xx: 401 (no or unknown token), 403 (not a device or
+admin token), 413 (too many bytes or events), 415 (content type), 400 (not JSON, nested
+deeper than 1024 levels, not an array, empty); 503 with Retry-After when the service cannot
+take events now.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
@@ -18,8 +24,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from remsguard.embedded.compliance import Principal, Role
-from remsguard.embedded.ingest import SUPPORTED_TYPES, body_kind, decode_body
-from remsguard.embedded.runtime import Unavailable
+from remsguard.embedded.container import EmbeddedContainer
+from remsguard.embedded.ingest import SUPPORTED_TYPES, Incoming, body_kind, decode_body
+from remsguard.embedded.runtime import EventResult, Unavailable
 from remsguard.entrypoints.http.auth import require
 from remsguard.entrypoints.http.errors import ApiError
 
@@ -37,7 +44,7 @@ _OFFLOAD_BYTES: Final = 256 * 1024  # decode bigger bodies off the event loop
         400: {"description": "The body is empty, not JSON, or not an array of events."},
         401: {"description": "Missing or unknown bearer token."},
         403: {"description": "The token's role may not post events."},
-        413: {"description": "The body is larger than the configured limit."},
+        413: {"description": "The body has more bytes or events than the configured limits."},
         415: {"description": f"Content type is not one of {SUPPORTED_TYPES}."},
         503: {"description": "Not accepting events right now; retry after the given delay."},
     },
@@ -46,11 +53,11 @@ async def post_events(
     request: Request, principal: Principal = Depends(require(Role.DEVICE, Role.ADMIN))
 ) -> Response:
     container = request.app.state.container
-    runtime = getattr(container, "runtime", None)
-    if runtime is None:
+    if not isinstance(container, EmbeddedContainer):
         raise ApiError(404, "not_found", "this service does not ingest events")
     kind = body_kind(request.headers.get("content-type"))
-    limit: int = container.settings.ingest_max_body_bytes
+    settings = container.settings
+    limit: int = settings.ingest_max_body_bytes
     too_large = ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -61,15 +68,25 @@ async def post_events(
         if len(body) > limit:
             raise too_large
     raw = bytes(body)
+    del body
+    max_events: int = settings.ingest_max_events
     if len(raw) > _OFFLOAD_BYTES:
-        items = await asyncio.to_thread(decode_body, raw, kind)
+        items = await asyncio.to_thread(decode_body, raw, kind, max_events)
     else:
-        items = decode_body(raw, kind)
+        items = decode_body(raw, kind, max_events)
+    del raw
     try:
-        results = await runtime.submit(items, principal)
+        results = await container.runtime.submit(items, principal)
     except Unavailable as exc:
         raise ApiError(503, "unavailable", str(exc), {"Retry-After": "1"}) from None
+    return Response(orjson.dumps(answer(items, results)), media_type="application/json")
+
+
+def answer(items: Sequence[Incoming], results: Sequence[EventResult]) -> dict[str, Any]:
+    """The response body: counts, rejections by reason, and each event's outcome in order."""
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    reasons: Counter[str] = Counter()
+    explained: set[tuple[str, str | None]] = set()
     listed: list[dict[str, Any]] = []
     for index, (item, result) in enumerate(zip(items, results, strict=True)):
         counts[result.outcome.value] += 1
@@ -81,13 +98,17 @@ async def post_events(
         if item.line is not None:
             entry["line"] = item.line
         if result.reason is not None:
+            reasons[result.reason] += 1
             entry["reason"] = result.reason
-            entry["detail"] = result.detail
+            key = (result.reason, result.detail)
+            if key not in explained:
+                explained.add(key)
+                entry["detail"] = result.detail
         listed.append(entry)
-    payload = {
+    return {
         "accepted": counts["accepted"],
         "duplicates": counts["duplicate"],
         "rejected": counts["rejected"],
+        "reasons": dict(reasons),
         "results": listed,
     }
-    return Response(orjson.dumps(payload), media_type="application/json")
