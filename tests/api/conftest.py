@@ -183,7 +183,10 @@ def make_world(url: str) -> Iterator[World]:
     log.sign_head(signer)
     clock = Clock()
     container = ApiContainer.open(
-        Settings(database_url=url), clock=clock, compliance=log, check_deadlines=False
+        Settings(database_url=url, http_docs=True),  # schemathesis reads /openapi.json
+        clock=clock,
+        compliance=log,
+        check_deadlines=False,
     )
     with TestClient(create_app(container)) as client:
         yield World(url, log, clock, client, tokens, signer, alerts)

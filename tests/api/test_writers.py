@@ -205,7 +205,12 @@ def test_remsguard_api_serves_the_app_over_a_database_url(
     )
     token = made.stdout.strip().splitlines()[-1]
     port = _free_port()
-    env = {**os.environ, "REMSGUARD_DATABASE_URL": url, "REMSGUARD_API_PORT": str(port)}
+    env = {
+        **os.environ,
+        "REMSGUARD_DATABASE_URL": url,
+        "REMSGUARD_API_PORT": str(port),
+        "REMSGUARD_HTTP_DOCS": "true",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "remsguard", "api"],
         env=env,

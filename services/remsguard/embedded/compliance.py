@@ -10,12 +10,10 @@ events; the HTTP layer's `require` enforces it).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
-import orjson
-from sqlalchemy import select
-from sqlmodel import Session
-
-from remsguard.adapters.storage import ApiPrincipal, ComplianceLog, PrincipalRole
+from remsguard.adapters.storage import ComplianceLog, PrincipalRole
+from remsguard.adapters.storage.principals import PrincipalInfo, PrincipalStore
 
 __all__ = ["Principal", "Role", "authenticate", "create_principal", "has_principals"]
 
@@ -38,30 +36,32 @@ class Principal:
         """For queries: None means every clinic."""
         return self.clinics or None
 
-
-def _principal(row: ApiPrincipal) -> Principal | None:
-    try:
-        role = Role(row.role)
-    except ValueError:
-        return None
-    clinics = orjson.loads(row.clinics) if row.clinics else []
-    return Principal(row.principal_id, row.name, role, frozenset(str(c) for c in clinics))
+    @classmethod
+    def of(cls, info: PrincipalInfo) -> Principal:
+        return cls(info.principal_id, info.name, info.role, frozenset(info.clinics))
 
 
 def authenticate(log: ComplianceLog, token: str) -> Principal | None:
-    """The principal a bearer token belongs to (None: unknown, revoked or malformed)."""
-    if not token or len(token) > 512:
-        return None
-    row = log.principal_for_token(token)
-    return None if row is None else _principal(row)
+    """The principal a bearer token belongs to (None: unknown, rotated away, revoked,
+    expired or malformed). Reads the database every time: a revocation by another process
+    holds from the next request on."""
+    info = PrincipalStore(log).for_token(token)
+    return None if info is None else Principal.of(info)
 
 
 def has_principals(log: ComplianceLog) -> bool:
-    with Session(log.engine) as session:
-        return session.scalars(select(ApiPrincipal).limit(1)).first() is not None
+    return PrincipalStore(log).exist()
 
 
-def create_principal(log: ComplianceLog, name: str, role: Role) -> str:
-    """Create a principal and return its token (shown once; only its hash is stored)."""
-    _, token = log.create_principal(name, role)
+def create_principal(
+    log: ComplianceLog,
+    name: str,
+    role: Role,
+    *,
+    by: str = "remsguard up",
+    expires_at: datetime | None = None,
+) -> str:
+    """Create a principal (recorded in the hash chain) and return its token (shown once;
+    only its hash is stored)."""
+    _, token = PrincipalStore(log).create(name, role, expires_at=expires_at, by=by)
     return token

@@ -1,5 +1,5 @@
 """`remsguard api`: the standalone auditor API and staff console of the Kafka/PostgreSQL
-deployment, and `remsguard principals create`.
+deployment. (`remsguard principals` lives in `principals.py`; re-exported here.)
 
 The API serves the same FastAPI app as embedded mode (`create_app`), over an API-only
 container: the compliance log at `REMSGUARD_DATABASE_URL` (migrated on start), no ingest
@@ -23,12 +23,11 @@ from typing import Annotated
 import typer
 import uvicorn
 from prometheus_client import CollectorRegistry
-from sqlalchemy.exc import IntegrityError
 
 from remsguard.adapters.kafka.session_view import SessionView
 from remsguard.adapters.kafka.topics import Topics
 from remsguard.adapters.metrics import new_registry
-from remsguard.adapters.storage import ComplianceLog, PrincipalRole
+from remsguard.adapters.storage import ComplianceLog
 from remsguard.adapters.telemetry import Telemetry
 from remsguard.alerting.factory import build_console_alerting
 from remsguard.alerting.feed import AlertFeed
@@ -38,6 +37,7 @@ from remsguard.bootstrap import load_protocols
 from remsguard.config import Settings, get_settings
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.protocol import MonitoringProtocol, ProtocolError
+from remsguard.entrypoints.principals import principals_app
 
 __all__ = ["ApiContainer", "api_command", "principals_app"]
 
@@ -177,36 +177,3 @@ def api_command(
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
-
-
-principals_app = typer.Typer(help="API principals and their tokens.", no_args_is_help=True)
-
-
-@principals_app.command("create")
-def principals_create_command(
-    role: Annotated[
-        PrincipalRole, typer.Option(help="auditor, staff, admin or device (posts events only)")
-    ],
-    name: Annotated[str, typer.Option(help="unique name of the principal")],
-    clinic: Annotated[
-        list[str] | None,
-        typer.Option(help="a clinic it may see (repeatable; none: every clinic)"),
-    ] = None,
-    db: Annotated[str | None, typer.Option("--db", help="database URL (default: settings)")] = None,
-) -> None:
-    """Create a principal and print its token, once (only its SHA-256 is stored)."""
-    clinics = sorted({c.strip() for c in clinic or [] if c.strip()})
-    if not name.strip():
-        typer.echo("remsguard principals: --name must not be empty", err=True)
-        raise typer.Exit(2)
-    with ComplianceLog.open(db or get_settings().database_url) as log:
-        try:
-            principal, token = log.create_principal(name.strip(), role, clinics)
-        except IntegrityError:
-            typer.echo(f"remsguard principals: a principal named {name!r} exists", err=True)
-            raise typer.Exit(1) from None
-    scope = ", ".join(clinics) if clinics else "every clinic"
-    typer.echo(
-        f"principal {principal.name} ({principal.role}, {scope}); token, shown once:", err=True
-    )
-    typer.echo(token)

@@ -6,7 +6,10 @@ Adding endpoints (auditor API, console, SSE, discharge readiness): write a modul
 `ROUTERS` below (or pass it in `create_app(container, routers=[...])`). Background work
 (a notifier, an SSE hub) starts and stops with the container's `start`/`stop`.
 
-`/healthz` and `/metrics` are open (no token), as scrapers and probes expect.
+`/healthz` is open (probes). `/metrics` is open unless `REMSGUARD_METRICS_TOKEN` is set; then
+it needs `Authorization: Bearer <that token>` (`security.py`). Every response carries the
+security headers (`SecurityHeaders`, outermost). The API docs (`/openapi.json`, `/docs`) are
+off unless `REMSGUARD_HTTP_DOCS=true` (`docs.py`).
 """
 
 from __future__ import annotations
@@ -15,21 +18,25 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp
 
 from remsguard import __version__
+from remsguard.config import Settings
 from remsguard.entrypoints.http import alerts, events
 from remsguard.entrypoints.http.auditor_routes import AUDITOR_ROUTERS
+from remsguard.entrypoints.http.docs import OPENAPI_URL, docs_router, swagger_ui_files
 from remsguard.entrypoints.http.errors import install_error_handlers
+from remsguard.entrypoints.http.security import SecurityHeaders, require_metrics_token
 from remsguard.entrypoints.http.staff_routes import STAFF_ROUTERS
 
 if TYPE_CHECKING:
     from remsguard.embedded.container import EmbeddedContainer
     from remsguard.entrypoints.api import ApiContainer
 
-__all__ = ["ROUTERS", "create_app"]
+__all__ = ["ROUTERS", "create_app", "surface_line"]
 
 ROUTERS: list[APIRouter] = [events.router, alerts.router, *STAFF_ROUTERS, *AUDITOR_ROUTERS]
 
@@ -44,10 +51,38 @@ async def healthz(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-@_ops.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+@_ops.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    include_in_schema=False,
+    dependencies=[Depends(require_metrics_token)],
+)
 def metrics(request: Request) -> Response:
     registry = request.app.state.container.telemetry.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class _App(FastAPI):
+    """FastAPI with `SecurityHeaders` outside every layer (errors middleware included)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return SecurityHeaders(super().build_middleware_stack())
+
+
+def surface_line(settings: Settings, base: str) -> str:
+    """What `remsguard up` prints about /metrics and the API docs."""
+    metrics = "token required" if _metrics_protected(settings) else "open"
+    if not settings.http_docs:
+        docs = "API docs off (REMSGUARD_HTTP_DOCS=true turns them on)"
+    elif swagger_ui_files() is None:
+        docs = f"OpenAPI {base}{OPENAPI_URL}"
+    else:
+        docs = f"API docs {base}/docs"
+    return f"  metrics {base}/metrics ({metrics})    {docs}"
+
+
+def _metrics_protected(settings: Settings) -> bool:
+    return settings.metrics_token is not None and bool(settings.metrics_token.get_secret_value())
 
 
 def create_app(
@@ -61,15 +96,22 @@ def create_app(
         finally:
             await container.stop()
 
-    app = FastAPI(
+    docs = container.settings.http_docs
+    app = _App(
         title="remsguard",
         version=__version__,
         summary="REMS-style monitoring compliance: device ingest, alerts, the compliance log.",
         lifespan=lifespan,
+        openapi_url=OPENAPI_URL if docs else None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.container = container
     install_error_handlers(app)
     app.include_router(_ops)
+    files = swagger_ui_files() if docs else None
+    if files is not None:
+        app.include_router(docs_router(files))
     for router in [*ROUTERS, *routers]:
         app.include_router(router)
     return app

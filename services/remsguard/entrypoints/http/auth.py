@@ -3,13 +3,16 @@
     @router.get("/v1/things")
     def things(principal: Principal = Depends(require(Role.AUDITOR, Role.ADMIN))): ...
 
-Tokens are looked up in the compliance log's principals (only their SHA-256 is stored); a
-lookup is cached for `CACHE_SECONDS`, so a revoked token stops working within that time.
+Tokens are looked up in the compliance log's principals (only their SHA-256 is stored) on
+every request, without a cache: a token revoked, rotated away or expired, even by
+`remsguard principals` in another process, is refused from the very next request on. The
+lookup is one indexed query (about 0.3 ms on SQLite, 0.7 ms on PostgreSQL; docs/SECURITY.md),
+and the dependencies are plain functions, so FastAPI runs it in its thread pool.
+A stream already open (`GET /v1/stream`) was authenticated when it opened.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Final
 
@@ -20,24 +23,7 @@ from remsguard.entrypoints.http.errors import ApiError
 
 __all__ = ["current_principal", "require"]
 
-CACHE_SECONDS: Final = 10.0
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="remsguard"'}
-
-
-class _TokenCache:
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[float, Principal | None]] = {}
-
-    def get(self, token: str) -> tuple[bool, Principal | None]:
-        entry = self._entries.get(token)
-        if entry is None or entry[0] < time.monotonic():
-            return False, None
-        return True, entry[1]
-
-    def put(self, token: str, principal: Principal | None) -> None:
-        if len(self._entries) > 10_000:
-            self._entries.clear()
-        self._entries[token] = (time.monotonic() + CACHE_SECONDS, principal)
 
 
 def current_principal(request: Request) -> Principal:
@@ -49,16 +35,9 @@ def current_principal(request: Request) -> Principal:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise ApiError(401, "unauthenticated", "use Authorization: Bearer TOKEN", _CHALLENGE)
-    state = request.app.state
-    cache: _TokenCache | None = getattr(state, "token_cache", None)
-    if cache is None:
-        cache = state.token_cache = _TokenCache()
-    hit, principal = cache.get(token)
-    if not hit:
-        principal = authenticate(state.container.compliance, token)
-        cache.put(token, principal)
+    principal = authenticate(request.app.state.container.compliance, token)
     if principal is None:
-        raise ApiError(401, "unauthenticated", "unknown or revoked token", _CHALLENGE)
+        raise ApiError(401, "unauthenticated", "unknown, revoked or expired token", _CHALLENGE)
     return principal
 
 

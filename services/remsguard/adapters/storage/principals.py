@@ -1,0 +1,298 @@
+"""API principals and their tokens, over the compliance log's ``api_principals`` table.
+
+A token is ``rg_`` + 32 random bytes (URL-safe base64); only its SHA-256 is stored, so a
+token is shown once, when it is issued (``create``, ``rotate``). A token is refused when its
+principal is revoked (``revoked_at``), past its ``expires_at``, or when the principal's token
+was rotated (the row holds the new token's hash only).
+
+Every lookup reads the database (no cache): a revocation or rotation by another process
+(``remsguard principals revoke`` against the same database) holds from the next request on.
+One indexed lookup by hash costs well under a millisecond (docs/SECURITY.md, "HTTP surface
+and tokens").
+
+Creating, rotating and revoking a principal each append a record to the hash chain
+(``principal.created``, again with ``action: rotated`` for a rotation, and
+``principal.revoked``): who the principal is (name, role, clinics, expiry), who did it
+(``by``) and, when a token is issued, its SHA-256 (never the token), which ``audit verify``
+holds the ``api_principals`` row to. The row is written first and the record right after
+(``ComplianceLog.append_audit`` runs its own transaction); a failed append undoes a creation.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Final, Protocol
+
+import orjson
+from sqlalchemy import Table, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from remsguard.adapters.storage.log import ComplianceLog, hash_token
+from remsguard.adapters.storage.models import ApiPrincipal, PrincipalRole, utc
+from remsguard.domain.decisions import AuditKind, AuditRecord, stable_id
+
+__all__ = [
+    "MAX_TOKEN_LENGTH",
+    "PrincipalError",
+    "PrincipalInfo",
+    "PrincipalStore",
+    "new_token",
+]
+
+PRINCIPALS: Final[Table] = ApiPrincipal.__table__  # type: ignore[attr-defined]
+MAX_TOKEN_LENGTH: Final = 512  # longer bearer values are refused without a lookup
+_ROLES: Final = frozenset(r.value for r in PrincipalRole)
+_INFO_COLUMNS: Final = tuple(
+    PRINCIPALS.c[name]
+    for name in (
+        "principal_id", "name", "role", "clinics", "created_at", "expires_at", "revoked_at"
+    )
+)  # fmt: skip
+
+
+def new_token() -> str:
+    return "rg_" + secrets.token_urlsafe(32)
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Row(Protocol):
+    """What ``PrincipalInfo.of`` reads: an ``ApiPrincipal`` or a result row of its columns."""
+
+    @property
+    def principal_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def clinics(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def expires_at(self) -> datetime | None: ...
+    @property
+    def revoked_at(self) -> datetime | None: ...
+
+
+class PrincipalError(ValueError):
+    """A principal operation that cannot be done (unknown name, name taken, revoked...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalInfo:
+    """A principal as listed: never its token or the token's hash."""
+
+    principal_id: str
+    name: str
+    role: PrincipalRole
+    clinics: tuple[str, ...]  # empty: every clinic
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, row: _Row) -> PrincipalInfo:
+        clinics = orjson.loads(row.clinics) if row.clinics else []
+        return cls(
+            principal_id=row.principal_id,
+            name=row.name,
+            role=PrincipalRole(row.role),
+            clinics=tuple(sorted(str(c) for c in clinics)),
+            created_at=utc(row.created_at),
+            expires_at=None if row.expires_at is None else utc(row.expires_at),
+            revoked_at=None if row.revoked_at is None else utc(row.revoked_at),
+        )
+
+    def active(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+class PrincipalStore:
+    """Create, look up, list, rotate and revoke principals; ``now`` is the wall clock."""
+
+    def __init__(self, log: ComplianceLog, now: Callable[[], datetime] = _wall_clock) -> None:
+        self.log = log
+        self._now = now
+
+    # -- reading --------------------------------------------------------------------------
+
+    def for_token(self, token: str) -> PrincipalInfo | None:
+        """The active principal a bearer token belongs to (None: unknown, rotated away,
+        revoked, expired, or a role this version does not know)."""
+        if not token or len(token) > MAX_TOKEN_LENGTH:
+            return None
+        with self.log.engine.connect() as conn:
+            row = conn.execute(
+                select(*_INFO_COLUMNS).where(
+                    PRINCIPALS.c.token_hash == hash_token(token), PRINCIPALS.c.revoked_at.is_(None)
+                )
+            ).first()
+        if row is None or row.role not in _ROLES:
+            return None
+        info = PrincipalInfo.of(row)
+        return info if info.active(utc(self._now())) else None
+
+    def exist(self) -> bool:
+        with Session(self.log.engine) as s:
+            return s.scalars(select(PRINCIPALS.c.principal_id).limit(1)).first() is not None
+
+    def listing(self) -> list[PrincipalInfo]:
+        with Session(self.log.engine) as s:
+            rows = s.scalars(select(ApiPrincipal).order_by(PRINCIPALS.c.name)).all()
+        return [PrincipalInfo.of(r) for r in rows if r.role in _ROLES]
+
+    def get(self, name: str) -> PrincipalInfo:
+        with Session(self.log.engine) as s:
+            row = s.scalars(select(ApiPrincipal).where(PRINCIPALS.c.name == name)).first()
+        if row is None:
+            raise PrincipalError(f"no principal named {name!r}")
+        return PrincipalInfo.of(row)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        role: PrincipalRole,
+        clinics: Sequence[str] = (),
+        *,
+        expires_at: datetime | None = None,
+        by: str,
+    ) -> tuple[PrincipalInfo, str]:
+        """A new principal and its token (shown once); recorded as ``principal.created``."""
+        now = utc(self._now())
+        if expires_at is not None and utc(expires_at) <= now:
+            raise PrincipalError(f"expiry {utc(expires_at).isoformat()} is not in the future")
+        token = new_token()
+        row = ApiPrincipal(
+            principal_id=uuid.uuid4().hex,
+            name=name,
+            token_hash=hash_token(token),
+            role=PrincipalRole(role).value,
+            clinics=orjson.dumps(sorted(set(clinics))).decode(),
+            created_at=now,
+            expires_at=None if expires_at is None else utc(expires_at),
+        )
+        try:
+            with Session(self.log.engine) as s:
+                s.add(row)
+                s.commit()
+                s.refresh(row)
+        except IntegrityError:
+            raise PrincipalError(f"a principal named {name!r} exists") from None
+        info = PrincipalInfo.of(row)
+        try:
+            self._record(AuditKind.PRINCIPAL_CREATED, "created", info, by, now, row.token_hash)
+        except BaseException:
+            # No principal without its record in the chain.
+            with self.log.engine.begin() as conn:
+                conn.execute(
+                    PRINCIPALS.delete().where(PRINCIPALS.c.principal_id == row.principal_id)
+                )
+            raise
+        return info, token
+
+    def revoke(self, name: str, *, by: str) -> PrincipalInfo:
+        """Revoke a principal: its token is refused from the next request on."""
+        info = self.get(name)
+        if info.revoked_at is not None:
+            raise PrincipalError(f"principal {name!r} was revoked at {_iso(info.revoked_at)}")
+        now = utc(self._now())
+        self._update_unrevoked(info, revoked_at=now)
+        revoked = replace(info, revoked_at=now)
+        self._record(AuditKind.PRINCIPAL_REVOKED, "revoked", revoked, by, now)
+        return revoked
+
+    def rotate(
+        self, name: str, *, by: str, expires_at: datetime | None = None, keep_expiry: bool = True
+    ) -> tuple[PrincipalInfo, str]:
+        """A new token for the same principal (the old one is refused at once).
+
+        The expiry stays as it was when ``keep_expiry``; otherwise it becomes ``expires_at``
+        (None: never). A revoked principal cannot be rotated, nor one whose kept expiry has
+        passed."""
+        info = self.get(name)
+        now = utc(self._now())
+        if info.revoked_at is not None:
+            raise PrincipalError(
+                f"principal {name!r} was revoked at {_iso(info.revoked_at)}; create a new one"
+            )
+        expiry = info.expires_at if keep_expiry else expires_at
+        if expiry is not None and utc(expiry) <= now:
+            raise PrincipalError(
+                f"expiry {_iso(utc(expiry))} of {name!r} is not in the future; give a new one"
+            )
+        token = new_token()
+        digest = hash_token(token)
+        expiry = None if expiry is None else utc(expiry)
+        self._update_unrevoked(info, token_hash=digest, expires_at=expiry)
+        rotated = replace(info, expires_at=expiry)
+        self._record(AuditKind.PRINCIPAL_CREATED, "rotated", rotated, by, now, digest)
+        return rotated, token
+
+    def _update_unrevoked(self, info: PrincipalInfo, **values: object) -> None:
+        """Set `values` on the principal's row while it is not revoked."""
+        with self.log.engine.begin() as conn:
+            changed = conn.execute(
+                update(PRINCIPALS)
+                .where(PRINCIPALS.c.principal_id == info.principal_id)
+                .where(PRINCIPALS.c.revoked_at.is_(None))
+                .values(**values)
+            ).rowcount
+        if not changed:
+            raise PrincipalError(f"principal {info.name!r} was revoked meanwhile")
+
+    def _record(
+        self,
+        kind: AuditKind,
+        action: str,
+        info: PrincipalInfo,
+        by: str,
+        at: datetime,
+        token_hash: str | None = None,
+    ) -> None:
+        """One chained record. Its ``detail`` is what ``audit verify`` holds the row to
+        (name, role, clinics and, when a token is issued, the token's SHA-256; never the
+        token). Ids: one ``principal.created`` per principal, one per rotation (by the new
+        token's hash), one ``principal.revoked``."""
+        parts = (
+            (kind, info.principal_id)
+            if action != "rotated"
+            else (kind, info.principal_id, token_hash or "")
+        )
+        detail: dict[str, object] = {
+            "principal_id": info.principal_id,
+            "action": action,
+            "name": info.name,
+            "role": info.role.value,
+            "clinics": list(info.clinics),
+            "expires_at": None if info.expires_at is None else _iso(info.expires_at),
+            "by": by,
+        }
+        if token_hash is not None:
+            detail["token_sha256"] = token_hash
+        self.log.append_audit(
+            [
+                AuditRecord(
+                    record_id=stable_id(*parts),
+                    kind=kind,
+                    subject_id=info.principal_id,
+                    session_id=None,
+                    clinic_id=None,
+                    occurred_at=at,
+                    detail=detail,
+                )
+            ]
+        )
+
+
+def _iso(at: datetime) -> str:
+    return utc(at).isoformat().replace("+00:00", "Z")
