@@ -263,6 +263,16 @@ class EventJournal:
             )
             self._db.execute("COMMIT")
 
+    def quarantine_event(self, session_id: str, event_id: str, reason: str, detail: str) -> None:
+        """`quarantine` the journaled row of an event, found by its ids."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT seq FROM events WHERE session_id = ? AND event_id = ?",
+                (session_id, event_id),
+            ).fetchone()
+        if row is not None:
+            self.quarantine(int(row[0]), reason, detail)
+
     def quarantined(self) -> list[tuple[int, str, str]]:
         """(seq, reason, detail) of every quarantined event, in journal order."""
         with self._lock:

@@ -543,7 +543,7 @@ class EmbeddedRuntime:
                     step = Decisions(outcome=Outcome.DUPLICATE)
                     results.append(EventResult(Outcome.DUPLICATE, event.event_id, event.session_id))
                 else:
-                    step = engine.handle(event)
+                    step = self._apply(event)
                     decisions.extend(step)
                     if step.rejection is not None:
                         results.append(_rejected(step.rejection))
@@ -592,6 +592,23 @@ class EmbeddedRuntime:
         group.events[(session_id, event_id)] = event
         group.owners.setdefault(session_id, event.clinic_id)
         return _APPLY
+
+    def _apply(self, event: Event) -> Decisions:
+        """`engine.handle`, but an event the engine fails on is quarantined and answered as
+        rejected (`processing_error`), so it can neither stop this step nor a restart."""
+        try:
+            return self.engine.handle(event)
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"[:200]
+            self.journal.quarantine_event(
+                event.session_id, event.event_id, PROCESSING_ERROR, detail
+            )
+            self._metrics.quarantined.inc()
+            log.exception(
+                "ingest.event_quarantined", session_id=event.session_id, event_id=event.event_id
+            )
+            rejection = rejection_of(event, PROCESSING_ERROR, detail)
+            return Decisions(outcome=Outcome.REJECTED, rejection=rejection)
 
     def _journaled_event(self, session_id: str, event_id: str) -> Event | None:
         raw = self.journal.raw_event(session_id, event_id)
