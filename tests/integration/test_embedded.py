@@ -168,7 +168,9 @@ def test_restart_serves_the_same_alerts_and_keeps_the_tokens(tmp_path: Path) -> 
 @pytest.fixture(scope="module")
 def small_limit_up(tmp_path_factory: pytest.TempPathFactory) -> object:
     data = tmp_path_factory.mktemp("edge") / "data"
-    up = start_up(data, env={"REMSGUARD_INGEST_MAX_BODY_BYTES": str(64 * 1024)})
+    # HTTP_DOCS: the device-token test walks every operation of /openapi.json (off by default)
+    env = {"REMSGUARD_INGEST_MAX_BODY_BYTES": str(64 * 1024), "REMSGUARD_HTTP_DOCS": "true"}
+    up = start_up(data, env=env)
     yield up
     assert up.stop() == 0, up.log
 
