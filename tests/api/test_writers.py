@@ -23,6 +23,7 @@ from remsguard.adapters.storage.events import event_to_json
 from remsguard.auditing.deadlines import RULE, FormDeadlineTask
 from remsguard.config import Settings
 from remsguard.contract.outbound import alert_to_json, audit_record_to_json
+from remsguard.domain.decisions import AuditKind
 from remsguard.entrypoints.api import ApiContainer
 from remsguard.entrypoints.cli import app
 from remsguard.entrypoints.http import create_app
@@ -74,7 +75,12 @@ def test_the_audit_sink_stores_input_events(tmp_path: Path) -> None:
 
     messages = [("event", event_to_json(e), f"in@{i}") for i, e in enumerate(crisis_session())]
     messages += [("event", b'{"not": "an event"}', "in@x")]  # the processor dead-letters it
-    messages += [("audit", audit_record_to_json(record_of_row(r)), "audit@0") for r in records]
+    kinds = {kind.value for kind in AuditKind}  # what travels on the audit topic
+    messages += [
+        ("audit", audit_record_to_json(record_of_row(r)), "audit@0")
+        for r in records
+        if r.kind in kinds  # not the log's own service records (event.stored, api.query)
+    ]
     messages += [("alert", alert_to_json(a), "alerts@0") for a in alerts]
     batch = decode_batch(messages)
     assert not batch.malformed and len(batch.events) == len(crisis_session())
@@ -88,7 +94,9 @@ def test_the_audit_sink_stores_input_events(tmp_path: Path) -> None:
     assert form["fields"]["drug"]["value"] == "ketamine"
 
 
-def test_embedded_mode_reads_events_from_its_journal(tmp_path: Path) -> None:
+def test_the_form_never_reads_the_embedded_journal(tmp_path: Path) -> None:
+    """Issue 13, finding 5: the journal is not covered by the hash chain, so the form must not
+    be built from it; events only the journal holds leave the form incomplete."""
     from remsguard.embedded.journal import EventJournal, JournaledEvent
 
     url = f"sqlite:///{tmp_path / 'log.db'}"
@@ -113,7 +121,8 @@ def test_embedded_mode_reads_events_from_its_journal(tmp_path: Path) -> None:
             "/v1/sessions/a-s1/form", headers={"Authorization": f"Bearer {token}"}
         ).json()
     journal.close()
-    assert form["complete"], form["missing_fields"]
+    assert not form["complete"]
+    assert form["fields"]["drug"]["value"] is None
 
 
 def test_the_deadline_task_follows_the_log_and_raises_once(tmp_path: Path) -> None:
