@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from remsguard.adapters.metrics import new_registry
 from remsguard.adapters.storage import ComplianceLog
-from remsguard.adapters.telemetry import Telemetry
+from remsguard.adapters.telemetry import ClinicLabels, Telemetry
 from remsguard.alerting.factory import NotifyingLog, build_alerting
 from remsguard.alerting.service import AlertingService
 from remsguard.auditing.deadlines import FormDeadlineTask
@@ -100,7 +100,7 @@ class EmbeddedContainer:
         gives its simulated clock instead."""
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
-        telemetry = Telemetry(new_registry())
+        telemetry = Telemetry(new_registry(), ClinicLabels(settings.metrics_max_clinics))
         protocols = load_protocols(protocol_files)
         engine = MonitoringEngine(protocols, default_protocol=settings.default_protocol)
         journal = EventJournal(data_dir / JOURNAL_FILE)

@@ -28,7 +28,7 @@ from remsguard.adapters.kafka.session_view import SessionView
 from remsguard.adapters.kafka.topics import Topics
 from remsguard.adapters.metrics import new_registry
 from remsguard.adapters.storage import ComplianceLog
-from remsguard.adapters.telemetry import Telemetry
+from remsguard.adapters.telemetry import ClinicLabels, Telemetry
 from remsguard.alerting.factory import build_console_alerting
 from remsguard.alerting.feed import AlertFeed
 from remsguard.alerting.service import AlertingService
@@ -115,7 +115,7 @@ class ApiContainer:
     ) -> ApiContainer:
         log = compliance or ComplianceLog.open(settings.database_url)
         protocols = load_protocols(list(settings.protocol_files))
-        telemetry = Telemetry(new_registry())
+        telemetry = Telemetry(new_registry(), ClinicLabels(settings.metrics_max_clinics))
         deadlines = (
             FormDeadlineTask(
                 log,

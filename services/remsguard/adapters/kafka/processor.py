@@ -34,7 +34,7 @@ from faust.types import TP, EventT, Message, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from remsguard.adapters.kafka.topics import Topics
-from remsguard.adapters.telemetry import Series, Telemetry
+from remsguard.adapters.telemetry import ClinicLabels, Series, Telemetry
 from remsguard.bootstrap import load_protocols
 from remsguard.config import Settings
 from remsguard.domain.admission import EventTimeBounds
@@ -246,7 +246,7 @@ def create_app(
         monitor=_LeanMonitor(),
     )
     metrics = ProcessorMetrics(registry)
-    telemetry = Telemetry(registry)
+    telemetry = Telemetry(registry, ClinicLabels(settings.metrics_max_clinics))
     logical = len(settings.topic_prefix)  # telemetry labels topics without the env prefix
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
     source = app.topic(*topics.inputs, topics.ticks, key_type=bytes, value_type=bytes, **raw)
