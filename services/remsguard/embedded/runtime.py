@@ -497,7 +497,7 @@ class EmbeddedRuntime:
                     )
                     continue
                 assert not isinstance(decoded, Rejection)
-                if admitted is _DUPLICATE:
+                if admitted == _DUPLICATE:
                     plan.append(_Planned("duplicate", event=decoded))
                 else:
                     plan.append(_Planned("apply", event=decoded))

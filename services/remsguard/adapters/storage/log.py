@@ -17,6 +17,7 @@ import hashlib
 import secrets
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Generic, TypeVar, cast
@@ -222,6 +223,14 @@ def _utc_or_none(value: datetime | None) -> datetime | None:
     return None if value is None else utc(value)
 
 
+@dataclass(frozen=True, slots=True)
+class RecordedChange:
+    """A table change and its chained records in one transaction (`recorded_change`)."""
+
+    conn: Connection
+    append: Callable[[Iterable[AuditRecord]], AppendResult]
+
+
 class ComplianceLog:
     """The compliance log over one database (PostgreSQL or SQLite)."""
 
@@ -256,6 +265,14 @@ class ComplianceLog:
         with self.engine.begin() as conn:
             self._lock(conn)
             return self._append(conn, records)
+
+    @contextmanager
+    def recorded_change(self) -> Iterator[RecordedChange]:
+        """One transaction holding the append lock: change a table with `.conn`, and append
+        the records that vouch for the change with `.append`; both commit, or neither."""
+        with self.engine.begin() as conn:
+            self._lock(conn)
+            yield RecordedChange(conn, lambda records: self._append(conn, records))
 
     def _append(self, conn: Connection, records: Iterable[AuditRecord]) -> AppendResult:
         """``append_audit`` inside a transaction that holds the append lock (``_lock``), so a

@@ -14,8 +14,8 @@ Creating, rotating and revoking a principal each append a record to the hash cha
 (``principal.created``, again with ``action: rotated`` for a rotation, and
 ``principal.revoked``): who the principal is (name, role, clinics, expiry), who did it
 (``by``) and, when a token is issued, its SHA-256 (never the token), which ``audit verify``
-holds the ``api_principals`` row to. The row is written first and the record right after
-(``ComplianceLog.append_audit`` runs its own transaction); a failed append undoes a creation.
+holds the ``api_principals`` row to. The row change and its record commit in one transaction
+(``ComplianceLog.recorded_change``): never one without the other.
 """
 
 from __future__ import annotations
@@ -181,23 +181,14 @@ class PrincipalStore:
             created_at=now,
             expires_at=None if expires_at is None else utc(expires_at),
         )
+        info = PrincipalInfo.of(row)
+        record = _record(AuditKind.PRINCIPAL_CREATED, "created", info, by, now, row.token_hash)
         try:
-            with Session(self.log.engine) as s:
-                s.add(row)
-                s.commit()
-                s.refresh(row)
+            with self.log.recorded_change() as change:
+                change.conn.execute(PRINCIPALS.insert(), [row.model_dump()])
+                change.append([record])
         except IntegrityError:
             raise PrincipalError(f"a principal named {name!r} exists") from None
-        info = PrincipalInfo.of(row)
-        try:
-            self._record(AuditKind.PRINCIPAL_CREATED, "created", info, by, now, row.token_hash)
-        except BaseException:
-            # No principal without its record in the chain.
-            with self.log.engine.begin() as conn:
-                conn.execute(
-                    PRINCIPALS.delete().where(PRINCIPALS.c.principal_id == row.principal_id)
-                )
-            raise
         return info, token
 
     def revoke(self, name: str, *, by: str) -> PrincipalInfo:
@@ -206,9 +197,9 @@ class PrincipalStore:
         if info.revoked_at is not None:
             raise PrincipalError(f"principal {name!r} was revoked at {_iso(info.revoked_at)}")
         now = utc(self._now())
-        self._update_unrevoked(info, revoked_at=now)
         revoked = replace(info, revoked_at=now)
-        self._record(AuditKind.PRINCIPAL_REVOKED, "revoked", revoked, by, now)
+        record = _record(AuditKind.PRINCIPAL_REVOKED, "revoked", revoked, by, now)
+        self._update_unrevoked(info, record, revoked_at=now)
         return revoked
 
     def rotate(
@@ -233,65 +224,62 @@ class PrincipalStore:
         token = new_token()
         digest = hash_token(token)
         expiry = None if expiry is None else utc(expiry)
-        self._update_unrevoked(info, token_hash=digest, expires_at=expiry)
         rotated = replace(info, expires_at=expiry)
-        self._record(AuditKind.PRINCIPAL_CREATED, "rotated", rotated, by, now, digest)
+        record = _record(AuditKind.PRINCIPAL_CREATED, "rotated", rotated, by, now, digest)
+        self._update_unrevoked(info, record, token_hash=digest, expires_at=expiry)
         return rotated, token
 
-    def _update_unrevoked(self, info: PrincipalInfo, **values: object) -> None:
-        """Set `values` on the principal's row while it is not revoked."""
-        with self.log.engine.begin() as conn:
-            changed = conn.execute(
+    def _update_unrevoked(self, info: PrincipalInfo, record: AuditRecord, **values: object) -> None:
+        """Set `values` on the principal's row while it is not revoked, with its record."""
+        with self.log.recorded_change() as change:
+            changed = change.conn.execute(
                 update(PRINCIPALS)
                 .where(PRINCIPALS.c.principal_id == info.principal_id)
                 .where(PRINCIPALS.c.revoked_at.is_(None))
                 .values(**values)
             ).rowcount
-        if not changed:
-            raise PrincipalError(f"principal {info.name!r} was revoked meanwhile")
+            if not changed:
+                raise PrincipalError(f"principal {info.name!r} was revoked meanwhile")
+            change.append([record])
 
-    def _record(
-        self,
-        kind: AuditKind,
-        action: str,
-        info: PrincipalInfo,
-        by: str,
-        at: datetime,
-        token_hash: str | None = None,
-    ) -> None:
-        """One chained record. Its ``detail`` is what ``audit verify`` holds the row to
-        (name, role, clinics and, when a token is issued, the token's SHA-256; never the
-        token). Ids: one ``principal.created`` per principal, one per rotation (by the new
-        token's hash), one ``principal.revoked``."""
-        parts = (
-            (kind, info.principal_id)
-            if action != "rotated"
-            else (kind, info.principal_id, token_hash or "")
-        )
-        detail: dict[str, object] = {
-            "principal_id": info.principal_id,
-            "action": action,
-            "name": info.name,
-            "role": info.role.value,
-            "clinics": list(info.clinics),
-            "expires_at": None if info.expires_at is None else _iso(info.expires_at),
-            "by": by,
-        }
-        if token_hash is not None:
-            detail["token_sha256"] = token_hash
-        self.log.append_audit(
-            [
-                AuditRecord(
-                    record_id=stable_id(*parts),
-                    kind=kind,
-                    subject_id=info.principal_id,
-                    session_id=None,
-                    clinic_id=None,
-                    occurred_at=at,
-                    detail=detail,
-                )
-            ]
-        )
+
+def _record(
+    kind: AuditKind,
+    action: str,
+    info: PrincipalInfo,
+    by: str,
+    at: datetime,
+    token_hash: str | None = None,
+) -> AuditRecord:
+    """One chained record. Its ``detail`` is what ``audit verify`` holds the row to (name,
+    role, clinics and, when a token is issued, the token's SHA-256; never the token). Ids:
+    one ``principal.created`` per principal, one per rotation (by the new token's hash), one
+    ``principal.revoked``."""
+    parts = (
+        (kind, info.principal_id)
+        if action != "rotated"
+        else (kind, info.principal_id, token_hash or "")
+    )
+    detail: dict[str, object] = {
+        "principal_id": info.principal_id,
+        "action": action,
+        "name": info.name,
+        "role": info.role.value,
+        "clinics": list(info.clinics),
+        "expires_at": None if info.expires_at is None else _iso(info.expires_at),
+        "by": by,
+    }
+    if token_hash is not None:
+        detail["token_sha256"] = token_hash
+    return AuditRecord(
+        record_id=stable_id(*parts),
+        kind=kind,
+        subject_id=info.principal_id,
+        session_id=None,
+        clinic_id=None,
+        occurred_at=at,
+        detail=detail,
+    )
 
 
 def _iso(at: datetime) -> str:
