@@ -54,6 +54,13 @@ class Settings(BaseSettings):
     clock_idle_grace_seconds: float = Field(default=3.0, ge=0)  # caught-up and quiet this long
     state_flush_seconds: float = Field(default=1.0, gt=0)  # session state write-behind period
     protocol_files: list[Path] = Field(default_factory=list)  # a clinic's own protocol files
+    # How long a Kafka command waits for a broker to answer before it says so and exits.
+    kafka_connect_timeout_seconds: float = Field(default=15.0, gt=0)
+    # Where the processor serves /metrics and /healthz (0.0.0.0 to let a scraper elsewhere in).
+    metrics_host: str = "127.0.0.1"
+    # /healthz turns unhealthy when a partition's heartbeat has not come through the agent,
+    # or the agent last crashed, within this long (a crash loop, a stall, a lost broker).
+    processor_stall_seconds: float = Field(default=60.0, gt=0)
 
     # Staff alerting (`remsguard notifier`, and the same service inside `remsguard up`).
     alerting_policy_file: Path | None = None  # TOML/JSON escalation policies per clinic
@@ -81,6 +88,19 @@ class Settings(BaseSettings):
     # acknowledgements. Off: the API serves the auditor endpoints only.
     api_staff_console: bool = False
     api_session_retention_hours: float = Field(default=24.0, gt=0)  # idle sessions leave
+
+    # HL7 v2 over MLLP (`remsguard up --hl7-port N`, `remsguard hl7-gateway`).
+    hl7_host: str = "127.0.0.1"
+    hl7_port: int | None = Field(default=None, ge=0, le=65535)  # embedded mode: off unless set
+    hl7_facilities_file: Path | None = None  # TOML [facilities]: MSH-4 -> clinic id
+    hl7_code_files: list[Path] = Field(default_factory=list)  # a clinic's own code tables
+    hl7_timezone: str = "UTC"  # what an HL7 time without an offset is taken in
+    hl7_max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    hl7_read_timeout_seconds: float = Field(default=30.0, gt=0)  # idle or slow: closed
+    hl7_max_connections: int = Field(default=1000, ge=1)
+    hl7_tls_cert: Path | None = None  # TLS: certificate and key files (PEM)
+    hl7_tls_key: Path | None = None
+    hl7_tls_client_ca: Path | None = None  # clients must then present a certificate
 
 
 @lru_cache(maxsize=1)

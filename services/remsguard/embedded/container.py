@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -38,6 +39,9 @@ from remsguard.embedded.compliance import Role, create_principal, has_principals
 from remsguard.embedded.head_signing import HeadSigningTask, signing_key
 from remsguard.embedded.journal import EventJournal
 from remsguard.embedded.runtime import EmbeddedRuntime, RecoverySummary
+
+if TYPE_CHECKING:
+    from remsguard.hl7v2.listener import MLLPListener
 
 __all__ = ["TOKENS_FILE", "EmbeddedContainer", "ensure_first_run_tokens"]
 
@@ -85,6 +89,7 @@ class EmbeddedContainer:
     recovery: RecoverySummary | None = field(default=None)
     alerting: AlertingService | None = field(default=None)
     deadlines: FormDeadlineTask | None = field(default=None)
+    hl7: MLLPListener | None = field(default=None)  # `--hl7-port`: devices' HL7 v2 over MLLP
     heads: HeadSigningTask | None = field(default=None)  # signed tree heads (head_signing.py)
 
     @classmethod
@@ -128,6 +133,18 @@ class EmbeddedContainer:
         heads = HeadSigningTask(
             compliance, signing_key(settings, data_dir), settings.tree_head_interval_seconds
         )
+        hl7 = None
+        if settings.hl7_port is not None:
+            from remsguard.hl7v2.embedded import EmbeddedDoor
+            from remsguard.hl7v2.setup import build_listener
+
+            hl7 = build_listener(
+                settings,
+                EmbeddedDoor(runtime),
+                telemetry.registry,
+                port=settings.hl7_port,
+                clinic_label=telemetry.clinics.label,
+            )
         return cls(
             settings,
             data_dir,
@@ -138,6 +155,7 @@ class EmbeddedContainer:
             alerting=alerting,
             deadlines=deadlines,
             heads=heads,
+            hl7=hl7,
         )
 
     @property
@@ -160,8 +178,12 @@ class EmbeddedContainer:
             self.deadlines.start()
         if self.heads is not None:
             self.heads.start()
+        if self.hl7 is not None:
+            await self.hl7.start()
 
     async def stop(self) -> None:
+        if self.hl7 is not None:
+            await self.hl7.stop()  # first: no message is taken that cannot be journaled
         if self.deadlines is not None:
             await self.deadlines.stop()
         await self.runtime.stop()

@@ -122,6 +122,8 @@ async def _serve(
         typer.echo(f"  API     {base}/v1/alerts    ingest POST {base}/v1/events")
         typer.echo(surface_line(container.settings, base))
         typer.echo(f"  tokens  {container.data_dir / 'first-run-tokens.txt'}")
+        if container.hl7 is not None:
+            typer.echo(f"  HL7     {_hl7_line(container)}")
         typer.echo("  Ctrl-C stops it.")
         if clock is not None:
             token = await asyncio.to_thread(
@@ -149,6 +151,22 @@ async def _serve(
             simulator.stop()
 
 
+def _hl7_line(container: EmbeddedContainer) -> str:
+    assert container.hl7 is not None
+    settings = container.settings
+    listener = container.hl7.settings
+    scheme = "MLLP over TLS" if listener.tls is not None else "MLLP"
+    clinics = (
+        f"facilities from {settings.hl7_facilities_file}"
+        if settings.hl7_facilities_file is not None
+        else "no facility map: MSH-4 is the clinic id"
+    )
+    return (
+        f"{scheme} on {_url_host(listener.host)}:{container.hl7.port} ({clinics}; "
+        f"times without an offset are {settings.hl7_timezone})"
+    )
+
+
 def up_command(
     data_dir: Annotated[
         Path | None,
@@ -169,11 +187,17 @@ def up_command(
     protocol_file: Annotated[
         list[Path] | None, typer.Option(help="a clinic's own protocol file (repeatable)")
     ] = None,
+    hl7_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="also take HL7 v2 over MLLP on this port"),
+    ] = None,
 ) -> None:
     """Run everything in one process: device ingest, engine, compliance log, API, metrics."""
     settings = get_settings()
     if protocol is not None:
         settings = settings.model_copy(update={"default_protocol": protocol})
+    if hl7_port is not None:
+        settings = settings.model_copy(update={"hl7_port": hl7_port})
     directory = (data_dir or settings.data_dir).expanduser().resolve()
     files = list(protocol_file or [])
     if simulate and speed <= 0:
