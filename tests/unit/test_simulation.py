@@ -377,7 +377,13 @@ class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes]] = []
 
-    def send(self, topic: str, key: bytes | None = None, value: bytes = b"") -> None:
+    def send(
+        self,
+        topic: str,
+        key: bytes | None = None,
+        value: bytes = b"",
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         self.sent.append((topic, key, value))
 
     def flush(self, timeout: float | None = None) -> None:
@@ -387,7 +393,10 @@ class FakeProducer:
         pass
 
 
-def test_kafka_sink_routes_by_type_and_sends_unroutable_lines_raw() -> None:
+def test_kafka_sink_routes_by_type_and_dead_letters_unroutable_lines() -> None:
+    """Issue 15 item 9: `publish`'s policy. A line no input topic can take goes to the
+    dead-letter topic with its reason (not raw to the vitals topic); with skip_invalid every
+    malformed line is skipped and counted instead."""
     from remsguard.entrypoints.simulate import KafkaSink
 
     sim = run(2)
@@ -395,6 +404,15 @@ def test_kafka_sink_routes_by_type_and_sends_unroutable_lines_raw() -> None:
     sink = KafkaSink("unused:9092", producer=producer, create=False)
     deliver(sim.deliveries, [sink], 0.0)
     assert [value for _, _, value in producer.sent] == [d.line for d in sim.deliveries]
+    unroutable = [t for t, _, _ in producer.sent if t == "rems.deadletter.v1"]
+    assert unroutable and sum(sink.report.dead_lettered.values()) == len(unroutable)
+    assert sink.report.ok
+    skipping = FakeProducer()
+    skipper = KafkaSink("unused:9092", producer=skipping, create=False, skip_invalid=True)
+    deliver(sim.deliveries, [skipper], 0.0)
+    malformed = [d for d in sim.deliveries if d.kind == "malformed"]
+    assert sum(skipper.report.skipped.values()) == len(malformed)
+    assert len(skipping.sent) == len(sim.deliveries) - len(malformed)
     topics = {
         "dose.administered": "rems.dosing.v1",
         "vitals.recorded": "rems.vitals.v1",
@@ -403,7 +421,8 @@ def test_kafka_sink_routes_by_type_and_sends_unroutable_lines_raw() -> None:
         "session.discharged": "rems.sessions.v1",
     }
     for (topic, key, _), delivery in zip(producer.sent, sim.deliveries, strict=True):
-        assert key == delivery.session_id.encode()
+        if topic != "rems.deadletter.v1":
+            assert key == delivery.session_id.encode()
         if delivery.kind != "malformed":
             assert topic == topics[orjson.loads(delivery.line)["type"]]
-    assert sink.sent_raw > 0 and sink.published == len(sim.deliveries)
+    assert sink.published == len(sim.deliveries) - len(unroutable)

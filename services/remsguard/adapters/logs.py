@@ -60,6 +60,65 @@ def redact_secrets(
     return event_dict
 
 
+def _json_key(key: object) -> str:
+    if isinstance(key, tuple):
+        return "/".join(str(part) for part in key)
+    return str(key)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k if isinstance(k, str) else _json_key(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def json_safe_keys(
+    _logger: Any, _method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: mapping keys that JSON cannot hold (tuples, ...) become strings,
+    so a JSON log line is always valid JSON whatever a caller logs."""
+    for key, value in list(event_dict.items()):
+        if isinstance(value, Mapping | list | tuple):
+            event_dict[key] = _json_safe(value)
+    return event_dict
+
+
+_format = {"json": True, "debug": False}
+
+
+def set_debug(on: bool) -> None:
+    """`--debug`: tracebacks and the client libraries' own connection errors are shown."""
+    _format["debug"] = on
+
+
+def debug_enabled() -> bool:
+    return _format["debug"]
+
+
+def announce(message: str, **fields: Any) -> None:
+    """One start-up line the operator needs (an address), whatever the log level: a JSON
+    object in JSON mode (so every line of the log parses), else the message itself."""
+    if _format["json"]:
+        from datetime import UTC, datetime
+
+        import orjson
+
+        doc = {
+            "event": message,
+            **fields,
+            "logger": "remsguard",
+            "level": "notice",
+            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        line = orjson.dumps(doc, default=str).decode()
+    else:
+        line = message
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever `sys.stderr` is at emit time (survives stream swaps in tests)."""
 
@@ -82,6 +141,7 @@ def configure_logging(level: str, fmt: Literal["auto", "json", "console"] = "aut
     """Configure structlog and the standard library; safe to call again (replaces, never adds)."""
     number = _level_number(level)
     console = fmt == "console" or (fmt == "auto" and sys.stderr.isatty())
+    _format["json"] = not console
 
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -102,6 +162,7 @@ def configure_logging(level: str, fmt: Literal["auto", "json", "console"] = "aut
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
         final = [
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            json_safe_keys,
             # Structured tracebacks without local variables, which may hold secrets.
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)

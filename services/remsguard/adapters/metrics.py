@@ -40,16 +40,39 @@ class _QuietHandler(WSGIRequestHandler):
         """Scrapes every few seconds would flood the logs."""
 
 
-def _router(metrics_app: _WSGIApp) -> _WSGIApp:
+Health = Callable[[], str | None]
+"""None: healthy; else one line saying what is wrong (served as a 503)."""
+
+_TEXT = ("Content-Type", "text/plain; charset=utf-8")  # a fresh list per response: wsgiref
+# appends Content-Length to the list it is given
+
+
+def _index(title: str) -> bytes:
+    return (
+        f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1><ul>"
+        '<li><a href="/metrics">/metrics</a>: Prometheus metrics (see docs/METRICS.md)</li>'
+        '<li><a href="/healthz">/healthz</a>: 200 ok while the worker is doing its job, '
+        "503 and the reason otherwise</li></ul>"
+    ).encode()
+
+
+def _router(metrics_app: _WSGIApp, health: Health | None, title: str) -> _WSGIApp:
     def app(environ: dict[str, Any], start_response: _StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/metrics":
             return metrics_app(environ, start_response)
         if path == "/healthz":
-            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            problem = health() if health is not None else None
+            if problem is not None:
+                start_response("503 Service Unavailable", [_TEXT])
+                return [f"unhealthy: {problem}".encode()]
+            start_response("200 OK", [_TEXT])
             return [b"ok"]
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [b"not found"]
+        if path == "/":
+            start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+            return [_index(title)]
+        start_response("404 Not Found", [_TEXT])
+        return [b"not found: try / for what is served here"]
 
     return app
 
@@ -76,8 +99,16 @@ class MetricsServer:
         self.close()
 
 
-def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> MetricsServer:
-    """Serve `registry` at http://host:port/metrics in a daemon thread; port 0 picks a free one."""
+def serve_metrics(
+    registry: CollectorRegistry,
+    host: str,
+    port: int,
+    *,
+    health: Health | None = None,
+    title: str = "remsguard",
+) -> MetricsServer:
+    """Serve `registry` at http://host:port/metrics in a daemon thread, `/healthz` (from
+    `health`, always ok without one) and a small index at `/`; port 0 picks a free one."""
     server_class = _ThreadingWSGIServer
     if ":" in host:  # an IPv6 literal such as "::"
 
@@ -88,7 +119,7 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> MetricsS
     server = make_server(
         host,
         port,
-        _router(make_wsgi_app(registry=registry)),
+        _router(make_wsgi_app(registry=registry), health, title),
         server_class=server_class,
         handler_class=_QuietHandler,
     )

@@ -1,6 +1,7 @@
 """`remsguard notifier`: the alerting service fed by the alerts topic (`rems.alerts.v1`).
 
-Consumes with aiokafka in the `notifier_group_id` consumer group, auto-commit off: each batch
+Consumes with aiokafka in the consumer group `{topic_prefix}{notifier_group_id}` (one per
+environment), auto-commit off: each batch
 is stored (`save_alerts`, idempotent), claimed and delivered by `AlertingService.process`,
 and only then are its offsets committed. A crash before the commit redelivers the batch,
 which stores and notifies nothing twice (the `alert.notified` records). Escalation runs on the
@@ -68,16 +69,17 @@ async def run_notifier(settings: Settings, stop: asyncio.Event) -> None:
     compliance = ComplianceLog.open(settings.database_url)
     service = build_alerting(settings, compliance, telemetry)
     topic = Topics.from_settings(settings).alerts
+    group = f"{settings.topic_prefix}{settings.notifier_group_id}"  # one group per environment
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap,
-        group_id=settings.notifier_group_id,
+        group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
     await service.start()
     await consumer.start()
-    log.info("notifier.started", topic=topic, group=settings.notifier_group_id)
+    log.info("notifier.started", topic=topic, group=group)
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=1000)

@@ -67,6 +67,10 @@ class RejectionReason(StrEnum):
     CONFLICTING_DUPLICATE = admission.CONFLICTING_DUPLICATE
     UNKNOWN_PROTOCOL = admission.UNKNOWN_PROTOCOL
     PROCESSING_ERROR = admission.PROCESSING_ERROR
+    NO_KEY = admission.NO_KEY
+    KEY_MISMATCH = admission.KEY_MISMATCH
+    WRONG_PARTITION = admission.WRONG_PARTITION
+    MESSAGE_TOO_LARGE = admission.MESSAGE_TOO_LARGE
 
 
 _WIRE_TO_DOMAIN: Final[tuple[tuple[type[EventBase], type[Event]], ...]] = (

@@ -24,12 +24,16 @@ __all__ = [
     "CLINIC_NOT_PERMITTED",
     "CONFLICTING_DUPLICATE",
     "EARLIEST",
+    "KEY_MISMATCH",
     "LATEST",
+    "MESSAGE_TOO_LARGE",
+    "NO_KEY",
     "OCCURRED_IN_FUTURE",
     "PROCESSING_ERROR",
     "SESSION_OF_ANOTHER_CLINIC",
     "TOO_OLD",
     "UNKNOWN_PROTOCOL",
+    "WRONG_PARTITION",
     "EventTimeBounds",
     "rejection_of",
 ]
@@ -46,6 +50,13 @@ SESSION_OF_ANOTHER_CLINIC: Final = "session_of_another_clinic"
 CONFLICTING_DUPLICATE: Final = "conflicting_duplicate"
 UNKNOWN_PROTOCOL: Final = "unknown_protocol"
 PROCESSING_ERROR: Final = "processing_error"
+# Kafka doors: every message of a session must be keyed by its session_id (raw UTF-8) and sit
+# on the partition the default partitioner gives that key, or its session's state is split.
+NO_KEY: Final = "no_key"
+KEY_MISMATCH: Final = "key_mismatch"
+WRONG_PARTITION: Final = "wrong_partition"
+# Larger than the topic's max.message.bytes: the broker would refuse it (publish, client).
+MESSAGE_TOO_LARGE: Final = "message_too_large"
 
 
 @dataclass(frozen=True, slots=True)

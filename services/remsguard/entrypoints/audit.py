@@ -210,7 +210,12 @@ def audit_sink_command(
     alerts_topic: Annotated[
         str | None, typer.Option(help="alerts topic (full alerts for the alerts table)")
     ] = None,
-    group: Annotated[str, typer.Option(help="consumer group")] = "remsguard-audit-sink",
+    group: Annotated[
+        str | None,
+        typer.Option(
+            help="consumer group [default: REMSGUARD_TOPIC_PREFIX + remsguard-audit-sink]"
+        ),
+    ] = None,
     batch: Annotated[int, typer.Option(min=1, help="max messages per DB transaction")] = 5000,
     sign_every: Annotated[
         float, typer.Option(help="sign a tree head every SECONDS when there is a key (0: never)")
@@ -243,7 +248,7 @@ def audit_sink_command(
         alert_topic,
         *inputs,
         bootstrap_servers=bootstrap or settings.kafka_bootstrap,
-        group_id=group,
+        group_id=group or f"{prefix}remsguard-audit-sink",  # one group per environment
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=batch,

@@ -1,8 +1,10 @@
 """`remsguard principals create | list | rotate | revoke`: API tokens bound to a role and clinics.
 
 Every command works on one compliance log: `--db URL`, or `--data-dir DIR` (embedded mode's
-`DIR/remsguard.db`), or else `REMSGUARD_DATABASE_URL`. Tokens are printed once, on stdout
-(`create`, `rotate`); only their SHA-256 is stored and `list` never shows either. A revoked or
+`DIR/remsguard.db`), or else `REMSGUARD_DATABASE_URL`; with none of them it refuses (exit 2)
+rather than guess a SQLite file in the working directory that no API reads. Tokens are
+printed once, on stdout (`create`, `rotate`); only their SHA-256 is stored and `list` never
+shows either. A revoked or
 rotated-away token is refused from the next request on, by every process serving that log.
 A command that cannot do its job says why on stderr and exits 1 (2 for bad usage).
 """
@@ -77,7 +79,16 @@ def _database(db: str | None, data_dir: Path | None) -> str:
     if db is not None and data_dir is not None:
         _fail("give --db or --data-dir, not both", 2)
     if data_dir is None:
-        return db or get_settings().database_url
+        if db is not None:
+            return db
+        settings = get_settings()
+        if "database_url" not in settings.model_fields_set:  # never guess ./remsguard.db
+            _fail(
+                "which compliance log? give --db URL (the one the API uses), --data-dir D "
+                "(embedded mode), or set REMSGUARD_DATABASE_URL",
+                2,
+            )
+        return settings.database_url
     path = data_dir.expanduser().resolve() / COMPLIANCE_FILE
     if not path.is_file():
         _fail(f"no compliance log at {path} (start `remsguard up --data-dir {data_dir}` once)")

@@ -153,53 +153,69 @@ class PostSink:
 
 
 class KafkaSink:
-    """Publishes with `remsguard.client.DeviceClient`: topic by event type, key = session id.
-
-    A line the client cannot route (not JSON, no `type`) is sent as is to the vitals topic,
-    as the broken monitor would have sent it, so the processor dead-letters it with its reason
-    instead of it silently never arriving.
+    """Publishes with `remsguard.client.DeviceClient` under `publish`'s policy
+    (`adapters/kafka/publish.py`): topic by event type, key = session id; a malformed line
+    the contract rejects is published for the processor to dead-letter with its reason, one
+    no input topic can take (not JSON) goes to the dead-letter topic directly, and with
+    `skip_invalid` both are skipped and counted instead.
     """
 
-    def __init__(self, bootstrap: str, *, producer: Any = None, create: bool = True) -> None:
-        from kafka.errors import KafkaError
-
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        producer: Any = None,
+        create: bool = True,
+        skip_invalid: bool = False,
+    ) -> None:
+        from remsguard.adapters.kafka.errors import KafkaPathError
+        from remsguard.adapters.kafka.publish import LinePublisher
         from remsguard.adapters.kafka.topics import Topics, create_topics
-        from remsguard.client import DeviceClient, UnroutableEvent, make_producer
+        from remsguard.client import DeviceClient
 
         logging.getLogger("kafka").setLevel(logging.WARNING)  # its info chatter is noise here
-        self._unroutable: type[Exception] = UnroutableEvent
-        self._failure: type[Exception] = KafkaError
         settings = get_settings()
         self.topics = Topics.from_settings(settings)
-        self.published = 0
-        self.sent_raw = 0
+        timeout = settings.kafka_connect_timeout_seconds
         try:
             if create:  # never let the broker auto-create an input topic un-co-partitioned
                 create_topics(
-                    bootstrap, self.topics, settings.topic_partitions, settings.topic_replication
+                    bootstrap,
+                    self.topics,
+                    settings.topic_partitions,
+                    settings.topic_replication,
+                    timeout_seconds=timeout,
                 )
-            self._producer = producer if producer is not None else make_producer(bootstrap)
-        except KafkaError as exc:
-            raise SinkError(f"Kafka at {bootstrap}: {exc}") from exc
-        self._client = DeviceClient(bootstrap, self.topics, producer=self._producer)
+            client = DeviceClient(
+                bootstrap,
+                self.topics,
+                producer=producer,
+                message_limits={} if producer is not None else None,
+                timeout_seconds=timeout,
+            )
+        except KafkaPathError as exc:
+            raise SinkError(str(exc)) from exc
+        self._failure: type[Exception] = KafkaPathError
+        self._client = client
+        self._publisher = LinePublisher(client, skip_invalid=skip_invalid)
+        self._sent = 0
+
+    @property
+    def report(self) -> Any:
+        return self._publisher.report
+
+    @property
+    def published(self) -> int:
+        return int(self._publisher.report.published)
 
     def send(self, delivery: Delivery) -> None:
-        try:
-            try:
-                self._client.send(delivery.line)
-            except self._unroutable:
-                key = delivery.session_id.encode("utf-8")
-                self._producer.send(self.topics.vitals, key=key, value=delivery.line)
-                self.sent_raw += 1
-        except self._failure as exc:
-            raise SinkError(f"Kafka: {exc}") from exc
-        self.published += 1
+        self._sent += 1
+        self._publisher.line(delivery.line, f"delivery {self._sent} ({delivery.kind})")
 
     def flush(self) -> None:
-        try:
-            self._client.flush()
-        except self._failure as exc:
-            raise SinkError(f"Kafka: {exc}") from exc
+        report = self._publisher.finish()
+        if report.failed:
+            raise SinkError(report.problems[-1])
 
     def close(self) -> None:
         with contextlib.suppress(self._failure):  # already reported, or nothing left to send
@@ -305,6 +321,14 @@ def simulate_command(
         float, typer.Option(min=0.0, help="times faster than real time; 0 = no waiting")
     ] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1, help="events per POST")] = 200,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--skip-invalid",
+            help="with --kafka: skip (and count) malformed lines instead of publishing them "
+            "for the processor to dead-letter",
+        ),
+    ] = False,
 ) -> None:
     """Generate realistic clinic days with injected violations and transport faults."""
     if post is not None and not token:
@@ -360,7 +384,7 @@ def simulate_command(
             client = IngestClient(post, token)
             sinks.append(PostSink(client, batch_size))
         if kafka is not None:
-            producer = KafkaSink(kafka)
+            producer = KafkaSink(kafka, skip_invalid=skip_invalid)
             sinks.append(producer)
         deliver(simulation.deliveries, sinks, speed)
     except OSError as exc:
@@ -379,10 +403,14 @@ def simulate_command(
         if producer is not None:
             producer.close()
     if producer is not None:
+        report = producer.report
+        for problem in report.problems[:20] if not report.ok else ():
+            sys.stderr.write(f"remsguard simulate: {problem}\n")
         sys.stderr.write(
-            f"remsguard simulate: published {producer.published} events to Kafka "
-            f"({producer.sent_raw} unroutable lines sent raw to {producer.topics.vitals})\n"
+            f"remsguard simulate: Kafka: {report.summary(producer.topics.deadletter)}\n"
         )
+        if not report.ok:
+            raise typer.Exit(1)
     if client is not None:
         summary = {
             "posted_lines": client.lines,

@@ -1,4 +1,5 @@
-"""`remsguard topics create | processor | publish FILE | alerts tail`: the Kafka path's commands."""
+"""`remsguard topics create | processor | publish FILE | alerts tail | deadletter list|replay`:
+the Kafka path's commands. Expected failures are `KafkaPathError`s (the CLI prints them)."""
 
 from __future__ import annotations
 
@@ -14,25 +15,35 @@ from remsguard.config import get_settings
 
 
 def _quiet_kafka_clients() -> None:
-    """kafka-python and aiokafka log every connection at INFO; keep their warnings only."""
-    for name in ("kafka", "aiokafka"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    """kafka-python and aiokafka log every connection at INFO; keep aiokafka's warnings (the
+    processor's runtime), and none of kafka-python's retries (a command that cannot reach the
+    broker says so itself, in one line) unless `--debug`."""
+    from remsguard.adapters.logs import debug_enabled
+
+    logging.getLogger("kafka").setLevel(logging.WARNING if debug_enabled() else logging.CRITICAL)
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 
-def _ensure_topics() -> None:
-    from remsguard.adapters.kafka.topics import Topics, create_topics
+def _ensure_topics(partitions: int | None = None, replication: int | None = None) -> dict[str, str]:
+    """Create the deployment's missing topics after checking every existing one (the
+    processor's changelog included); `TopicLayoutError` before anything is created."""
+    from remsguard.adapters.kafka.topics import Topics, changelog_topic, create_topics
 
+    _quiet_kafka_clients()
     settings = get_settings()
-    create_topics(
+    return create_topics(
         settings.kafka_bootstrap,
         Topics.from_settings(settings),
-        settings.topic_partitions,
-        settings.topic_replication,
+        partitions or settings.topic_partitions,
+        replication or settings.topic_replication,
+        also_check=(changelog_topic(settings.processor_app_id),),
+        timeout_seconds=settings.kafka_connect_timeout_seconds,
     )
 
 
 topics_app = typer.Typer(help="Kafka topics of the production path.", no_args_is_help=True)
 alerts_app = typer.Typer(help="Read the alerts stream.", no_args_is_help=True)
+deadletter_app = typer.Typer(help="Read and replay the dead-letter topic.", no_args_is_help=True)
 
 
 @topics_app.command("create")
@@ -44,17 +55,9 @@ def topics_create(
         int | None, typer.Option(help="default: REMSGUARD_TOPIC_REPLICATION")
     ] = None,
 ) -> None:
-    """Create every remsguard topic that does not exist yet (idempotent)."""
-    from remsguard.adapters.kafka.topics import Topics, create_topics
-
-    settings = get_settings()
-    result = create_topics(
-        settings.kafka_bootstrap,
-        Topics.from_settings(settings),
-        partitions or settings.topic_partitions,
-        replication or settings.topic_replication,
-    )
-    for name, state in result.items():
+    """Create every remsguard topic that does not exist yet (idempotent); checks every
+    existing one first and creates nothing if one has the wrong partition count."""
+    for name, state in _ensure_topics(partitions, replication).items():
         typer.echo(f"{name}\t{state}")
 
 
@@ -68,15 +71,21 @@ def processor_command(
 
     from remsguard.adapters.heap import settle_heap
     from remsguard.adapters.kafka.processor import create_app
-    from remsguard.adapters.logs import configure_logging
+    from remsguard.adapters.logs import announce, configure_logging
     from remsguard.adapters.metrics import new_registry, serve_metrics
 
     settings = get_settings()
     _ensure_topics()
     registry = new_registry()
-    server = serve_metrics(registry, "0.0.0.0", settings.metrics_port)
-    typer.echo(f"metrics and health on http://{server.host}:{server.port}/", err=True)
     app = create_app(settings, registry, protocol_file)
+    server = serve_metrics(
+        registry,
+        settings.metrics_host,
+        settings.metrics_port,
+        health=app.remsguard["health"].check,  # type: ignore[attr-defined]
+        title="remsguard processor",
+    )
+    announce(f"metrics and health on http://{server.host}:{server.port}/")
     settle_heap()
     worker = faust.Worker(
         app,
@@ -85,6 +94,7 @@ def processor_command(
         override_logging=False,
         redirect_stdouts=False,
     )
+    worker.spinner = None  # it writes terminal escapes (\x1b[?25h) into the JSON log
     configure_logging(settings.log_level, settings.log_format)
     _quiet_kafka_clients()
     try:
@@ -95,10 +105,20 @@ def processor_command(
 
 def publish_command(
     file: Annotated[str, typer.Argument(help="JSON-lines events ('-' = stdin)")],
+    skip_invalid: Annotated[
+        bool,
+        typer.Option(
+            "--skip-invalid",
+            help="skip (and count) lines the contract or the client refuses, instead of "
+            "publishing them for the processor to dead-letter (or failing)",
+        ),
+    ] = False,
 ) -> None:
-    """Publish each event of a JSON-lines file to the topic of its type (acks=all)."""
+    """Publish each event of a JSON-lines file to the topic of its type (acks=all), and
+    wait for every acknowledgement. Exit 1 if a line was refused or not delivered."""
+    from remsguard.adapters.kafka.publish import LinePublisher
     from remsguard.adapters.kafka.topics import Topics
-    from remsguard.client import DeviceClient, RefusedEvent, UnroutableEvent
+    from remsguard.client import DeviceClient
     from remsguard.domain.admission import EventTimeBounds
 
     _quiet_kafka_clients()
@@ -107,26 +127,23 @@ def publish_command(
     handle = sys.stdin.buffer if file == "-" else Path(file).open("rb")  # noqa: SIM115
     bounds = EventTimeBounds.of(settings.event_max_future_seconds, settings.event_max_age_days)
     topics = Topics.from_settings(settings)
-    sent = skipped = refused = 0
-    with handle, DeviceClient(settings.kafka_bootstrap, topics, bounds=bounds) as client:
-        for number, line in enumerate(handle, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                client.send(line)
-                sent += 1
-            except UnroutableEvent as exc:
-                skipped += 1
-                sys.stderr.write(f"line {number}: not published: {exc}\n")
-            except RefusedEvent as exc:
-                refused += 1
-                sys.stderr.write(f"line {number}: not published: {exc}\n")
-    typer.echo(
-        f"published {sent} events ({skipped} unroutable, {refused} refused for their time)",
-        err=True,
+    client = DeviceClient(
+        settings.kafka_bootstrap,
+        topics,
+        bounds=bounds,
+        timeout_seconds=settings.kafka_connect_timeout_seconds,
     )
-    if skipped or refused:
+    try:
+        with handle:
+            report = LinePublisher(client, skip_invalid=skip_invalid).lines(handle)
+    finally:
+        client.close()
+    for problem in report.problems[:200]:
+        sys.stderr.write(problem + "\n")
+    if len(report.problems) > 200:
+        sys.stderr.write(f"... and {len(report.problems) - 200} more\n")
+    typer.echo(report.summary(topics.deadletter), err=True)
+    if not report.ok:
         raise typer.Exit(1)
 
 
@@ -148,6 +165,7 @@ def alerts_tail(
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_timeout_ms=int(settings.kafka_connect_timeout_seconds * 1000),
         group_id=None,
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=False,
@@ -183,3 +201,122 @@ def _alert_id(value: bytes | None) -> str | None:
         return None
     alert_id = doc.get("alert_id") if isinstance(doc, dict) else None
     return alert_id if isinstance(alert_id, str) else None
+
+
+@deadletter_app.command("list")
+def deadletter_list(
+    reason: Annotated[
+        list[str] | None, typer.Option(help="only this reason code (repeatable)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """Print the dead letters now on the topic (partition, offset, reason, detail, source),
+    oldest first per partition, and a count by reason."""
+    from collections import Counter
+
+    import orjson
+
+    from remsguard.adapters.kafka.deadletters import read_dead_letters
+    from remsguard.adapters.kafka.topics import Topics
+
+    _quiet_kafka_clients()
+    settings = get_settings()
+    topic = Topics.from_settings(settings).deadletter
+    counts: Counter[str] = Counter()
+    for letter in read_dead_letters(
+        settings.kafka_bootstrap, topic, settings.kafka_connect_timeout_seconds
+    ):
+        if reason and letter.reason not in reason:
+            continue
+        counts[letter.reason] += 1
+        if as_json:
+            typer.echo(orjson.dumps(letter.summary()).decode())
+        else:
+            typer.echo(
+                f"{letter.partition}:{letter.offset}\t{letter.reason}\t{letter.source}\t"
+                f"{letter.detail}"
+            )
+    listed = ", ".join(f"{name}: {n}" for name, n in sorted(counts.items())) or "none"
+    typer.echo(f"{sum(counts.values())} dead letters on {topic} ({listed})", err=True)
+
+
+@deadletter_app.command("replay")
+def deadletter_replay(
+    reason: Annotated[
+        list[str] | None, typer.Option(help="replay the dead letters with this reason")
+    ] = None,
+    at: Annotated[
+        list[str] | None,
+        typer.Option("--at", help="replay the dead letter at PARTITION:OFFSET (repeatable)"),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="say what would be replayed, send nothing")] = (
+        False
+    ),
+) -> None:
+    """Publish the chosen dead letters again, through the same checks as `publish` (keyed by
+    session, routed by type), once their cause is fixed. The processor ignores an event it
+    has already applied, so a replay never doubles anything."""
+    from remsguard.adapters.kafka.deadletters import read_dead_letters
+    from remsguard.adapters.kafka.publish import LinePublisher
+    from remsguard.adapters.kafka.topics import Topics
+    from remsguard.client import DeviceClient
+    from remsguard.domain.admission import EventTimeBounds
+
+    if not reason and not at:
+        typer.echo("remsguard deadletter replay: choose with --reason or --at", err=True)
+        raise typer.Exit(2)
+    wanted: set[tuple[int, int]] = set()
+    for spot in at or ():
+        partition, _, offset = spot.partition(":")
+        if not (partition.isdigit() and offset.isdigit()):
+            typer.echo(f"remsguard deadletter replay: --at {spot!r} is not P:O", err=True)
+            raise typer.Exit(2)
+        wanted.add((int(partition), int(offset)))
+    _quiet_kafka_clients()
+    settings = get_settings()
+    topics = Topics.from_settings(settings)
+    chosen = [
+        letter
+        for letter in read_dead_letters(
+            settings.kafka_bootstrap, topics.deadletter, settings.kafka_connect_timeout_seconds
+        )
+        if (reason and letter.reason in reason) or (letter.partition, letter.offset) in wanted
+    ]
+    cut = [letter for letter in chosen if letter.truncated is not None]
+    for letter in cut:
+        typer.echo(
+            f"{letter.partition}:{letter.offset}: not replayed: only the first "
+            f"{len(letter.value)} of {letter.truncated} bytes were kept",
+            err=True,
+        )
+    chosen = [letter for letter in chosen if letter.truncated is None]
+    if dry_run:
+        for letter in chosen:
+            typer.echo(f"{letter.partition}:{letter.offset}\t{letter.reason}\twould be replayed")
+        typer.echo(f"{len(chosen)} dead letters would be replayed", err=True)
+        return
+    bounds = EventTimeBounds.of(settings.event_max_future_seconds, settings.event_max_age_days)
+    client = DeviceClient(
+        settings.kafka_bootstrap,
+        topics,
+        bounds=bounds,
+        timeout_seconds=settings.kafka_connect_timeout_seconds,
+    )
+    publisher = LinePublisher(client, skip_invalid=True)  # never dead-letter a dead letter
+    try:
+        for letter in chosen:
+            publisher.line(letter.value, f"{letter.partition}:{letter.offset}")
+        report = publisher.finish()
+    finally:
+        client.close()
+    for problem in report.problems:
+        typer.echo(problem, err=True)
+    typer.echo(f"replayed {report.published} of {len(chosen)} dead letters", err=True)
+    if report.skipped:
+        typer.echo(
+            f"{sum(report.skipped.values())} still refused, not replayed "
+            f"({', '.join(f'{k}: {v}' for k, v in sorted(report.skipped.items()))})",
+            err=True,
+        )
+    if cut or report.skipped or not report.ok:
+        raise typer.Exit(1)

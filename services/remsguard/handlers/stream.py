@@ -40,10 +40,14 @@ from datetime import UTC, datetime
 from itertools import count
 from typing import Any, Final
 
+from kafka.partitioner.default import murmur2
+
+from remsguard.adapters.kafka.deadletters import DEAD_LETTER_MAX_BYTES, dead_letter
 from remsguard.adapters.kafka.topics import Topics
 from remsguard.contract.decode import decode_event
 from remsguard.contract.outbound import alert_to_json, audit_record_to_json
-from remsguard.domain.admission import EventTimeBounds
+from remsguard.domain import admission
+from remsguard.domain.admission import EventTimeBounds, rejection_of
 from remsguard.domain.decisions import Decisions, Outcome, Rejection
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.events import AssessmentRecorded, Event, VitalsRecorded
@@ -60,9 +64,6 @@ __all__ = [
     "encode_stored_session",
     "encode_tick",
 ]
-
-DEAD_LETTER_MAX_BYTES: Final = 512 * 1024
-"""Raw values above this are cut in the dead-letter copy (header `truncated`: the original size)."""
 
 PROCESSING_ERROR: Final = "processing_error"
 FLUSH: Final = b"F"
@@ -218,6 +219,7 @@ class StreamProcessor:
         instance: str | None = None,
         bounds: EventTimeBounds | None = None,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
+        partition_count: int | None = None,
     ) -> None:
         if engine.sessions is not store:
             raise ValueError("the engine must use the store as its sessions")
@@ -230,6 +232,10 @@ class StreamProcessor:
         self.bounds = EventTimeBounds() if bounds is None else bounds
         self._wall_clock = wall
         self._inputs = frozenset(topics.inputs)
+        # The input topics' partition count, to check each message sits where the default
+        # partitioner puts its key (None: not checked).
+        self.partition_count = partition_count
+        self._key_partition: dict[bytes, int] = {}
         self._partitions: dict[int, _Partition] = {}
         self._watermark: dict[tuple[str, int], datetime] = {}
         self._consumed: dict[tuple[str, int], int] = {}  # next offset to process
@@ -374,7 +380,11 @@ class StreamProcessor:
         try:
             event = decode_event(raw)
             if not isinstance(event, Rejection):
-                event = self.bounds.check(event, self._received_at(timestamp)) or event
+                event = (
+                    self._misplaced(event, key, partition)
+                    or self.bounds.check(event, self._received_at(timestamp))
+                    or event
+                )
             if isinstance(event, Rejection):
                 decisions = self.engine.reject(event, source=source)
             else:
@@ -401,6 +411,43 @@ class StreamProcessor:
             if session_id is not None:
                 self._reschedule(partition, session_id, force=True)
         return result
+
+    def _misplaced(self, event: Event, key: bytes | None, partition: int) -> Rejection | None:
+        """Why a message is not where its session's messages are (None: it is). Every message
+        of a session must be keyed by its session_id and sit on the partition the default
+        partitioner gives that key: one keyed otherwise would be judged without the
+        session's state, by whichever worker owns the partition it landed on."""
+        if not key:
+            return rejection_of(
+                event,
+                admission.NO_KEY,
+                "the message has no key; key every message by its session_id (raw UTF-8)",
+            )
+        if key != event.session_id.encode("utf-8"):
+            shown = key[:64].decode("utf-8", "replace")
+            return rejection_of(
+                event,
+                admission.KEY_MISMATCH,
+                f"key {shown!r} is not the session_id {event.session_id[:64]!r}; key every "
+                "message by its session_id (raw UTF-8)",
+            )
+        count = self.partition_count
+        if count is not None:
+            expected = self._key_partition.get(key)
+            if expected is None:
+                expected = (murmur2(key) & 0x7FFFFFFF) % count
+                if len(self._key_partition) >= 200_000:
+                    self._key_partition.clear()
+                self._key_partition[key] = expected
+            if expected != partition:
+                return rejection_of(
+                    event,
+                    admission.WRONG_PARTITION,
+                    f"on partition {partition}, but the default partitioner puts this key on "
+                    f"partition {expected} of {count}; produce with the default (murmur2) "
+                    "partitioner and no explicit partition",
+                )
+        return None
 
     def _received_at(self, timestamp: float | None) -> datetime:
         wall = self._wall_clock()
@@ -456,16 +503,8 @@ class StreamProcessor:
         detail: str,
         source: str,
     ) -> None:
-        headers: list[tuple[str, bytes]] = [
-            ("reason", reason.encode()),
-            ("detail", detail.encode("utf-8", "replace")),
-            ("source", source.encode("utf-8", "replace")),
-        ]
-        value = raw
-        if len(raw) > DEAD_LETTER_MAX_BYTES:
-            value = raw[:DEAD_LETTER_MAX_BYTES]
-            headers.append(("truncated", str(len(raw)).encode()))
-        result.outbound.append(Outbound(self.topics.deadletter, key, value, tuple(headers)))
+        value, headers = dead_letter(raw, reason, detail, source)
+        result.outbound.append(Outbound(self.topics.deadletter, key, value, headers))
         result.dead_letter_reason = reason
 
     # -- deadlines and the clock -----------------------------------------------------------
@@ -525,6 +564,16 @@ class StreamProcessor:
             state.idle = caught_up and not active
             out[partition] = state.clock
         return out
+
+    def clock_lags(self, wall: datetime) -> dict[int, float]:
+        """Seconds each partition's clock is behind where it could be (after `clocks`): 0
+        when every input is caught up and quiet (deadlines are then decided at the wall
+        clock), else the wall clock minus the event-time clock (a backlog being read)."""
+        return {
+            partition: 0.0 if state.idle else max(0.0, (wall - state.clock).total_seconds())
+            for partition, state in self._partitions.items()
+            if state.clock is not None
+        }
 
     def due_ticks(self) -> list[tuple[int, str, datetime]]:
         """(partition, session, clock) for every queued deadline that may be decided now.

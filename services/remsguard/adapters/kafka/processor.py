@@ -33,6 +33,7 @@ from faust.sensors import Monitor
 from faust.types import TP, EventT, Message, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from remsguard.adapters.kafka.health import WorkerHealth
 from remsguard.adapters.kafka.topics import Topics
 from remsguard.adapters.telemetry import ClinicLabels, Series, Telemetry
 from remsguard.bootstrap import load_protocols
@@ -95,7 +96,8 @@ class ProcessorMetrics:
         )
         self.clock_lag = Gauge(
             "remsguard_processor_clock_lag_seconds",
-            "Wall clock minus the partition's engine clock.",
+            "How far the partition's deadline clock is behind the wall clock: 0 once every "
+            "input is caught up and quiet, else wall clock minus the event-time clock.",
             ["partition"],
             registry=registry,
         )
@@ -274,7 +276,9 @@ def create_app(
         idle_grace_seconds=settings.clock_idle_grace_seconds,
         flush_seconds=settings.state_flush_seconds,
         bounds=EventTimeBounds.of(settings.event_max_future_seconds, settings.event_max_age_days),
+        partition_count=partitions,
     )
+    health = WorkerHealth(settings.processor_stall_seconds)
     pending = _Pending()
     inputs = frozenset(topics.inputs)
     kinds = {name: "input" for name in topics.inputs} | {topics.ticks: "tick"}
@@ -287,6 +291,16 @@ def create_app(
     # yields, whatever the log level (14% of a do-nothing agent's time).
     @app.agent(source, concurrency=1)
     async def process(stream: Any) -> None:
+        try:
+            await _process(stream)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # faust restarts the agent: make a crash loop visible
+            health.crashed(exc)
+            log.error("processor.agent_crashed", error=f"{type(exc).__name__}: {exc}"[:500])
+            raise
+
+    async def _process(stream: Any) -> None:
         producer = app.producer
         partitions_of = key_partitions.of
         manual = stream.noack()
@@ -296,6 +310,8 @@ def create_app(
             if not processor.owns(partition):
                 continue  # buffered before a revocation: its new owner processes it
             started = time.perf_counter()
+            if message.topic == topics.ticks and message.value == FLUSH:
+                health.heartbeat_seen(partition)
             result = processor.process(
                 message.topic,
                 partition,
@@ -362,7 +378,8 @@ def create_app(
 
     @app.timer(interval=settings.clock_tick_seconds)  # type: ignore[untyped-decorator]
     async def clock() -> None:
-        telemetry.up("processor", not app.rebalancing)
+        health.timer_ran(bool(app.rebalancing))
+        telemetry.up("processor", health.check() is None)
         if app.rebalancing:
             return
         actives = app.assignor.assigned_actives()
@@ -370,6 +387,7 @@ def create_app(
         if assigned["count"] != app.rebalancing_count or owned != processor.partitions:
             lost = processor.partitions - owned
             pending.drop(lost)
+            health.revoked(lost)
             key_partitions.clear()
             processor.assign(owned)
             assigned["count"] = app.rebalancing_count
@@ -398,19 +416,23 @@ def create_app(
             sessions_scanned[0] = time.monotonic()
             telemetry.observe_sessions(engine.sessions.values(), engine.protocol_of)
         wall = datetime.now(UTC)
-        clocks = processor.clocks(ends, wall)
-        for partition, at in clocks.items():
-            if at is not None:
-                metrics.clock_lag.labels(str(partition)).set((wall - at).total_seconds())
+        processor.clocks(ends, wall)
+        for partition, lag in processor.clock_lags(wall).items():
+            metrics.clock_lag.labels(str(partition)).set(lag)
         if time.monotonic() - assigned.get("logged", 0.0) >= 10:
             assigned["logged"] = time.monotonic()
-            log.info("processor state", ends=ends, **processor.stats())
+            ends_by_name = {f"{topic}/{p}": end for (topic, p), end in sorted(ends.items())}
+            log.info("processor state", ends=ends_by_name, **processor.stats())
         producer, ticks = app.producer, topics.ticks
         for partition, session_id, now in processor.due_ticks():
             await producer.send(
                 ticks, session_id.encode("utf-8"), processor.tick_value(now), partition, None, None
             )
-        for partition in {*processor.stale_partitions(), *pending.waiting()}:
+        flushes = {*processor.stale_partitions(), *pending.waiting()}
+        if health.heartbeat_due():  # a flush request that must come back through the agent
+            health.heartbeats_sent(owned)
+            flushes |= owned
+        for partition in flushes:
             await producer.send(ticks, b"", FLUSH, partition, None, None)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
@@ -422,6 +444,7 @@ def create_app(
     async def on_revoked(_sender: Any, *args: Any, **_kwargs: Any) -> None:
         revoked: set[TP] = args[0] if args else set()
         lost = {tp.partition for tp in revoked if tp.topic in inputs}
+        health.revoked(lost)
         pending.drop(lost)
         processor.revoke(lost)
 
@@ -432,5 +455,6 @@ def create_app(
         "topics": topics,
         "agent": process,
         "timer": clock,
+        "health": health,
     }
     return app

@@ -20,9 +20,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient, NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from remsguard.adapters.kafka.errors import BrokerUnreachable, TopicLayoutError, translate
 from remsguard.config import Settings
 
 DAY_MS: Final = 24 * 60 * 60 * 1000
@@ -87,38 +88,101 @@ class Topics:
         }
 
 
-def create_topics(
-    bootstrap: str, topics: Topics, partitions: int, replication: int
-) -> dict[str, str]:
-    """Create every topic that is missing; returns {topic: "created" | "exists"}."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="remsguard-topics")
+def changelog_topic(app_id: str) -> str:
+    """The processor's session-table changelog (created by faust, co-partitioned)."""
+    return f"{app_id}-sessions-changelog"
+
+
+def admin_client(bootstrap: str, timeout_seconds: float = 15.0) -> KafkaAdminClient:
+    """An admin client, or `BrokerUnreachable` once `timeout_seconds` have passed."""
     try:
+        return KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            client_id="remsguard-topics",
+            bootstrap_timeout_ms=int(timeout_seconds * 1000),
+            request_timeout_ms=max(1000, int(timeout_seconds * 1000)),
+        )
+    except Exception as exc:
+        failure = translate(exc, bootstrap)
+        if isinstance(failure, BrokerUnreachable):
+            raise BrokerUnreachable(bootstrap, timeout_seconds) from exc
+        raise
+
+
+def create_topics(
+    bootstrap: str,
+    topics: Topics,
+    partitions: int,
+    replication: int,
+    *,
+    also_check: Iterable[str] = (),
+    timeout_seconds: float = 15.0,
+) -> dict[str, str]:
+    """Create every topic that is missing; returns {topic: "created" | "exists"}.
+
+    Everything is checked before anything is created: an existing topic of the deployment
+    (or one of `also_check`, e.g. the processor's changelog) with another partition count
+    raises `TopicLayoutError` and nothing is created.
+    """
+    admin = admin_client(bootstrap, timeout_seconds)
+    try:
+        configs = topics.configs(replication)
         existing = set(admin.list_topics())
+        present = [name for name in (*configs, *also_check) if name in existing]
+        _check_partitions(admin, present, partitions)
         wanted = [
             NewTopic(name, partitions, replication, topic_configs=config)
-            for name, config in topics.configs(replication).items()
+            for name, config in configs.items()
             if name not in existing
         ]
-        result = {name: "exists" for name in topics.configs(replication) if name in existing}
+        result = {name: "exists" for name in configs if name in existing}
         for topic in wanted:
             try:
                 admin.create_topics([topic], validate_only=False)
                 result[topic.name] = "created"
             except TopicAlreadyExistsError:  # created concurrently by another process
                 result[topic.name] = "exists"
-        _check_partitions(admin, topics.configs(replication), partitions)
+        _check_partitions(admin, [n for n in configs if result.get(n) == "exists"], partitions)
         return result
+    finally:
+        admin.close()
+
+
+def max_message_bytes(
+    bootstrap: str, names: Iterable[str], timeout_seconds: float = 15.0
+) -> dict[str, int]:
+    """Each existing topic's `max.message.bytes` (the broker refuses a larger record batch)."""
+    admin = admin_client(bootstrap, timeout_seconds)
+    try:
+        existing = set(admin.list_topics())
+        resources = [
+            ConfigResource(ConfigResourceType.TOPIC, name, configs={"max.message.bytes": None})
+            for name in names
+            if name in existing
+        ]
+        if not resources:
+            return {}
+        described = admin.describe_configs(resources, config_filter="all")
+        limits: dict[str, int] = {}
+        for name, entries in described.get("topic", {}).items():
+            entry = entries.get("max.message.bytes")
+            if entry is not None and entry.get("value"):
+                limits[name] = int(entry["value"])
+        return limits
     finally:
         admin.close()
 
 
 def _check_partitions(admin: KafkaAdminClient, names: Iterable[str], partitions: int) -> None:
     """Co-partitioning is a correctness requirement: refuse to run on mismatched topics."""
-    described = admin.describe_topics(list(names))
+    listed = list(names)
+    if not listed:
+        return
+    described = admin.describe_topics(listed)
     wrong = {
-        d.get("name", d.get("topic")): len(d["partitions"])
+        str(d.get("name", d.get("topic"))): len(d["partitions"])
         for d in described
         if d.get("partitions") and len(d["partitions"]) != partitions
     }
     if wrong:
-        raise RuntimeError(f"topics with a partition count other than {partitions}: {wrong}")
+        raise TopicLayoutError(wrong, partitions)
