@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
-from remsguard.domain.decisions import Alert, Decisions
+from remsguard.domain.decisions import Alert, Decisions, Withdrawal
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.events import (
     AssessmentRecorded,
@@ -129,11 +129,13 @@ class Session:
             respiratory_depression=resp,
         )
 
-    def discharge(self, t: float, *, id: str | None = None) -> SessionDischarged:
+    def discharge(
+        self, t: float, *, stable: bool = True, id: str | None = None
+    ) -> SessionDischarged:
         return SessionDischarged(
             **self._env("dis", t, id),  # type: ignore[arg-type]
             staff_id="nurse-1",
-            clinically_stable=True,
+            clinically_stable=stable,
         )
 
     def compliant(self, dose_at: float = 0, discharge_at: float = 125) -> list[Event]:
@@ -192,6 +194,16 @@ class Replay:
     def audit(self) -> list:  # type: ignore[type-arg]
         return [record for d in self.decisions for record in d.audit]
 
+    @property
+    def withdrawals(self) -> list[Withdrawal]:
+        return [w for d in self.decisions for w in d.withdrawals]
+
+    @property
+    def open_alerts(self) -> list[Alert]:
+        """The alerts raised and not withdrawn, in the order raised."""
+        gone = {w.alert_id for w in self.withdrawals}
+        return [alert for alert in self.alerts if alert.alert_id not in gone]
+
 
 def run(
     events: Sequence[Event] | Iterable[Event],
@@ -201,6 +213,16 @@ def run(
     """Alerts of one replay; `until` may be minutes after T0; `protocol` is the default one."""
     end = at(until) if isinstance(until, int | float) else until
     return Replay(engine(protocol)).feed(events).finish(end).alerts
+
+
+def run_open(
+    events: Sequence[Event] | Iterable[Event],
+    until: datetime | float | None = None,
+    protocol: str = "spravato-rems",
+) -> list[Alert]:
+    """The alerts still open at the end of one replay (raised, not withdrawn)."""
+    end = at(until) if isinstance(until, int | float) else until
+    return Replay(engine(protocol)).feed(events).finish(end).open_alerts
 
 
 def rules(alerts: Iterable[Alert]) -> list[str]:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from remsguard.domain.decisions import Alert
 from remsguard.domain.events import Event, Medication
 
-from .scenario import Session, at, protocols, run, timeline
+from .scenario import Replay, Session, at, protocols, run, timeline
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MEDS = [m.value for m in Medication]
@@ -216,3 +216,96 @@ def test_a_compliant_session_raises_nothing(data: st.DataObject) -> None:
     events = [item[-1] for item in heapq.merge(*keyed)]
     last = (events[-1].occurred_at - at(0)) / timedelta(minutes=1)
     assert run(events, until=last + 600) == []
+
+
+# -- issue 14: any arrival order within the lateness, withdrawals included ------------------
+
+
+@st.composite
+def messy_session_events(draw: st.DrawFn, name: str) -> tuple[list[Event], str]:
+    """A session with everything that used to depend on arrival order: a `session.opened`
+    (protocol, medications) stamped close to the readings, readings of one kind close
+    together and at the same instant, a discharge that may come before the dose, may be
+    followed by readings or by another dose, and may say the patient was not stable."""
+    s = Session(name, clinic_id="c1")
+    protocol = draw(st.sampled_from([None, "spravato-rems", "ketamine-iv"]))
+    meds = draw(st.lists(st.sampled_from(MEDS), max_size=2, unique=True))
+    dose_at = draw(st.integers(0, 20))
+    events: list[Event] = []
+    if draw(st.integers(0, 3)) > 0:
+        events.append(s.opened(dose_at - draw(st.integers(0, 6)), protocol, meds))
+    if draw(st.booleans()):
+        events.append(s.bp(dose_at - draw(st.integers(0, 8)), *_bp_pair(draw)))
+    if draw(st.integers(0, 5)) == 0:  # discharged before the dose (gap 2)
+        events.append(s.discharge(dose_at - draw(st.integers(0, 4)), stable=draw(st.booleans())))
+    events.append(s.dose(dose_at))
+    t = dose_at
+    for _ in range(draw(st.integers(0, 14))):
+        t += draw(st.sampled_from([0, 0, 1, 2, 3, 6, 12]))  # same instant, close, or apart
+        kind = draw(st.sampled_from(["bp", "spo2", "rr", "all", "hr"]))
+        systolic, diastolic = _bp_pair(draw) if kind in ("bp", "all") else (None, None)
+        spo2 = draw(st.sampled_from([97, 93, 91, 88, 85])) if kind in ("spo2", "all") else None
+        rr = draw(st.sampled_from([14, 12, 10, 8])) if kind in ("rr", "all") else None
+        events.append(s.vitals(t, systolic, diastolic, spo2=spo2, rr=rr, hr=70))
+        if draw(st.integers(0, 5)) == 0:
+            moaas = draw(st.sampled_from([5, 4, 3, 2, None]))
+            events.append(s.assess(t, moaas, resp=draw(st.sampled_from([None, True]))))
+    if draw(st.integers(0, 3)) > 0:
+        discharge_at = t + draw(st.integers(-3, 4))  # readings may follow it
+        events.append(s.discharge(discharge_at, stable=draw(st.integers(0, 3)) > 0))
+        if draw(st.integers(0, 4)) == 0:  # dosed again after the discharge
+            events.append(s.dose(discharge_at + draw(st.integers(1, 4))))
+        for _ in range(draw(st.integers(0, 2))):
+            events.append(s.vitals(discharge_at + draw(st.integers(0, 4)), 200, 125, spo2=84))
+    return timeline(events), protocol or "spravato-rems"
+
+
+@st.composite
+def messy_streams(draw: st.DrawFn) -> Stream:
+    sessions = [draw(messy_session_events(f"s{i}")) for i in range(draw(st.integers(1, 2)))]
+    keyed = [
+        [(e.occurred_at, i, n, e) for n, e in enumerate(s)] for i, (s, _) in enumerate(sessions)
+    ]
+    events = [item[-1] for item in heapq.merge(*keyed)]
+    # The default protocol's lateness bounds the arrival: a session's own protocol may be
+    # unknown until its `session.opened` arrives.
+    lateness = min(
+        [protocols()["spravato-rems"].allowed_lateness]
+        + [protocols()[name].allowed_lateness for _, name in sessions]
+    )
+    until = (events[-1].occurred_at - at(0)) / timedelta(minutes=1) + 600
+    return Stream(events, lateness, until)
+
+
+def any_order_within_lateness(data: st.DataObject, stream: Stream) -> list[Event]:
+    """Each event arrives at a key in [event time, event time + lateness]; ties in any order.
+    Unlike `shuffled_within_lateness`, events of one kind may overtake each other too."""
+    events = stream.events
+    limit = int(stream.lateness.total_seconds())
+    delays = data.draw(st.lists(st.integers(0, limit), min_size=len(events), max_size=len(events)))
+    ties = data.draw(st.permutations(range(len(events))))
+    keys = [e.occurred_at + timedelta(seconds=d) for e, d in zip(events, delays, strict=True)]
+    return [events[i] for i in sorted(range(len(events)), key=lambda i: (keys[i], ties[i]))]
+
+
+def open_alerts(events: list[Event], until: float) -> list[tuple[str, str, datetime, str]]:
+    """The alerts open at the end (raised, not withdrawn), as (session, rule, triggered_at,
+    subject): the rule and the event it is about. An alert withdrawn and raised again has
+    another id (the withdrawn one stays closed), and the rest of its evidence may name
+    another of equal readings at one instant (e.g. the baseline), so ids alone may differ."""
+    replay = Replay().feed(events).finish(at(until))
+    return sorted((a.session_id, a.rule, a.triggered_at, a.evidence[0]) for a in replay.open_alerts)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stream=messy_streams(), data=st.data())
+def test_any_arrival_order_within_the_lateness_gives_the_same_open_alerts(
+    stream: Stream, data: st.DataObject
+) -> None:
+    """Issue 14: for any arrival order within the lateness (late `session.opened`, readings of
+    one kind reversed, simultaneous readings, a discharge arriving after later-stamped
+    readings or before its dose), the alerts still open after withdrawals are the same."""
+    reference = open_alerts(stream.events, stream.until)
+    arrival = any_order_within_lateness(data, stream)
+    note("\n".join(f"{e.event_id} {e.occurred_at:%H:%M:%S} {e}" for e in arrival))
+    assert open_alerts(arrival, stream.until) == reference

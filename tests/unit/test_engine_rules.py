@@ -17,7 +17,7 @@ import pytest
 from remsguard.domain.decisions import Severity
 from remsguard.domain.events import Event
 
-from .scenario import Session, at, only, protocols, run
+from .scenario import Session, at, only, protocols, run_open
 
 SEVERITY = {
     "PRE_DOSE_BP_MISSING": Severity.CRITICAL,
@@ -35,6 +35,8 @@ SEVERITY = {
     "DISCHARGE_SEDATED": Severity.CRITICAL,
     "VITALS_GAP": Severity.WARNING,
     "SESSION_NOT_CLOSED": Severity.WARNING,
+    "DOSE_AFTER_DISCHARGE": Severity.CRITICAL,
+    "DISCHARGE_NOT_STABLE": Severity.CRITICAL,
 }
 
 Build = Callable[[Session], list[Event]]
@@ -136,6 +138,25 @@ def _(s: Session) -> list[Event]:
 @case("pre_elevated/the latest pre-dose reading decides", "PRE_DOSE_BP_ELEVATED", [])
 def _(s: Session) -> list[Event]:
     return [s.bp(-30, 160, 100), s.bp(-5, 130, 85), s.dose(0)]
+
+
+# Simultaneous readings (a monitor and a manual entry): the worst decides, whatever the ids.
+@case(
+    "pre_elevated/simultaneous: the high one decides (low id z)",
+    "PRE_DOSE_BP_ELEVATED",
+    [(0, ("dose", "a"))],
+)
+def _(s: Session) -> list[Event]:
+    return [s.bp(-5, 150, 95, id="a"), s.bp(-5, 120, 80, id="z"), s.dose(0, id="dose")]
+
+
+@case(
+    "pre_elevated/simultaneous: the high one decides (low id a)",
+    "PRE_DOSE_BP_ELEVATED",
+    [(0, ("dose", "z"))],
+)
+def _(s: Session) -> list[Event]:
+    return [s.bp(-5, 120, 80, id="a"), s.bp(-5, 150, 95, id="z"), s.dose(0, id="dose")]
 
 
 @case("pre_elevated/quiet", "PRE_DOSE_BP_ELEVATED", [])
@@ -258,6 +279,36 @@ def _(s: Session) -> list[Event]:
     return [s.bp(-5, 185, 100, id="crisis")]
 
 
+# Simultaneous readings are one observation: a normal one at the instant of a crisis reading
+# does not end the episode, whatever the ids or the arrival order.
+@case(
+    "crisis/simultaneous: a normal reading beside a crisis is one episode",
+    "BP_CRISIS",
+    [(10, ("c1",))],
+)
+def _(s: Session) -> list[Event]:
+    return [
+        s.bp(-5),
+        s.dose(0),
+        s.bp(10, 190, 100, id="c1"),
+        s.bp(15, 120, 80, id="a"),
+        s.bp(15, 185, 100, id="z"),
+        s.bp(20, 190, 100, id="c3"),
+    ]
+
+
+@case("crisis/simultaneous: the same, arriving the other way round", "BP_CRISIS", [(10, ("c1",))])
+def _(s: Session) -> list[Event]:
+    return [
+        s.bp(-5),
+        s.dose(0),
+        s.bp(10, 190, 100, id="c1"),
+        s.bp(15, 185, 100, id="a"),
+        s.bp(15, 120, 80, id="z"),
+        s.bp(20, 190, 100, id="c3"),
+    ]
+
+
 @case("crisis/quiet", "BP_CRISIS", [])
 def _(s: Session) -> list[Event]:
     return [s.bp(-5), s.dose(0), s.bp(20, 150, 95)]
@@ -291,6 +342,22 @@ def _(s: Session) -> list[Event]:
 @case("spo2_low/critical is not also low", "SPO2_LOW", [])
 def _(s: Session) -> list[Event]:
     return [s.dose(0), s.vitals(20, spo2=85)]
+
+
+# Simultaneous SpO2 90 and 85: the instant is critical (the lowest decides), not also low.
+@case("spo2_low/simultaneous: critical beside low is not low", "SPO2_LOW", [])
+def _(s: Session) -> list[Event]:
+    return [s.dose(0), s.vitals(20, spo2=90, id="a"), s.vitals(20, spo2=85, id="z")]
+
+
+@case("spo2_low/simultaneous: the same, arriving the other way round", "SPO2_LOW", [])
+def _(s: Session) -> list[Event]:
+    return [s.dose(0), s.vitals(20, spo2=85, id="z"), s.vitals(20, spo2=90, id="a")]
+
+
+@case("spo2_critical/simultaneous: the lowest decides", "SPO2_CRITICAL", [(20, ("z",))])
+def _(s: Session) -> list[Event]:
+    return [s.dose(0), s.vitals(20, spo2=90, id="a"), s.vitals(20, spo2=85, id="z")]
 
 
 @case("spo2_low/quiet", "SPO2_LOW", [])
@@ -489,6 +556,52 @@ def _(s: Session) -> list[Event]:
     ]
 
 
+# Issue 14, gap 1: two readings at the same instant (a monitor and a manual entry); the
+# elevated one decides, whatever the ids.
+@case(
+    "discharge_bp/simultaneous: elevated with id a, normal with id z",
+    "DISCHARGE_BP_ELEVATED",
+    [(125, ("dis", "a"))],
+)
+def _(s: Session) -> list[Event]:
+    return [
+        s.bp(-5),
+        s.dose(0),
+        *monitored(s),
+        s.bp(120, 120, 80, id="z"),
+        s.bp(120, 190, 100, id="a"),
+        s.discharge(125, id="dis"),
+    ]
+
+
+@case(
+    "discharge_bp/simultaneous: elevated with id z, normal with id a",
+    "DISCHARGE_BP_ELEVATED",
+    [(125, ("dis", "z"))],
+)
+def _(s: Session) -> list[Event]:
+    return [
+        s.bp(-5),
+        s.dose(0),
+        *monitored(s),
+        s.bp(120, 190, 100, id="z"),
+        s.bp(120, 120, 80, id="a"),
+        s.discharge(125, id="dis"),
+    ]
+
+
+@case("discharge_bp/simultaneous: both normal is quiet", "DISCHARGE_BP_ELEVATED", [])
+def _(s: Session) -> list[Event]:
+    return [
+        s.bp(-5),
+        s.dose(0),
+        *monitored(s),
+        s.bp(120, 125, 80, id="z"),
+        s.bp(120, 120, 80, id="a"),
+        s.discharge(125),
+    ]
+
+
 @case("discharge_bp/quiet", "DISCHARGE_BP_ELEVATED", [])
 def _(s: Session) -> list[Event]:
     return s.compliant()
@@ -525,6 +638,41 @@ def _(s: Session) -> list[Event]:
         s.assess(110, 5),
         s.bp(120),
         s.discharge(125),
+    ]
+
+
+# Issue 14, gap 1: MOAA/S 5 and 3 at the same instant: the lower decides, whatever the ids.
+@case(
+    "sedated/simultaneous: 3 with id z beside 5 with id a",
+    "DISCHARGE_SEDATED",
+    [(125, ("dis", "z"))],
+)
+def _(s: Session) -> list[Event]:
+    return [
+        s.bp(-5),
+        s.dose(0),
+        *monitored(s),
+        s.assess(110, 5, id="a"),
+        s.assess(110, 3, id="z"),
+        s.bp(120),
+        s.discharge(125, id="dis"),
+    ]
+
+
+@case(
+    "sedated/simultaneous: 3 with id a beside 5 with id z",
+    "DISCHARGE_SEDATED",
+    [(125, ("dis", "a"))],
+)
+def _(s: Session) -> list[Event]:
+    return [
+        s.bp(-5),
+        s.dose(0),
+        *monitored(s),
+        s.assess(110, 3, id="a"),
+        s.assess(110, 5, id="z"),
+        s.bp(120),
+        s.discharge(125, id="dis"),
     ]
 
 
@@ -624,10 +772,114 @@ def _(s: Session) -> list[Event]:
     return [s.bp(-5), s.hr(10)]
 
 
+# -- DOSE_AFTER_DISCHARGE: a dose after a discharge (issue 14, gap 2) ------------------------
+
+
+@case(
+    "dose_after/fires: discharged before the dose", "DOSE_AFTER_DISCHARGE", [(0, ("dose", "dis"))]
+)
+def _(s: Session) -> list[Event]:
+    # the issue's reproduction: discharge at -5, dose at 0, SpO2 80 at 20, BP 200/130 at 30
+    return [
+        s.discharge(-5, id="dis"),
+        s.dose(0, id="dose"),
+        s.vitals(20, spo2=80),
+        s.bp(30, 200, 130),
+    ]
+
+
+@case(
+    "dose_after/fires: re-dosed after a discharge",
+    "DOSE_AFTER_DISCHARGE",
+    [(200, ("dose2", "dis"))],
+)
+def _(s: Session) -> list[Event]:
+    return [
+        *s.compliant(discharge_at=125)[:-1],
+        s.discharge(125, id="dis"),
+        s.dose(200, id="dose2"),
+    ]
+
+
+@case(
+    "dose_after/fires: the discharge arrives after the dose",
+    "DOSE_AFTER_DISCHARGE",
+    [(0, ("dose", "dis"))],
+)
+def _(s: Session) -> list[Event]:
+    return [s.bp(-10), s.dose(0, id="dose"), s.discharge(-5, id="dis"), s.hr(3)]
+
+
+@case(
+    "dose_after/only the first dose after a discharge",
+    "DOSE_AFTER_DISCHARGE",
+    [(20, ("d2", "dis"))],
+)
+def _(s: Session) -> list[Event]:
+    return [s.bp(-5), s.dose(0), s.discharge(10, id="dis"), s.dose(20, id="d2"), s.dose(30)]
+
+
+# Boundary: a discharge at the dose's own instant ends that dose's monitoring (it is an early
+# discharge), it is not a dose after a discharge; a second later is.
+@case("dose_after/boundary: discharge at the dose instant is quiet", "DOSE_AFTER_DISCHARGE", [])
+def _(s: Session) -> list[Event]:
+    return [s.bp(-5), s.discharge(0), s.dose(0)]
+
+
+@case(
+    "dose_after/boundary: a second after the discharge fires",
+    "DOSE_AFTER_DISCHARGE",
+    [(1 / 60, ("dose", "dis"))],
+)
+def _(s: Session) -> list[Event]:
+    return [s.bp(-5), s.discharge(0, id="dis"), s.dose(1 / 60, id="dose")]
+
+
+@case("dose_after/quiet", "DOSE_AFTER_DISCHARGE", [])
+def _(s: Session) -> list[Event]:
+    return s.compliant()
+
+
+# -- DISCHARGE_NOT_STABLE: discharged while recorded as not clinically stable (gap 3) ---------
+
+
+@case("not_stable/fires", "DISCHARGE_NOT_STABLE", [(125, ("dis",))])
+def _(s: Session) -> list[Event]:
+    return [*s.compliant()[:-1], s.discharge(125, stable=False, id="dis")]
+
+
+@case("not_stable/fires without a dose", "DISCHARGE_NOT_STABLE", [(10, ("dis",))])
+def _(s: Session) -> list[Event]:
+    return [s.opened(0), s.hr(5), s.discharge(10, stable=False, id="dis")]
+
+
+# Boundary: only discharges up to the session's end count: a repeated discharge after it is
+# not judged (as every event after the end), one followed by a dose is.
+@case(
+    "not_stable/boundary: a repeated discharge after the end is quiet", "DISCHARGE_NOT_STABLE", []
+)
+def _(s: Session) -> list[Event]:
+    return [*s.compliant(), s.discharge(130, stable=False)]
+
+
+@case(
+    "not_stable/boundary: a discharge followed by a dose fires",
+    "DISCHARGE_NOT_STABLE",
+    [(60, ("dis",))],
+)
+def _(s: Session) -> list[Event]:
+    return [s.bp(-5), s.dose(0), s.discharge(60, stable=False, id="dis"), s.dose(70)]
+
+
+@case("not_stable/quiet", "DISCHARGE_NOT_STABLE", [])
+def _(s: Session) -> list[Event]:
+    return s.compliant()
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_rule(name: str) -> None:
     c = CASES[name]
-    alerts = only(run(c.build(Session()), until=c.until), c.rule)
+    alerts = only(run_open(c.build(Session()), until=c.until), c.rule)
     got = [(a.triggered_at, a.evidence) for a in alerts]
     assert got == [(at(minutes), evidence) for minutes, evidence in c.expected]
     for alert in alerts:

@@ -8,12 +8,30 @@ from datetime import timedelta
 
 import pytest
 
-from remsguard.domain.decisions import AuditKind, Outcome, Severity, stable_id
+from remsguard.domain.decisions import (
+    AuditKind,
+    Outcome,
+    Severity,
+    WithdrawalReason,
+    stable_id,
+)
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.events import Event
 from remsguard.domain.protocol import RULE_PARAMS
 
-from .scenario import T0, Replay, Session, at, engine, only, protocols, rules, run, timeline
+from .scenario import (
+    T0,
+    Replay,
+    Session,
+    at,
+    engine,
+    only,
+    protocols,
+    rules,
+    run,
+    run_open,
+    timeline,
+)
 
 SECOND = 1 / 60
 
@@ -272,13 +290,59 @@ def test_events_after_discharge_are_recorded_but_trigger_no_rules() -> None:
         s.bp(130, 200, 130, id="after1"),
         s.vitals(131, spo2=80, rr=4, id="after2"),
         s.assess(132, 0, resp=True, id="after3"),
-        s.dose(133, id="after4"),
+        s.discharge(133, stable=False, id="after4"),  # a repeated discharge, after the end
     ]
     replay = Replay().feed([*events, *late]).finish(at(900))
     assert replay.alerts == []
     accepted = {r.subject_id for r in replay.audit if r.kind is AuditKind.EVENT_ACCEPTED}
     assert {"after1", "after2", "after3", "after4"} <= accepted
     assert all(d.outcome is Outcome.ACCEPTED for d in replay.decisions)
+
+
+def test_issue_14_gap_2_a_discharge_before_the_dose_no_longer_silences_the_session() -> None:
+    """Discharge at -5, dose at 0, SpO2 80 at 20, BP 200/130 at 30: the dose after the
+    discharge is critical, and the session is monitored again from it."""
+    s = Session()
+    events = [
+        s.discharge(-5, id="dis"),
+        s.dose(0, id="dose"),
+        s.vitals(20, spo2=80, id="o20"),
+        s.bp(30, 200, 130, id="bp30"),
+    ]
+    got = {(a.rule, a.evidence) for a in run(events, until=600)}
+    assert got == {
+        ("DOSE_AFTER_DISCHARGE", ("dose", "dis")),
+        ("PRE_DOSE_BP_MISSING", ("dose",)),
+        ("SPO2_CRITICAL", ("o20",)),
+        ("BP_CRISIS", ("bp30",)),
+        ("VITALS_GAP", ("dose",)),  # 0 -> 20
+        ("VITALS_GAP", ("bp30",)),  # nothing after 30
+        ("SESSION_NOT_CLOSED", ("dose",)),
+    }
+    [alert] = only(run(events, until=600), "DOSE_AFTER_DISCHARGE")
+    assert alert.severity is Severity.CRITICAL and alert.triggered_at == at(0)
+
+
+def test_a_dose_after_a_discharge_puts_the_session_back_under_monitoring() -> None:
+    s = Session()
+    compliant = s.compliant(discharge_at=125)
+    events = [
+        *compliant,
+        s.bp(130, 200, 130, id="after1"),  # between the discharge and the new dose: judged
+        s.dose(133, id="again"),
+        s.bp(175, 125, 80),  # the new dose's 40-minute check
+        s.discharge(200, id="dis2"),  # 67 minutes after it: early
+    ]
+    replay = Replay().feed(events).finish(at(900))
+    got = {(a.rule, a.evidence) for a in replay.open_alerts}
+    assert ("DOSE_AFTER_DISCHARGE", ("again", compliant[-1].event_id)) in got
+    assert ("BP_CRISIS", ("after1",)) in got
+    assert ("EARLY_DISCHARGE", ("dis2", "again")) in got
+    assert not [a for a in replay.alerts if a.rule == "SESSION_NOT_CLOSED"]
+    dosed = [r.subject_id for r in replay.audit if r.kind is AuditKind.SESSION_DOSED]
+    assert dosed[-1] == "again"
+    discharged = [r.subject_id for r in replay.audit if r.kind is AuditKind.SESSION_DISCHARGED]
+    assert discharged[-1] == "dis2"  # the new period's discharge is recorded too
 
 
 def test_discharge_rules_apply_only_to_sessions_with_a_dose() -> None:
@@ -518,7 +582,7 @@ def test_a_second_dose_near_the_40_minute_deadline_is_judged_by_event_time(
         assert missed == [("d1",), ("d2",)]
 
 
-# -- known limits of deciding threshold rules on arrival (judgement calls for the lead) -----
+# -- withdrawals: later-arriving facts take alerts back (issue 14, gap 4) ------------------
 
 
 def test_a_late_session_opened_re_judges_earlier_readings() -> None:
@@ -530,24 +594,123 @@ def test_a_late_session_opened_re_judges_earlier_readings() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reading stamped after the discharge but arriving before it (within the "
-    "lateness) is judged before the discharge is known, and its alert cannot be taken back",
-)
-def test_a_reading_after_discharge_arriving_before_it_triggers_nothing() -> None:
+def test_a_reading_after_discharge_arriving_before_it_is_withdrawn() -> None:
     s = Session()
     events = s.compliant()
-    crisis = s.bp(126, 200, 100)
-    assert run([*events[:-1], crisis, events[-1]], until=600) == []
+    crisis = s.bp(126, 200, 100, id="after")  # a crisis, and a rise over the 120/80 baseline
+    replay = Replay().feed([*events[:-1], crisis, events[-1]]).finish(at(600))
+    assert replay.open_alerts == []
+    raised = {a.alert_id: a.rule for a in replay.alerts}
+    assert {w.alert_id: w.rule for w in replay.withdrawals} == raised
+    assert sorted(raised.values()) == ["BP_CRISIS", "BP_RISE"]
+    for withdrawal in replay.withdrawals:
+        assert withdrawal.reason is WithdrawalReason.DISCHARGE_ARRIVED_LATE
+        assert withdrawal.evidence == (events[-1].event_id,)
+        assert withdrawal.withdrawn_at == events[-1].occurred_at
+    records = [r for r in replay.audit if r.kind is AuditKind.ALERT_WITHDRAWN]
+    assert {r.subject_id for r in records} == set(raised)
+    for record in records:
+        assert record.record_id == stable_id(AuditKind.ALERT_WITHDRAWN, record.subject_id)
+        assert record.detail["reason"] == "discharge_arrived_late"
+        assert record.detail["evidence"] == [events[-1].event_id]
+        assert record.detail["rule"] == raised[record.subject_id]
+
+
+def test_readings_of_one_kind_in_reverse_order_give_one_episode() -> None:
+    """c12 arrives first and starts an episode; c10, earlier, arrives next: the episode
+    starts at c10, so c12's alert is withdrawn (in order there is one alert, c10's)."""
+    s = Session()
+    head = [s.bp(-5), s.dose(0)]
+    c10, c12 = s.bp(10, 190, 100, id="c10"), s.bp(12, 190, 100, id="c12")
+    in_order = run_open([*head, c10, c12], until=600)
+    replay = Replay().feed([*head, c12, c10]).finish(at(600))
+    assert [a.evidence for a in only(replay.open_alerts, "BP_CRISIS")] == [("c10",)]
+    assert {a.alert_id for a in replay.open_alerts} == {a.alert_id for a in in_order}
+    [withdrawal] = [w for w in replay.withdrawals if w.rule == "BP_CRISIS"]
+    assert withdrawal.reason is WithdrawalReason.READING_ARRIVED_LATE
+    assert withdrawal.evidence == ("c10",)
+
+
+def test_simultaneous_spo2_low_then_critical_withdraws_the_low() -> None:
+    s = Session()
+    events = [s.dose(0), s.vitals(20, spo2=90, id="a"), s.vitals(20, spo2=85, id="z")]
+    replay = Replay().feed(events).finish(at(600))
+    assert [(a.rule, a.evidence) for a in replay.open_alerts if a.rule.startswith("SPO2")] == [
+        ("SPO2_CRITICAL", ("z",))
+    ]
+    assert [w.rule for w in replay.withdrawals] == ["SPO2_LOW"]
 
 
 def test_a_late_session_opened_with_another_protocol_re_judges_earlier_readings() -> None:
     s = Session()
     opened, reading = s.opened(0, protocol="ketamine-iv"), s.vitals(2, spo2=93)
-    late = run([reading, opened], until=3)
+    late = run_open([reading, opened], until=3)
     assert rules(late) == rules(run([opened, reading], until=3)) == ["SPO2_LOW"]
     assert late[0].protocol == "ketamine-iv"
+
+
+def test_issue_14_gap_4_a_ketamine_session_opened_late_is_judged_by_its_own_protocol() -> None:
+    """The issue's reproduction: a ketamine-iv session whose `session.opened` arrives after its
+    first readings. Under spravato-rems SpO2 91 is low (below 92, and 93 is not); under
+    ketamine-iv both are (below 94); gaps are 5 minutes, not 15."""
+    k = Session("k")
+    opened = k.opened(-20, "ketamine-iv")
+    readings = [
+        k.bp(-5),
+        k.dose(0, id="dose"),
+        k.vitals(4, spo2=91, id="o4"),
+        k.vitals(8, spo2=97),
+        k.vitals(12, spo2=97, id="v12"),  # 12 -> 19: a 5-minute gap under ketamine-iv
+        k.vitals(19, spo2=93, id="o19"),  # low under ketamine-iv only
+        k.vitals(21, spo2=98),
+    ]
+    in_order = Replay().feed([opened, *readings]).finish(at(22))
+    late = Replay().feed([*readings[:4], opened, *readings[4:]]).finish(at(22))
+    assert {a.alert_id for a in late.open_alerts} == {a.alert_id for a in in_order.open_alerts}
+    assert sorted(rules(late.open_alerts)) == ["SPO2_LOW", "SPO2_LOW", "VITALS_GAP"]
+    # An alert raised before the protocol arrived that its rules also hold keeps its id and
+    # the protocol it was raised under; the ones raised since name ketamine-iv.
+    assert {a.protocol for a in late.open_alerts if a.evidence != ("o4",)} == {"ketamine-iv"}
+
+
+def test_a_late_protocol_withdraws_what_its_rules_do_not_hold() -> None:
+    """Under the default (spravato-rems) SpO2 90 is low; the session's protocol (ketamine-iv
+    with its own levels) arrives late and makes it low too, but a 150/115 reading is a crisis
+    only under ketamine-iv and 185/100 under both: nothing is withdrawn. The other way round
+    (default ketamine-iv, session spravato-rems), 150/115 is withdrawn."""
+    s = Session()
+    opened = s.opened(-20, "spravato-rems")
+    readings = [s.bp(-5), s.dose(0), s.bp(10, 150, 115, id="c10")]
+    replay = Replay(engine("ketamine-iv")).feed([*readings, opened]).finish(at(12))
+    assert rules(only(replay.alerts, "BP_CRISIS")) == ["BP_CRISIS"]
+    assert only(replay.open_alerts, "BP_CRISIS") == []
+    [withdrawal] = [w for w in replay.withdrawals if w.rule == "BP_CRISIS"]
+    assert withdrawal.reason is WithdrawalReason.PROTOCOL_ARRIVED_LATE
+    assert "spravato-rems" in withdrawal.detail
+    in_order = Replay(engine("ketamine-iv")).feed([opened, *readings]).finish(at(12))
+    assert only(in_order.alerts, "BP_CRISIS") == []
+    assert {a.alert_id for a in replay.open_alerts} == {a.alert_id for a in in_order.alerts}
+
+
+def test_a_longer_gap_limit_arriving_late_withdraws_the_gap() -> None:
+    s = Session()
+    opened = s.opened(-20, "spravato-rems")
+    readings = [s.bp(-5), s.dose(0), s.hr(4, id="v4"), s.hr(12, id="v12")]
+    replay = Replay(engine("ketamine-iv")).feed(readings).finish(at(10))
+    assert [(a.rule, a.evidence) for a in replay.alerts] == [("VITALS_GAP", ("v4",))]
+    replay.feed([opened]).finish(at(20))
+    assert [w.rule for w in replay.withdrawals] == ["VITALS_GAP"]
+    assert only(replay.open_alerts, "VITALS_GAP") == []
+
+
+def test_a_withdrawal_is_made_once_and_duplicates_change_nothing() -> None:
+    s = Session()
+    events = s.compliant()
+    crisis = s.bp(126, 200, 100)
+    stream = [*events[:-1], crisis, events[-1], events[-1], crisis]
+    replay = Replay().feed(stream).finish(at(600))
+    assert sorted(w.rule for w in replay.withdrawals) == ["BP_CRISIS", "BP_RISE"]
+    assert replay.open_alerts == []
 
 
 def test_the_opened_record_carries_the_pseudonymous_patient_and_protocol() -> None:

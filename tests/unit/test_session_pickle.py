@@ -77,6 +77,8 @@ def test_rows_are_written_as_plain_tuples() -> None:
 def test_a_field_added_since_the_pickle_was_written_gets_its_default() -> None:
     state = session().__getstate__()
     restored = Session.__new__(Session)
-    restored.__setstate__(state[:-2])  # as if the last two fields were added later
+    restored.__setstate__(state[:-6])  # as if the last six fields were added later
     assert restored.gap_cursor is None and restored.scheduled is None
+    assert restored.observed == [] and restored.unstable == [] and restored.withdrawn == set()
+    assert restored.raised_again == {}
     assert restored.bp == session().bp

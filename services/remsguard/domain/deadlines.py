@@ -15,7 +15,7 @@ from typing import NamedTuple
 from remsguard.domain.decisions import AuditKind
 from remsguard.domain.findings import Finding, clock_time
 from remsguard.domain.protocol import MonitoringProtocol
-from remsguard.domain.session import BPReading, Mark, Session
+from remsguard.domain.session import BPReading, Mark, Session, latest_instant
 
 
 class Check(NamedTuple):
@@ -48,11 +48,18 @@ def due_checks(session: Session, protocol: MonitoringProtocol) -> list[Check]:
     named tuple's own constructor is a Python function).
     """
     doses, discharges = session.doses, session.discharges
-    discharge = discharges[0] if discharges else None
-    if discharge is not None and doses and doses[-1].at > discharge.at:
-        doses = [d for d in doses if d.at <= discharge.at]  # the session ends at its discharge
     if not doses:
         return []
+    # The discharges that end a period of monitoring: the first at or after each dose (a dose
+    # after a discharge puts the patient back under monitoring, so there may be several).
+    if not discharges:
+        ends: list[Mark] = []
+    elif discharges[0].at >= doses[-1].at:  # the usual session: one discharge ends it
+        ends = [discharges[0]]
+    else:
+        found = {session.discharge_after(dose.at) for dose in doses}
+        ends = sorted(end for end in found if end is not None)
+    discharge = ends[-1] if ends and ends[-1].at >= doses[-1].at else None  # the session's end
     times, done = protocol.intervals, session.fired
     late, first = times.lateness, doses[0]
     checks: list[Check] = []
@@ -72,8 +79,9 @@ def due_checks(session: Session, protocol: MonitoringProtocol) -> list[Check]:
             deadline = dose.at + interval
             if (following is None or following > deadline) and check_key(kind, dose) not in done:
                 checks.append(_new_check(Check, (deadline + late, kind, dose)))
-    if discharge is not None and check_key("discharge", discharge) not in done:
-        checks.append(_new_check(Check, (discharge.at + late, "discharge", discharge)))
+    for end in ends:
+        if check_key("discharge", end) not in done:
+            checks.append(_new_check(Check, (end.at + late, "discharge", end)))
     gap = times.vitals_gap
     point = _gap_candidate(session, first, discharge, gap)
     if point is not None:  # gap checks are never done: the cursor moves past decided points
@@ -107,10 +115,13 @@ def _pre_dose(session: Session, protocol: MonitoringProtocol, dose: Mark) -> Che
                 )
             )
         return outcome
-    last = readings[-1]
-    if elevated.enabled and (
-        last.systolic > elevated["systolic_above"] or last.diastolic > elevated["diastolic_above"]
-    ):
+    systolic, diastolic = elevated["systolic_above"], elevated["diastolic_above"]
+    # The latest instant decides; of several readings there, any one above the guide does.
+    last = next(
+        (r for r in latest_instant(readings) if r.systolic > systolic or r.diastolic > diastolic),
+        readings[-1],
+    )
+    if elevated.enabled and (last.systolic > systolic or last.diastolic > diastolic):
         outcome.findings.append(
             Finding.deadline(
                 "PRE_DOSE_BP_ELEVATED",
@@ -129,7 +140,7 @@ def _post_dose(session: Session, protocol: MonitoringProtocol, dose: Mark) -> Ch
     rule = protocol.rule("POST_DOSE_BP_MISSED")
     start = dose.at + rule.minutes("from_minutes")
     end = dose.at + rule.minutes("until_minutes")
-    discharge = session.discharge
+    discharge = session.discharge_after(dose.at)
     if not rule.enabled or (discharge is not None and discharge.at < start):
         return CheckOutcome()
     if discharge is not None:
@@ -147,7 +158,7 @@ def _post_dose(session: Session, protocol: MonitoringProtocol, dose: Mark) -> Ch
 
 def _window(session: Session, protocol: MonitoringProtocol, dose: Mark) -> CheckOutcome:
     end = dose.at + protocol.observation_window
-    if session.ended_before(end):
+    if session.ended_before(end, dose):
         return CheckOutcome()
     return CheckOutcome(changes=[(AuditKind.WINDOW_SATISFIED, end, dose.event_id)])
 
@@ -155,7 +166,7 @@ def _window(session: Session, protocol: MonitoringProtocol, dose: Mark) -> Check
 def _not_closed(session: Session, protocol: MonitoringProtocol, dose: Mark) -> CheckOutcome:
     rule = protocol.rule("SESSION_NOT_CLOSED")
     limit = dose.at + rule.minutes("after_minutes")
-    discharge = session.discharge
+    discharge = session.discharge_after(dose.at)
     if not rule.enabled or (discharge is not None and discharge.at <= limit):
         return CheckOutcome()
     message = (
@@ -216,8 +227,9 @@ def _final_bp(session: Session, protocol: MonitoringProtocol, discharge: Mark) -
             f"{lookback.seconds // 60} minutes before."
         )
         return [Finding.deadline("DISCHARGE_WITHOUT_FINAL_BP", discharge, discharge.at, message)]
-    last = readings[-1]
-    if protocol.rule("DISCHARGE_BP_ELEVATED").enabled and bp_elevated(session, protocol, last):
+    # The latest instant decides; of several readings there, any elevated one does.
+    last = next((r for r in latest_instant(readings) if bp_elevated(session, protocol, r)), None)
+    if protocol.rule("DISCHARGE_BP_ELEVATED").enabled and last is not None:
         message = (
             f"Discharged at {clock_time(discharge.at)} with blood pressure "
             f"{last.systolic:g}/{last.diastolic:g} mmHg still in the crisis or rise range."
@@ -247,7 +259,9 @@ def bp_elevated(session: Session, protocol: MonitoringProtocol, reading: BPReadi
     )
 
 
-def _gap(session: Session, protocol: MonitoringProtocol, point: Mark) -> CheckOutcome:
+def gap_holds(session: Session, protocol: MonitoringProtocol, point: Mark) -> bool:
+    """Whether VITALS_GAP holds after `point`: its next point (or the discharge) is missing
+    or more than the limit away."""
     rule = protocol.rule("VITALS_GAP")
     limit = rule.minutes("max_minutes")
     vitals, discharge = session.vitals, session.discharge
@@ -256,7 +270,13 @@ def _gap(session: Session, protocol: MonitoringProtocol, point: Mark) -> CheckOu
         gap = vitals[after].at - point.at > limit
     else:
         gap = discharge is None or discharge.at - point.at > limit
-    if not (gap and rule.enabled):
+    return gap and rule.enabled
+
+
+def _gap(session: Session, protocol: MonitoringProtocol, point: Mark) -> CheckOutcome:
+    rule = protocol.rule("VITALS_GAP")
+    limit = rule.minutes("max_minutes")
+    if not gap_holds(session, protocol, point):
         return CheckOutcome()
     message = (
         f"No vitals recorded for more than {rule['max_minutes']:g} minutes after "
@@ -318,4 +338,4 @@ _RUNNERS = {
     "gap": _gap,
 }
 
-__all__ = ["Check", "CheckOutcome", "due_checks", "run_check"]
+__all__ = ["Check", "CheckOutcome", "due_checks", "gap_holds", "run_check"]

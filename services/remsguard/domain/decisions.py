@@ -20,6 +20,9 @@ class AuditKind(StrEnum):
     EVENT_ACCEPTED = "event.accepted"
     EVENT_REJECTED = "event.rejected"
     ALERT_RAISED = "alert.raised"
+    # Later-arriving facts showed the alert should not have been raised (the engine decides
+    # it; the compliance log closes the alert as `withdrawn`, never deletes it).
+    ALERT_WITHDRAWN = "alert.withdrawn"
     SESSION_OPENED = "session.opened"
     SESSION_DOSED = "session.dosed"
     WINDOW_SATISFIED = "session.window_satisfied"
@@ -72,6 +75,47 @@ class Alert:
     evidence: tuple[str, ...]
     protocol: str
     protocol_version: str
+
+
+class WithdrawalReason(StrEnum):
+    """Why the engine took an alert back: which later-arriving fact contradicted it."""
+
+    PROTOCOL_ARRIVED_LATE = "protocol_arrived_late"  # session.opened named other rules
+    DISCHARGE_ARRIVED_LATE = "discharge_arrived_late"  # the reading came after the discharge
+    READING_ARRIVED_LATE = "reading_arrived_late"  # an earlier reading joins the episode
+    DOSE_ARRIVED_LATE = "dose_arrived_late"  # the first dose or its baseline moved
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Withdrawal:
+    """An alert the engine takes back: `evidence` names the events that contradict it."""
+
+    alert_id: str
+    rule: str
+    session_id: str
+    clinic_id: str
+    withdrawn_at: datetime  # the event time of the fact that contradicts it
+    reason: WithdrawalReason
+    detail: str
+    evidence: tuple[str, ...]
+
+
+def alert_withdrawn(withdrawal: Withdrawal) -> AuditRecord:
+    """The audit record of a withdrawal; its id follows from the alert's (once per alert)."""
+    return AuditRecord(
+        record_id=stable_id(AuditKind.ALERT_WITHDRAWN, withdrawal.alert_id),
+        kind=AuditKind.ALERT_WITHDRAWN,
+        subject_id=withdrawal.alert_id,
+        session_id=withdrawal.session_id,
+        clinic_id=withdrawal.clinic_id,
+        occurred_at=withdrawal.withdrawn_at,
+        detail={
+            "rule": withdrawal.rule,
+            "reason": withdrawal.reason.value,
+            "detail": withdrawal.detail,
+            "evidence": list(withdrawal.evidence),
+        },
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,7 +172,10 @@ class Decisions:
     audit: list[AuditRecord] = field(default_factory=list)
     outcome: Outcome = Outcome.ACCEPTED
     rejection: Rejection | None = None
+    # Alerts taken back (each also has an `alert.withdrawn` record in `audit`).
+    withdrawals: list[Withdrawal] = field(default_factory=list)
 
     def extend(self, other: Decisions) -> None:
         self.alerts.extend(other.alerts)
         self.audit.extend(other.audit)
+        self.withdrawals.extend(other.withdrawals)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from datetime import datetime
 from itertools import count
 from operator import itemgetter
 
 from remsguard.domain.admission import SESSION_OF_ANOTHER_CLINIC, UNKNOWN_PROTOCOL, rejection_of
-from remsguard.domain.deadlines import Check, due_checks, run_check
+from remsguard.domain.deadlines import Check, due_checks, gap_holds, run_check
 from remsguard.domain.decisions import (
     Alert,
     AuditKind,
@@ -24,7 +24,10 @@ from remsguard.domain.decisions import (
     Decisions,
     Outcome,
     Rejection,
+    Withdrawal,
+    WithdrawalReason,
     alert_raised,
+    alert_withdrawn,
     stable_id,
     stable_id_prefix,
 )
@@ -38,7 +41,7 @@ from remsguard.domain.events import (
     SessionOpened,
     VitalsRecorded,
 )
-from remsguard.domain.findings import Finding
+from remsguard.domain.findings import Finding, clock_time
 from remsguard.domain.protocol import MonitoringProtocol
 from remsguard.domain.readiness import DischargeReadiness, discharge_readiness
 from remsguard.domain.session import LAST_ID, BPReading, Mark, Measurement, Session, insert
@@ -110,14 +113,12 @@ class MonitoringEngine:
         )
         decisions = Decisions([], [accepted])
         cursor = session.gap_cursor
-        discharges = session.discharges
-        if not discharges or discharges[0].at >= occurred_at:  # not after the discharge
-            if isinstance(event, VitalsRecorded):  # most events: straight to the readings
-                findings = self._vitals(session, event)
-            else:
-                findings = self._apply(session, event, decisions)
-            if findings:
-                self._raise(session, findings, decisions)
+        if kind is VitalsRecorded:  # most events: straight to the readings
+            findings = self._vitals(session, event, decisions)  # type: ignore[arg-type]
+        else:
+            findings = self._apply(session, event, decisions)
+        if findings:
+            self._raise(session, findings, decisions)
         self.sessions[session_id] = session
         # Readings only move deadlines later, so the queued one stays a safe lower bound.
         if (
@@ -211,9 +212,9 @@ class MonitoringEngine:
         """Any event but a vitals reading (`handle` sends those to `_vitals`)."""
         protocol, thresholds = self._rules_of(session)
         if isinstance(event, AssessmentRecorded):
-            return self._assessment(session, event, protocol, thresholds)
+            return self._assessment(session, event, protocol, thresholds, decisions)
         if isinstance(event, DoseAdministered):
-            return self._dose(session, event, thresholds, decisions)
+            return self._dose(session, event, decisions)
         if isinstance(event, SessionOpened):
             session.opened = True
             session.patient_ref = event.patient_ref
@@ -227,16 +228,28 @@ class MonitoringEngine:
             }
             decisions.audit.append(opened)
             now_in_force = self.protocol_of(session)
-            return [] if now_in_force is protocol else self._rejudge(session, now_in_force)
+            if now_in_force is protocol:
+                return []
+            # The protocol arrived after some of the session: everything judged so far is
+            # judged again by the rules now in force, and what they do not hold is withdrawn.
+            session.gap_cursor = None  # gaps are decided again by the new limit
+            self._regap(session, now_in_force, event, decisions)
+            return self._reconcile(
+                session, _ALL_RULES, event, WithdrawalReason.PROTOCOL_ARRIVED_LATE, decisions
+            )
         if isinstance(event, SessionDischarged):
             return self._discharge(session, event, decisions)
         return []
 
-    def _vitals(self, session: Session, event: VitalsRecorded) -> list[Finding]:
+    def _vitals(
+        self, session: Session, event: VitalsRecorded, decisions: Decisions
+    ) -> list[Finding]:
         """Most events: the usual reading comes last and is quiet, and is only appended.
 
         Rows are built with `tuple.__new__` (a named tuple's own constructor is a Python
-        function) and appended in place when they come last, as `insert` would.
+        function) and appended in place when they come last, as `insert` would. A reading
+        that comes last at an instant of its own is judged against the one before it; any
+        other (late, or sharing an instant) has its rules judged again over the session.
         """
         rules = self._in_force.get((session.protocol, session.medications))
         protocol, thresholds = self._rules_of(session) if rules is None else rules
@@ -250,26 +263,54 @@ class MonitoringEngine:
             cursor = session.gap_cursor
             if cursor is not None and mark < cursor:
                 session.gap_cursor = None  # a very late reading: re-decide the gaps
+        judged = True
+        if session.discharges:
+            end = session.discharge
+            judged = end is None or at <= end.at  # after the session's end: kept, not judged
         findings: list[Finding] = []
+        again: list[str] = []  # rules to judge again over the whole session
         systolic, diastolic = event.systolic, event.diastolic
         if systolic is not None and diastolic is not None:
             reading = _new_row(BPReading, (at, event_id, systolic, diastolic))
-            findings += self._bp(session, reading, protocol, thresholds)
+            bp_rows = session.bp
+            if not bp_rows or bp_rows[-1].at < at:
+                bp_rows.append(reading)
+                if judged:
+                    findings += self._bp(session, reading, protocol, thresholds)
+            else:
+                insert(bp_rows, reading)
+                if judged:
+                    again += _BP_RULES
         value = event.spo2
         if value is not None:
             row = _new_row(Measurement, (at, event_id, value))
             rows = session.spo2
-            if not rows or rows[-1] <= row:
+            if not rows or rows[-1].at < at:
                 rows.append(row)
                 # The usual reading: meets no SpO2 rule and came last, so starts nothing.
-                if value < thresholds.spo2_quiet_from:
+                if judged and value < thresholds.spo2_quiet_from:
                     findings += _spo2(rows, len(rows) - 1, thresholds)
             else:
-                findings += _spo2(rows, insert(rows, row), thresholds)
+                insert(rows, row)
+                if judged:
+                    again += _SPO2_RULES
         value = event.respiratory_rate
         if value is not None:
             row = _new_row(Measurement, (at, event_id, value))
-            findings += _respiratory_rate(session.respiratory_rate, row, thresholds)
+            rows = session.respiratory_rate
+            if not rows or rows[-1].at < at:
+                rows.append(row)
+                condition = thresholds.respiratory_rate
+                if judged and condition is not None and value < thresholds.rate_quiet_from:
+                    starts = starts_at(rows, len(rows) - 1, condition)
+                    findings += [Finding.respiratory_rate(r, thresholds.rate_below) for r in starts]
+            else:
+                insert(rows, row)
+                if judged:
+                    again.append("RESPIRATORY_DEPRESSION")
+        if again:
+            reason = WithdrawalReason.READING_ARRIVED_LATE
+            findings += self._reconcile(session, again, event, reason, decisions)
         return findings
 
     def _bp(
@@ -279,68 +320,37 @@ class MonitoringEngine:
         protocol: MonitoringProtocol,
         thresholds: Thresholds,
     ) -> list[Finding]:
+        """A BP reading just appended last, at an instant of its own."""
         doses, rows = session.doses, session.bp
-        first = doses[0] if doses else None
-        moves_baseline = first is not None and reading.at <= first.at
-        baseline_before = session.baseline() if moves_baseline else None
-        # The usual reading came last and is under a rule's levels: it starts no episode of
-        # that rule, so the rule's condition need not be evaluated.
-        if not rows or rows[-1] <= reading:  # as `insert` does
-            rows.append(reading)
-            index, last = len(rows) - 1, True
-        else:
-            index, last = insert(rows, reading), False
+        index = len(rows) - 1
         findings: list[Finding] = []
         crisis, levels = thresholds.crisis, thresholds.crisis_from
-        if crisis is not None and not (
-            last and reading.systolic < levels[0] and reading.diastolic < levels[1]
-        ):  # the reading may meet the crisis condition, or is not the last: judge it
+        # The usual reading is under the rule's levels: it starts no episode of that rule, so
+        # the rule's condition need not be evaluated.
+        if crisis is not None and (reading.systolic >= levels[0] or reading.diastolic >= levels[1]):
             starts = starts_at(rows, index, crisis)
             findings += [Finding.bp_crisis(r, protocol.rule("BP_CRISIS")) for r in starts]
         rise = thresholds.rise
-        if rise is None:
+        if rise is None or not doses:
             return findings
-        if moves_baseline:
-            if session.baseline() != baseline_before:
-                findings += _rise_rescan(session, rise)
-            return findings
-        if first is None:
-            return findings
+        first = doses[0]
+        if reading.at <= first.at:  # a pre-dose reading: it may be the new baseline
+            if index and rows[index - 1].at > first.at:  # pragma: no cover - appended last
+                return findings
+            return findings  # no post-dose reading yet: nothing to judge against it
         # The baseline: the latest reading at or before the first dose (`Session.baseline`).
         before = bisect_right(rows, (first.at, LAST_ID))
         if not before:
             return findings
         baseline = rows[before - 1]
-        if not (
-            last
-            and reading.systolic < baseline.systolic + rise[0]
-            and reading.diastolic < baseline.diastolic + rise[1]
-        ):  # the reading may meet the rise condition, or is not the last: judge it
+        if before > 1 and rows[before - 2].at == baseline.at:
+            baseline = session.baseline() or baseline  # several at that instant: the lowest
+        if (
+            reading.systolic >= baseline.systolic + rise[0]
+            or reading.diastolic >= baseline.diastolic + rise[1]
+        ):  # the reading meets the rise condition: judge it
             condition = _rise_condition(first, baseline, rise)
             findings += [Finding.bp_rise(r, baseline) for r in starts_at(rows, index, condition)]
-        return findings
-
-    def _rejudge(self, session: Session, protocol: MonitoringProtocol) -> list[Finding]:
-        """A late session.opened changed the protocol: judge the earlier readings again by it."""
-        t = self._rules_of(session)[1]
-        findings: list[Finding] = []
-        if t.crisis is not None:
-            crisis = protocol.rule("BP_CRISIS")
-            findings += [Finding.bp_crisis(r, crisis) for r in all_starts(session.bp, t.crisis)]
-        for rule, condition in (("SPO2_CRITICAL", t.spo2_critical), ("SPO2_LOW", t.spo2_low)):
-            if condition is not None:
-                below = protocol.rule(rule)["below"]
-                starts = all_starts(session.spo2, condition)
-                findings += [Finding.spo2(rule, r, below) for r in starts]
-        if t.respiratory_rate is not None:
-            below = protocol.rule("RESPIRATORY_DEPRESSION")["rate_below"]
-            starts = all_starts(session.respiratory_rate, t.respiratory_rate)
-            findings += [Finding.respiratory_rate(r, below) for r in starts]
-        if t.deep_sedation is not None:
-            starts = all_starts(session.sedation, t.deep_sedation)
-            findings += [Finding.deep_sedation(r) for r in starts]
-        if t.rise is not None:
-            findings += _rise_rescan(session, t.rise)
         return findings
 
     def _assessment(
@@ -349,43 +359,137 @@ class MonitoringEngine:
         event: AssessmentRecorded,
         protocol: MonitoringProtocol,
         thresholds: Thresholds,
+        decisions: Decisions,
     ) -> list[Finding]:
+        at = event.occurred_at
+        end = session.discharge
+        judged = end is None or at <= end.at
         findings: list[Finding] = []
         if event.sedation_moaas is not None:
-            row = Measurement(event.occurred_at, event.event_id, event.sedation_moaas)
-            index = insert(session.sedation, row)
-            if thresholds.deep_sedation is not None:
-                starts = starts_at(session.sedation, index, thresholds.deep_sedation)
-                findings += [Finding.deep_sedation(start) for start in starts]
-        if event.respiratory_depression and protocol.rule("RESPIRATORY_DEPRESSION").enabled:
-            findings.append(Finding.respiratory_observed(event))
+            row = Measurement(at, event.event_id, event.sedation_moaas)
+            rows = session.sedation
+            if not rows or rows[-1].at < at:
+                rows.append(row)
+                if judged and thresholds.deep_sedation is not None:
+                    starts = starts_at(rows, len(rows) - 1, thresholds.deep_sedation)
+                    findings += [Finding.deep_sedation(start) for start in starts]
+            else:
+                insert(rows, row)
+                if judged:
+                    reason = WithdrawalReason.READING_ARRIVED_LATE
+                    findings += self._reconcile(
+                        session, ["DEEP_SEDATION"], event, reason, decisions
+                    )
+        if event.respiratory_depression:
+            mark = Mark(at, event.event_id)
+            insert(session.observed, mark)
+            if judged and protocol.rule("RESPIRATORY_DEPRESSION").enabled:
+                findings.append(Finding.respiratory_observed(mark))
         return findings
 
     def _dose(
-        self,
-        session: Session,
-        event: DoseAdministered,
-        thresholds: Thresholds,
-        decisions: Decisions,
+        self, session: Session, event: DoseAdministered, decisions: Decisions
     ) -> list[Finding]:
-        first_before = session.first_dose
+        first_before, end_before = session.first_dose, session.discharge
         insert(session.doses, Mark(event.occurred_at, event.event_id))
         decisions.audit.append(_state_change(AuditKind.SESSION_DOSED, event))
-        if session.first_dose == first_before:
+        again: list[str] = []
+        if session.first_dose != first_before:
+            session.gap_cursor = None  # the monitored interval now starts elsewhere
+            again.append("BP_RISE")  # the baseline and what counts as post-dose moved
+        if session.discharges:
+            # A dose after a discharge: the patient is under monitoring again from it, and
+            # what came after the old end is judged now.
+            again = list(_ALL_RULES) if session.discharge != end_before else [*again, *_DOSING]
+        if not again:
             return []
-        session.gap_cursor = None  # the monitored interval now starts elsewhere
-        if thresholds.rise is not None:
-            return _rise_rescan(session, thresholds.rise)
-        return []
+        reason = WithdrawalReason.DOSE_ARRIVED_LATE
+        return self._reconcile(session, again, event, reason, decisions)
 
     def _discharge(
         self, session: Session, event: SessionDischarged, decisions: Decisions
     ) -> list[Finding]:
-        first_known = session.discharge is None
-        insert(session.discharges, Mark(event.occurred_at, event.event_id))
-        if first_known:
+        end_before = session.discharge
+        mark = Mark(event.occurred_at, event.event_id)
+        insert(session.discharges, mark)
+        if end_before is None:
             decisions.audit.append(_state_change(AuditKind.SESSION_DISCHARGED, event))
-        return []
+        if not event.clinically_stable:
+            insert(session.unstable, mark)
+        end = session.discharge
+        again: list[str] = list(_DOSING) if session.doses else []
+        if end is not None and end != end_before and _judged_after(session, end.at):
+            again = list(_ALL_RULES)  # readings after the new end were judged: take them back
+        elif not event.clinically_stable:
+            again.append("DISCHARGE_NOT_STABLE")
+        if not again:
+            return []
+        reason = WithdrawalReason.DISCHARGE_ARRIVED_LATE
+        return self._reconcile(session, again, event, reason, decisions)
+
+    # -- judging again, and withdrawing -------------------------------------------------------
+
+    def _reconcile(
+        self,
+        session: Session,
+        rules: Iterable[str],
+        cause: Event,
+        reason: WithdrawalReason,
+        decisions: Decisions,
+    ) -> list[Finding]:
+        """Judge `rules` again over the whole session, up to its end, by the rules in force.
+
+        Returns what they find now (`_raise` skips what was raised already) and withdraws
+        every alert of theirs that they no longer find, naming `cause` as the evidence.
+        """
+        protocol, thresholds = self._rules_of(session)
+        end = session.discharge
+        end_at = None if end is None else end.at
+        fired, withdrawn = session.fired, session.withdrawn
+        findings: list[Finding] = []
+        for rule in rules:
+            found, subjects = _judge(session, rule, protocol, thresholds, end_at)
+            findings += found
+            holds = {finding.key for finding in found}
+            for subject in subjects:
+                key = f"{rule}:{subject}"
+                if subject not in holds and key in fired and key not in withdrawn:
+                    self._withdraw(session, rule, subject, cause, reason, decisions)
+        return findings
+
+    def _regap(
+        self, session: Session, protocol: MonitoringProtocol, cause: Event, decisions: Decisions
+    ) -> None:
+        """Withdraw the VITALS_GAP alerts that the protocol now in force does not hold."""
+        fired, withdrawn = session.fired, session.withdrawn
+        for point in [*session.doses[:1], *session.vitals]:
+            key = f"VITALS_GAP:{point.event_id}"
+            if key in fired and key not in withdrawn and not gap_holds(session, protocol, point):
+                reason = WithdrawalReason.PROTOCOL_ARRIVED_LATE
+                self._withdraw(session, "VITALS_GAP", point.event_id, cause, reason, decisions)
+
+    def _withdraw(
+        self,
+        session: Session,
+        rule: str,
+        subject: str,
+        cause: Event,
+        reason: WithdrawalReason,
+        decisions: Decisions,
+    ) -> None:
+        session.withdrawn.add(f"{rule}:{subject}")
+        withdrawal = Withdrawal(
+            alert_id=_alert_id(session, rule, subject),
+            rule=rule,
+            session_id=session.session_id,
+            clinic_id=session.clinic_id,
+            withdrawn_at=cause.occurred_at,
+            reason=reason,
+            detail=_withdrawal_detail(session, self.protocol_of(session), reason),
+            evidence=(cause.event_id,),
+        )
+        decisions.withdrawals.append(withdrawal)
+        decisions.audit.append(alert_withdrawn(withdrawal))
 
     # -- deadlines ---------------------------------------------------------------------------
 
@@ -422,14 +526,20 @@ class MonitoringEngine:
         if not findings:
             return
         protocol = self.protocol_of(session)
+        fired = session.fired
         for finding in findings:
             key = f"{finding.rule}:{finding.key}"
-            if key in session.fired:
-                continue
-            session.fired.add(key)
+            if key in fired:
+                if key not in session.withdrawn:
+                    continue
+                # Withdrawn, and later facts make it hold again (e.g. a dose after the
+                # discharge that had ended the session): a new alert, the old one stays closed.
+                session.withdrawn.discard(key)
+                session.raised_again[key] = session.raised_again.get(key, 0) + 1
+            fired.add(key)
             rule = protocol.rule(finding.rule)
             alert = Alert(
-                alert_id=stable_id(session.session_id, finding.rule, finding.key),
+                alert_id=_alert_id(session, finding.rule, finding.key),
                 rule=finding.rule,
                 severity=rule.severity,
                 session_id=session.session_id,
@@ -444,31 +554,133 @@ class MonitoringEngine:
             decisions.audit.append(alert_raised(alert))
 
 
+def _alert_id(session: Session, rule: str, subject: str) -> str:
+    """`stable_id(session, rule, subject)`; an alert raised again after its withdrawal gets
+    that with the count of times it was raised again (`again:1`, ...)."""
+    again = session.raised_again.get(f"{rule}:{subject}") if session.raised_again else None
+    if again is None:
+        return stable_id(session.session_id, rule, subject)
+    return stable_id(session.session_id, rule, subject, f"again:{again}")
+
+
 def _rise_condition(
     first: Mark, baseline: BPReading, rise: tuple[float, float]
 ) -> Callable[[BPReading], bool]:
-    systolic, diastolic = _rise_levels(baseline, rise)
+    systolic, diastolic = baseline.systolic + rise[0], baseline.diastolic + rise[1]
     start = first.at
     return lambda r: r.at > start and (r.systolic >= systolic or r.diastolic >= diastolic)
 
 
-def _rise_levels(baseline: BPReading, rise: tuple[float, float]) -> tuple[float, float]:
-    return baseline.systolic + rise[0], baseline.diastolic + rise[1]
+def _judge(
+    session: Session,
+    rule: str,
+    protocol: MonitoringProtocol,
+    t: Thresholds,
+    end: datetime | None,
+) -> tuple[list[Finding], list[str]]:
+    """What `rule` finds over the whole session up to `end`, and the event ids it may have
+    raised alerts for (its subjects)."""
+    found: list[Finding] = []
+    if rule == "BP_CRISIS" or rule == "BP_RISE":
+        bp = session.bp
+        subjects = [r.event_id for r in bp]
+    if rule == "BP_CRISIS":
+        if t.crisis is not None:
+            crisis = protocol.rule(rule)
+            found = [Finding.bp_crisis(r, crisis) for r in all_starts(bp, t.crisis, end)]
+    elif rule == "BP_RISE":
+        first, baseline = session.first_dose, session.baseline()
+        if t.rise is not None and first is not None and baseline is not None:
+            condition = _rise_condition(first, baseline, t.rise)
+            found = [Finding.bp_rise(r, baseline) for r in all_starts(bp, condition, end)]
+    elif rule == "SPO2_CRITICAL" or rule == "SPO2_LOW":
+        rows = session.spo2
+        subjects = [r.event_id for r in rows]
+        low = t.spo2_critical if rule == "SPO2_CRITICAL" else t.spo2_low
+        if low is not None:
+            below = protocol.rule(rule)["below"]
+            found = [Finding.spo2(rule, r, below) for r in all_starts(rows, low, end)]
+    elif rule == "RESPIRATORY_DEPRESSION":
+        rows = session.respiratory_rate
+        if t.respiratory_rate is not None:
+            starts = all_starts(rows, t.respiratory_rate, end)
+            found = [Finding.respiratory_rate(r, t.rate_below) for r in starts]
+        observed = session.observed
+        if protocol.rule(rule).enabled:
+            found += [Finding.respiratory_observed(m) for m in _until(observed, end)]
+        return found, [r.event_id for r in rows] + [m.event_id for m in observed]
+    elif rule == "DEEP_SEDATION":
+        rows = session.sedation
+        subjects = [r.event_id for r in rows]
+        if t.deep_sedation is not None:
+            found = [Finding.deep_sedation(r) for r in all_starts(rows, t.deep_sedation, end)]
+    elif rule == "DOSE_AFTER_DISCHARGE":
+        doses = session.doses
+        if protocol.rule(rule).enabled:
+            discharges = session.discharges
+            previous: Mark | None = None
+            for dose in doses:
+                # the first discharge since the dose before (one at its instant ends it)
+                if previous is not None:
+                    before = session.discharge_after(previous.at)
+                else:
+                    before = discharges[0] if discharges else None
+                if before is not None and before.at < dose.at:
+                    found.append(Finding.dose_after_discharge(dose, before))
+                previous = dose
+        return found, [d.event_id for d in doses]
+    elif rule == "DISCHARGE_NOT_STABLE":
+        unstable = session.unstable
+        if protocol.rule(rule).enabled:
+            found = [Finding.discharge_not_stable(m) for m in _until(unstable, end)]
+        return found, [m.event_id for m in unstable]
+    else:  # pragma: no cover - every caller names a rule above
+        raise ValueError(f"not a rule judged again: {rule}")
+    return found, subjects
 
 
-def _rise_rescan(session: Session, rise: tuple[float, float]) -> list[Finding]:
-    """The first dose or the baseline moved: every post-dose reading is judged again."""
-    first, baseline = session.first_dose, session.baseline()
-    if first is None or baseline is None:
-        return []
-    condition = _rise_condition(first, baseline, rise)
-    return [Finding.bp_rise(r, baseline) for r in all_starts(session.bp, condition)]
+def _until(rows: list[Mark], end: datetime | None) -> list[Mark]:
+    return rows if end is None else rows[: bisect_right(rows, (end, LAST_ID))]
+
+
+def _judged_after(session: Session, at: datetime) -> bool:
+    """Whether anything that rules judge is stamped after `at` (and so may have raised)."""
+    return any(
+        rows and rows[-1].at > at
+        for rows in (session.vitals, session.sedation, session.observed, session.unstable)
+    )
+
+
+def _withdrawal_detail(
+    session: Session, protocol: MonitoringProtocol, reason: WithdrawalReason
+) -> str:
+    if reason is WithdrawalReason.PROTOCOL_ARRIVED_LATE:
+        meds = ", ".join(sorted(session.medications))
+        with_meds = f" with {meds}" if meds else ""
+        return (
+            f"The session's protocol is {protocol.name}{with_meds}, which arrived after the "
+            "readings; by its rules this alert does not hold."
+        )
+    if reason is WithdrawalReason.DISCHARGE_ARRIVED_LATE:
+        end = session.discharge
+        when = "" if end is None else f" at {clock_time(end.at)}"
+        return (
+            f"The patient was discharged{when}, which arrived after the alert; what it was "
+            "raised for came after the discharge."
+        )
+    if reason is WithdrawalReason.DOSE_ARRIVED_LATE:
+        return (
+            "A dose that arrived late moved the first dose, the baseline or the end of "
+            "monitoring; judged again, this alert does not hold."
+        )
+    return (
+        "A reading that arrived late belongs to the same episode or instant; judged again "
+        "in event-time order, this alert does not hold."
+    )
 
 
 def _spo2(rows: list[Measurement], index: int, thresholds: Thresholds) -> list[Finding]:
-    """Episode starts of the SpO2 rules made by the reading inserted at `index`."""
-    if rows[index].value >= thresholds.spo2_quiet_from and index == len(rows) - 1:
-        return []  # the usual reading: meets no SpO2 rule and came last, so starts nothing
+    """Episode starts of the SpO2 rules made by the reading appended last at `index`."""
     findings: list[Finding] = []
     if thresholds.spo2_critical is not None:
         below = thresholds.spo2_critical_below
@@ -481,16 +693,17 @@ def _spo2(rows: list[Measurement], index: int, thresholds: Thresholds) -> list[F
     return findings
 
 
-def _respiratory_rate(
-    rows: list[Measurement], row: Measurement, thresholds: Thresholds
-) -> list[Finding]:
-    index = insert(rows, row)
-    condition = thresholds.respiratory_rate
-    last = index == len(rows) - 1
-    if condition is None or (row.value >= thresholds.rate_quiet_from and last):
-        return []  # rule off, or the usual reading: above the rule's level and last
-    starts = starts_at(rows, index, condition)
-    return [Finding.respiratory_rate(start, thresholds.rate_below) for start in starts]
+# The rules judged on arrival, which `_reconcile` judges again; in the order raised.
+_BP_RULES = ("BP_CRISIS", "BP_RISE")
+_SPO2_RULES = ("SPO2_CRITICAL", "SPO2_LOW")
+_DOSING = ("DOSE_AFTER_DISCHARGE", "DISCHARGE_NOT_STABLE")
+_ALL_RULES = (
+    *_BP_RULES,
+    *_SPO2_RULES,
+    "RESPIRATORY_DEPRESSION",
+    "DEEP_SEDATION",
+    *_DOSING,
+)
 
 
 # Looked up once: on Python 3.11 reading an enum member costs as much as building a tuple.

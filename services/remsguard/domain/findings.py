@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from remsguard.domain.events import AssessmentRecorded
 from remsguard.domain.protocol import RuleSettings
 from remsguard.domain.session import BPReading, Mark, Measurement
 
@@ -73,14 +72,37 @@ class Finding:
         )
 
     @classmethod
-    def respiratory_observed(cls, event: AssessmentRecorded) -> Finding:
+    def respiratory_observed(cls, assessment: Mark) -> Finding:
         return cls(
             "RESPIRATORY_DEPRESSION",
-            event.event_id,
-            event.occurred_at,
-            f"Respiratory depression observed at {clock_time(event.occurred_at)}. "
+            assessment.event_id,
+            assessment.at,
+            f"Respiratory depression observed at {clock_time(assessment.at)}. "
             "Support breathing and escalate.",
-            (event.event_id,),
+            (assessment.event_id,),
+        )
+
+    @classmethod
+    def dose_after_discharge(cls, dose: Mark, discharge: Mark) -> Finding:
+        return cls(
+            "DOSE_AFTER_DISCHARGE",
+            dose.event_id,
+            dose.at,
+            f"A dose was given at {clock_time(dose.at)}, after the patient was discharged at "
+            f"{clock_time(discharge.at)}: the patient may be unmonitored. Monitoring starts "
+            "again from this dose; find the patient and record a discharge when it is over.",
+            (dose.event_id, discharge.event_id),
+        )
+
+    @classmethod
+    def discharge_not_stable(cls, discharge: Mark) -> Finding:
+        return cls(
+            "DISCHARGE_NOT_STABLE",
+            discharge.event_id,
+            discharge.at,
+            f"Discharged at {clock_time(discharge.at)} while recorded as not clinically stable. "
+            "Assess the patient now and document the decision.",
+            (discharge.event_id,),
         )
 
     @classmethod

@@ -56,6 +56,8 @@ RULE_PARAMS: Final[Mapping[str, Mapping[str, Param]]] = {
     "DISCHARGE_SEDATED": {"moaas_below": Param(1, 5, "higher")},
     "VITALS_GAP": {"max_minutes": Param(1, 24 * 60, "lower")},
     "SESSION_NOT_CLOSED": {"after_minutes": Param(1, 7 * 24 * 60, "lower")},
+    "DOSE_AFTER_DISCHARGE": {},
+    "DISCHARGE_NOT_STABLE": {},
 }
 RULE_KEYS: Final = frozenset({"severity", "enabled", "message"})
 PROTOCOL_KEYS: Final = frozenset(

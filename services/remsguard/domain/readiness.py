@@ -11,7 +11,7 @@ from datetime import datetime
 
 from remsguard.domain.deadlines import bp_elevated
 from remsguard.domain.protocol import MonitoringProtocol
-from remsguard.domain.session import Session
+from remsguard.domain.session import Session, latest_instant
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +48,8 @@ def discharge_readiness(
     recent = session.bp_between(now - lookback, now)
     if not recent:
         reasons.append(f"No blood pressure reading in the last {lookback.seconds // 60} min")
-    elif bp_elevated(session, protocol, recent[-1]):
-        last = recent[-1]
+    elif elevated := [r for r in latest_instant(recent) if bp_elevated(session, protocol, r)]:
+        last = elevated[0]
         reasons.append(f"Blood pressure {last.systolic:g}/{last.diastolic:g} still elevated")
     sedation = session.latest_sedation_until(now)
     required = protocol.rule("DISCHARGE_SEDATED")["moaas_below"]

@@ -34,6 +34,9 @@ class Mark(NamedTuple):
     event_id: str
 
 
+Row = TypeVar("Row", Mark, BPReading, Measurement)
+
+
 @dataclass(slots=True)
 class Session:
     """Mutable per-session state; every list is kept sorted by (event time, event id)."""
@@ -55,6 +58,10 @@ class Session:
     fired: set[str] = field(default_factory=set)  # rule:key of every alert and check done
     gap_cursor: Mark | None = None  # last point whose VITALS_GAP question is decided
     scheduled: datetime | None = None  # earliest deadline the engine has queued for us
+    observed: list[Mark] = field(default_factory=list)  # assessments: respiratory depression
+    unstable: list[Mark] = field(default_factory=list)  # discharges not clinically stable
+    withdrawn: set[str] = field(default_factory=set)  # rule:key of the alerts taken back
+    raised_again: dict[str, int] = field(default_factory=dict)  # rule:key -> times re-raised
 
     def __getstate__(self) -> tuple[Any, ...]:
         """Field values in order, rows as plain tuples: a named tuple pickles through a Python
@@ -91,20 +98,41 @@ class Session:
 
     @property
     def discharge(self) -> Mark | None:
-        """The session ends at its earliest discharge; later events trigger no rules."""
-        return self.discharges[0] if self.discharges else None
+        """Where the session ends: its first discharge not followed by a dose (a dose after a
+        discharge puts the patient back under monitoring). Later events trigger no rules."""
+        discharges = self.discharges
+        if not discharges:
+            return None
+        doses = self.doses
+        if not doses or discharges[0].at >= doses[-1].at:  # the usual session
+            return discharges[0]
+        return self.discharge_after(doses[-1].at)
 
-    def ended_before(self, at: datetime) -> bool:
-        discharge = self.discharge
+    def discharge_after(self, at: datetime) -> Mark | None:
+        """The first discharge at or after `at` (a discharge at a dose's instant ends it)."""
+        discharges = self.discharges
+        index = bisect_right(discharges, (at,))
+        return discharges[index] if index < len(discharges) else None
+
+    def ended_before(self, at: datetime, dose: Mark) -> bool:
+        """The monitoring that `dose` began ended (by its discharge) before `at`."""
+        discharge = self.discharge_after(dose.at)
         return discharge is not None and discharge.at < at
 
     def baseline(self) -> BPReading | None:
-        """The latest BP reading at or before the first dose."""
+        """The latest BP reading at or before the first dose; of several at that instant, the
+        lowest (a rise is measured from it, so none is missed, whatever the event ids)."""
         first = self.first_dose
         if first is None:
             return None
-        index = bisect_right(self.bp, (first.at, LAST_ID))
-        return self.bp[index - 1] if index else None
+        rows = self.bp
+        index = bisect_right(rows, (first.at, LAST_ID))
+        if not index:
+            return None
+        row = rows[index - 1]
+        if index > 1 and rows[index - 2].at == row.at:
+            return min(latest_instant(rows[:index]), key=_pressures)
+        return row
 
     def bp_between(self, start: datetime, end: datetime) -> list[BPReading]:
         low = bisect_right(self.bp, (start,))
@@ -112,8 +140,31 @@ class Session:
         return self.bp[low:high]
 
     def latest_sedation_until(self, end: datetime) -> Measurement | None:
+        """The latest assessment's MOAA/S up to `end`; of several at that instant, the lowest."""
         index = bisect_right(self.sedation, (end, LAST_ID))
-        return self.sedation[index - 1] if index else None
+        if not index:
+            return None
+        rows = self.sedation
+        if index > 1 and rows[index - 2].at == rows[index - 1].at:
+            return min(latest_instant(rows[:index]), key=_value)
+        return rows[index - 1]
+
+
+def latest_instant(rows: list[Row]) -> list[Row]:
+    """The rows at the last instant of `rows` (one, usually): judged together, by the worst."""
+    at = rows[-1].at
+    low = len(rows) - 1
+    while low and rows[low - 1].at == at:
+        low -= 1
+    return rows[low:]
+
+
+def _pressures(row: BPReading) -> tuple[float, float]:
+    return row.systolic, row.diastolic
+
+
+def _value(row: Measurement) -> float:
+    return row.value
 
 
 _ROWS: dict[str, type[tuple[Any, ...]]] = {
@@ -124,10 +175,10 @@ _ROWS: dict[str, type[tuple[Any, ...]]] = {
     "spo2": Measurement,
     "respiratory_rate": Measurement,
     "sedation": Measurement,
+    "observed": Mark,
+    "unstable": Mark,
 }
 _FIELDS = tuple(spec.name for spec in fields(Session))
-
-Row = TypeVar("Row", Mark, BPReading, Measurement)
 
 
 def insert(rows: list[Row], row: Row) -> int:

@@ -2,38 +2,87 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from math import inf
+from operator import itemgetter
 from typing import TypeVar
 
 from remsguard.domain.protocol import MonitoringProtocol
-from remsguard.domain.session import BPReading, Measurement
+from remsguard.domain.session import LAST_ID, BPReading, Measurement
 
 Row = TypeVar("Row", BPReading, Measurement)
 
 
 def starts_at(rows: Sequence[Row], index: int, meets: Callable[[Row], bool]) -> list[Row]:
-    """Episode starts a newly inserted row can create: itself, or the row after it (a split)."""
-    starts: list[Row] = []
-    here = meets(rows[index])
-    if here and (index == 0 or not meets(rows[index - 1])):
-        starts.append(rows[index])
-    if index + 1 < len(rows) and not here and meets(rows[index + 1]):
-        starts.append(rows[index + 1])
-    return starts
+    """Episode starts the row just appended at `index` can create: itself, if it meets the
+    condition and the instant before it does not. Only for a row that came last, at an instant
+    of its own; any other insertion is judged by `all_starts` over the whole sequence."""
+    row = rows[index]
+    if not meets(row):
+        return []
+    if index and _decides(rows, index - 1, meets) is not None:
+        return []
+    return [row]
 
 
-def all_starts(rows: Sequence[Row], meets: Callable[[Row], bool]) -> list[Row]:
-    """Every episode start in the sequence, for when the condition itself changed."""
+def all_starts(
+    rows: Sequence[Row], meets: Callable[[Row], bool], end: datetime | None = None
+) -> list[Row]:
+    """Every episode start among the rows up to `end` (inclusive), judged per instant.
+
+    Readings stamped at the same instant (a monitor and a manual entry) are one observation:
+    the instant is judged by its worst value (`_decides`), whatever their ids or arrival order.
+    """
     starts: list[Row] = []
     before = False
-    for row in rows:
-        now = meets(row)
-        if now and not before:
+    stop = len(rows) if end is None else bisect_right(rows, (end, LAST_ID))
+    index = 0
+    while index < stop:
+        at = rows[index].at
+        last = index
+        while last + 1 < stop and rows[last + 1].at == at:
+            last += 1
+        row = (
+            _decides(rows, last, meets)
+            if last > index
+            else (rows[index] if meets(rows[index]) else None)
+        )
+        if row is not None and not before:
             starts.append(row)
-        before = now
+        before = row is not None
+        index = last + 1
     return starts
+
+
+def _decides(rows: Sequence[Row], index: int, meets: Callable[[Row], bool]) -> Row | None:
+    """The row that makes the instant of `rows[index]` meet the condition, or None.
+
+    A blood-pressure instant meets it when any of its readings does (the conditions are
+    "systolic or diastolic at least"), decided by the first such reading; a measurement
+    instant is judged by its lowest value (every such rule is about a value too low, and
+    SPO2_LOW is a band: 90 and 85 at one instant are critical, not low).
+    """
+    at = rows[index].at
+    low = index
+    while low and rows[low - 1].at == at:
+        low -= 1
+    high = index + 1
+    while high < len(rows) and rows[high].at == at:
+        high += 1
+    if high - low == 1:  # the usual instant: one reading
+        row = rows[index]
+        return row if meets(row) else None
+    group = rows[low:high]
+    if type(group[0]) is BPReading:
+        return next((r for r in group if meets(r)), None)
+    worst = min(group, key=_VALUE)  # ties: the first by event id
+    return worst if meets(worst) else None
+
+
+_VALUE = itemgetter(2)  # a measurement's value
 
 
 @dataclass(frozen=True, slots=True)
