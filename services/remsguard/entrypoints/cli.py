@@ -19,6 +19,7 @@ from remsguard.config import get_settings
 from remsguard.contract.schemas import schemas_app
 from remsguard.entrypoints.api import api_command, principals_app
 from remsguard.entrypoints.audit import audit_app, audit_sink_command
+from remsguard.entrypoints.hl7_gateway import hl7_gateway_command
 from remsguard.entrypoints.replay import replay_command
 from remsguard.entrypoints.simulate import simulate_command
 from remsguard.entrypoints.streaming import (
@@ -47,6 +48,7 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(deadletter_app, name="deadletter")
 app.command("processor")(processor_command)
 app.command("publish")(publish_command)
+app.command("hl7-gateway")(hl7_gateway_command)
 app.command("up")(up_command)
 app.command("notifier")(notifier_command)
 app.command("api")(api_command)
