@@ -103,6 +103,21 @@ class Settings(BaseSettings):
     hl7_tls_client_ca: Path | None = None  # clients must then present a certificate
 
 
+class UnsetDatabase(RuntimeError):
+    """A command that writes or reads the compliance log was not told which one."""
+
+
+def compliance_log_url(settings: Settings) -> str:
+    """`REMSGUARD_DATABASE_URL`, or `UnsetDatabase`: never a guessed `./remsguard.db`, whose
+    tokens and records no API on PostgreSQL would ever see."""
+    if "database_url" not in settings.model_fields_set:
+        raise UnsetDatabase(
+            "which compliance log? set REMSGUARD_DATABASE_URL (or give --db URL where the "
+            "command takes it)"
+        )
+    return settings.database_url
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()

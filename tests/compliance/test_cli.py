@@ -152,3 +152,31 @@ def test_verify_sign_prove_and_check_offline(
     bad = runner.invoke(app, ["audit", "verify", "--db", url, "--public-key", str(public)])
     assert bad.exit_code == 1
     assert victim.record_id in bad.stdout and "hash mismatch" in bad.stdout, bad.output
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["audit-sink"], ["notifier"], ["api"], ["audit", "verify"], ["audit", "proof", "r-1"]],
+)
+def test_commands_of_the_compliance_log_refuse_to_guess_a_database(
+    command: list[str], tmp_path: Path
+) -> None:
+    """Issue 15, item 7: without REMSGUARD_DATABASE_URL (or --db) a command said nothing and
+    used ./remsguard.db, which no API on PostgreSQL reads. It says so and creates nothing."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "REMSGUARD_DATABASE_URL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "remsguard", *command],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "REMSGUARD_DATABASE_URL" in done.stderr and "Traceback" not in done.stderr
+    assert list(tmp_path.iterdir()) == []

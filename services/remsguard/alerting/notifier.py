@@ -21,7 +21,7 @@ import structlog
 import typer
 from pydantic import ValidationError
 
-from remsguard.config import Settings, get_settings
+from remsguard.config import Settings, compliance_log_url, get_settings
 from remsguard.contract.outbound import alert_from_json
 from remsguard.domain.decisions import Alert
 
@@ -66,7 +66,7 @@ async def run_notifier(settings: Settings, stop: asyncio.Event) -> None:
     registry = new_registry()
     telemetry = Telemetry(registry)
     server = serve_metrics(registry, "0.0.0.0", settings.metrics_port)
-    compliance = ComplianceLog.open(settings.database_url)
+    compliance = ComplianceLog.open(compliance_log_url(settings))
     service = build_alerting(settings, compliance, telemetry)
     topic = Topics.from_settings(settings).alerts
     group = f"{settings.topic_prefix}{settings.notifier_group_id}"  # one group per environment

@@ -34,7 +34,7 @@ from remsguard.alerting.feed import AlertFeed
 from remsguard.alerting.service import AlertingService
 from remsguard.auditing.deadlines import FormDeadlineTask
 from remsguard.bootstrap import load_protocols
-from remsguard.config import Settings, get_settings
+from remsguard.config import Settings, compliance_log_url, get_settings
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.protocol import MonitoringProtocol, ProtocolError
 from remsguard.entrypoints.principals import principals_app
@@ -113,7 +113,7 @@ class ApiContainer:
         compliance: ComplianceLog | None = None,
         check_deadlines: bool = True,
     ) -> ApiContainer:
-        log = compliance or ComplianceLog.open(settings.database_url)
+        log = compliance or ComplianceLog.open(compliance_log_url(settings))
         protocols = load_protocols(list(settings.protocol_files))
         telemetry = Telemetry(new_registry(), ClinicLabels(settings.metrics_max_clinics))
         deadlines = (

@@ -23,7 +23,7 @@ from remsguard.adapters.storage.signing import (
     public_pem,
     verify_head_signature,
 )
-from remsguard.config import Settings, get_settings
+from remsguard.config import Settings, compliance_log_url, get_settings
 from remsguard.domain import merkle
 
 audit_app = typer.Typer(help="Tamper evidence of the compliance log.", no_args_is_help=True)
@@ -88,7 +88,7 @@ def verify_command(
         except (OSError, ValueError) as exc:
             raise _fail(f"cannot read public key {public_key}: {exc}") from None
     interval = settings.tree_head_interval_seconds if head_interval is None else head_interval
-    engine = make_engine(db or settings.database_url)
+    engine = make_engine(db or compliance_log_url(settings))
     try:
         report = verify_log(engine, key, max_head_lag=timedelta(seconds=2 * interval))
     finally:
@@ -112,7 +112,7 @@ def sign_head_command(db: DbOption = None) -> None:
     signer = load_signer(settings)
     if signer is None:
         raise _fail("no signing key: set REMSGUARD_SIGNING_KEY or REMSGUARD_SIGNING_KEY_FILE")
-    with ComplianceLog.open(db or settings.database_url) as clog:
+    with ComplianceLog.open(db or compliance_log_url(settings)) as clog:
         head = clog.sign_head(signer)
     typer.echo(
         orjson.dumps(
@@ -128,7 +128,7 @@ def proof_command(
     tree_size: Annotated[int | None, typer.Option(help="signed head to prove against")] = None,
 ) -> None:
     """Print the inclusion proof of one record against the latest (or given) signed head."""
-    with ComplianceLog.open(db or get_settings().database_url) as clog:
+    with ComplianceLog.open(db or compliance_log_url(get_settings())) as clog:
         proof = clog.inclusion_proof(record_id, tree_size)
     if proof is None:
         raise _fail(f"no proof: unknown record {record_id!r} or not yet under a signed head", 1)
@@ -239,7 +239,7 @@ def audit_sink_command(
     audit_topic = topic or f"{prefix}rems.audit.v1"
     alert_topic = alerts_topic or f"{prefix}rems.alerts.v1"
     signer = load_signer(settings)
-    clog = ComplianceLog.open(db or settings.database_url)
+    clog = ComplianceLog.open(db or compliance_log_url(settings))
     from remsguard.adapters.kafka.topics import Topics
 
     inputs = Topics.named(prefix).inputs if events else ()

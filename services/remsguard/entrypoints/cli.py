@@ -15,7 +15,7 @@ import typer
 from remsguard import __version__
 from remsguard.adapters.logs import configure_logging, set_debug
 from remsguard.alerting.notifier import notifier_command
-from remsguard.config import get_settings
+from remsguard.config import UnsetDatabase, get_settings
 from remsguard.contract.schemas import schemas_app
 from remsguard.entrypoints.api import api_command, principals_app
 from remsguard.entrypoints.audit import audit_app, audit_sink_command
@@ -97,6 +97,8 @@ def explain(exc: BaseException) -> tuple[str, int] | None:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
         where = ".".join(str(part) for part in first["loc"])
         return f"invalid setting REMSGUARD_{where.upper()}: {first['msg']}", 2
+    if isinstance(exc, UnsetDatabase):
+        return str(exc), 2
     failure = translate(exc, get_settings().kafka_bootstrap)
     if failure is not None:
         return str(failure), failure.exit_code
