@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from remsguard.domain.decisions import Alert, AuditKind, AuditRecord, Severity, stable_id
+from remsguard.domain.decisions import (
+    Alert,
+    AuditKind,
+    AuditRecord,
+    Severity,
+    Withdrawal,
+    WithdrawalReason,
+    stable_id,
+)
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
 
@@ -62,6 +70,20 @@ def alert_record(a: Alert) -> AuditRecord:
         clinic_id=a.clinic_id,
         occurred_at=a.triggered_at,
         detail={"rule": a.rule, "severity": a.severity.value},
+    )
+
+
+def withdrawal(a: Alert) -> Withdrawal:
+    """The engine taking `a` back: its reading came after a discharge that arrived late."""
+    return Withdrawal(
+        alert_id=a.alert_id,
+        rule=a.rule,
+        session_id=a.session_id,
+        clinic_id=a.clinic_id,
+        withdrawn_at=a.triggered_at + timedelta(minutes=1),
+        reason=WithdrawalReason.DISCHARGE_ARRIVED_LATE,
+        detail="The patient was discharged before the reading.",
+        evidence=("dis",),
     )
 
 

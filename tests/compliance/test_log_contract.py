@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -35,9 +36,9 @@ from remsguard.adapters.storage import (
 )
 from remsguard.adapters.storage.chain import GENESIS
 from remsguard.domain import merkle
-from remsguard.domain.decisions import AuditKind, Severity
+from remsguard.domain.decisions import AuditKind, Severity, alert_withdrawn
 
-from .factories import T0, alert, alert_record, record
+from .factories import T0, alert, alert_record, record, withdrawal
 
 MY_TABLES = {
     "audit_records",
@@ -265,6 +266,47 @@ class ComplianceLogContract(ABC):
         assert resolved is not None and resolved.status == AlertStatus.RESOLVED
         assert log.acknowledge_alert(alerts[0].alert_id, "x").status == AlertStatus.RESOLVED  # type: ignore[union-attr]
         assert log.acknowledge_alert("nope", "x") is None
+
+    def test_withdrawn_alerts_close_with_a_chained_record(self, log: ComplianceLog) -> None:
+        """Issue 14: the engine's withdrawal closes an open or acknowledged alert as
+        `withdrawn` with its chained `alert.withdrawn` record, in one transaction; a resolved
+        one stays resolved; nothing is deleted; doing it again changes nothing."""
+        alerts = [alert(i) for i in range(4)]
+        log.save_alerts(alerts)
+        log.append_audit([alert_record(a) for a in alerts])
+        log.acknowledge_alert(alerts[1].alert_id, "rn-1")
+        log.resolve_alert(alerts[2].alert_id, "md-2")
+        withdrawals = [withdrawal(a) for a in alerts[:3]]
+        assert log.withdraw_alerts(withdrawals) == 2
+        statuses = log.alert_statuses([a.alert_id for a in alerts])
+        assert [statuses[a.alert_id] for a in alerts] == [
+            AlertStatus.WITHDRAWN,
+            AlertStatus.WITHDRAWN,
+            AlertStatus.RESOLVED,
+            AlertStatus.OPEN,
+        ]
+        records = {
+            r.subject_id: r
+            for r in log.audit_records(AuditQuery(kind=AuditKind.ALERT_WITHDRAWN)).items
+        }
+        assert set(records) == {a.alert_id for a in alerts[:3]}
+        detail = orjson.loads(records[alerts[0].alert_id].detail)
+        assert detail["reason"] == "discharge_arrived_late" and detail["evidence"] == ["dis"]
+        assert log.withdraw_alerts(withdrawals) == 0  # idempotent
+        assert log.size() == 4 + 2 + 3
+        assert (alerts[0].clinic_id, "warning") in log.open_alert_counts()  # alerts[3] only
+        assert log.open_alert_counts()[(alerts[0].clinic_id, "warning")] == 1
+
+    def test_a_withdrawal_recorded_before_its_alert_is_stored_closes_it(
+        self, log: ComplianceLog
+    ) -> None:
+        """The audit sink and `replay --db` append the records before saving the alerts."""
+        a = alert(7)
+        log.append_audit([alert_record(a), alert_withdrawn(withdrawal(a))])
+        assert log.save_alerts([a]) == 1
+        assert log.alert_statuses([a.alert_id]) == {a.alert_id: AlertStatus.WITHDRAWN}
+        assert log.save_alerts([a]) == 0  # re-delivered: unchanged
+        assert log.alert_statuses([a.alert_id]) == {a.alert_id: AlertStatus.WITHDRAWN}
 
     def test_session_summaries_and_patient_ref_queries(self, log: ComplianceLog) -> None:
         sid = "clinic-0-sess-0"

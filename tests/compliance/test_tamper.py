@@ -507,3 +507,19 @@ def _note(i: int) -> AuditRecord:
         occurred_at=None,
         detail={"reason": "malformed"},
     )
+
+
+def test_reopen_a_withdrawn_alert(world: World) -> None:
+    from .factories import withdrawal
+
+    victim = world.alerts[-1]
+    world.log.withdraw_alerts([withdrawal(victim)])
+    report = world.verify()
+    assert report.ok, report.problem
+    world.sql("UPDATE alerts SET status = 'open' WHERE status = 'withdrawn'")
+    fails(world.verify(), "records it withdrawn")
+
+
+def test_withdraw_alerts_as_intruder(world: World) -> None:
+    world.sql("UPDATE alerts SET status = 'withdrawn' WHERE status = 'open'")
+    fails(world.verify(), "withdrawn without a chained alert.withdrawn record")

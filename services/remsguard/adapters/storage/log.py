@@ -76,7 +76,14 @@ from remsguard.adapters.storage.models import (
 )
 from remsguard.adapters.storage.signing import HeadSigner
 from remsguard.domain import merkle
-from remsguard.domain.decisions import Alert, AuditKind, AuditRecord, stable_id
+from remsguard.domain.decisions import (
+    Alert,
+    AuditKind,
+    AuditRecord,
+    Withdrawal,
+    alert_withdrawn,
+    stable_id,
+)
 from remsguard.domain.events import Event
 
 __all__ = [
@@ -110,6 +117,7 @@ class AppendResult:
     inserted: int
     duplicates: int
     tree_size: int  # records in the log after this append
+    withdrawn: int = 0  # alert rows closed by the `alert.withdrawn` records appended
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +318,10 @@ class ComplianceLog:
             ),
             [{"chain_id": c, "chain_seq": heads[c][0], "hash": heads[c][1]} for c in chains],
         )
-        return AppendResult(len(unique), given - len(unique), next_index + len(unique))
+        # A withdrawal is a lifecycle step: the row closes with its record, in this transaction.
+        withdrawn = [r.subject_id for r in unique.values() if r.kind == _WITHDRAWN]
+        closed = _close_withdrawn(conn, withdrawn) if withdrawn else 0
+        return AppendResult(len(unique), given - len(unique), next_index + len(unique), closed)
 
     def _insert_audit_rows(self, conn: Connection, rows: Iterable[tuple[Any, ...]]) -> None:
         if conn.dialect.name != "postgresql":
@@ -355,20 +366,40 @@ class ComplianceLog:
         ]
         if not rows:
             return 0
-        inserted = 0
+        inserted: list[str] = []
         with self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 json_rows = orjson.dumps(rows, option=orjson.OPT_UTC_Z).decode()
-                return len(conn.execute(_INSERT_ALERTS_JSON, {"rows": json_rows}).all())
-            for start in range(0, len(rows), _CHUNK):
-                stmt = _insert(conn)(ALERTS).on_conflict_do_nothing(
-                    index_elements=[ALERTS.c.alert_id]
-                )
-                result = conn.execute(
-                    stmt.returning(ALERTS.c.alert_id), rows[start : start + _CHUNK]
-                )
-                inserted += len(result.all())
-        return inserted
+                found = conn.execute(_INSERT_ALERTS_JSON, {"rows": json_rows}).all()
+                inserted = [row.alert_id for row in found]
+            else:
+                for start in range(0, len(rows), _CHUNK):
+                    stmt = _insert(conn)(ALERTS).on_conflict_do_nothing(
+                        index_elements=[ALERTS.c.alert_id]
+                    )
+                    result = conn.execute(
+                        stmt.returning(ALERTS.c.alert_id), rows[start : start + _CHUNK]
+                    )
+                    inserted += [row.alert_id for row in result]
+            # Withdrawn before its row was stored (the audit sink and `replay --db` append
+            # the records first): it is stored closed, as its chained record says.
+            by_record = {stable_id(AuditKind.ALERT_WITHDRAWN, a): a for a in inserted}
+            withdrawn = list(_existing(conn, AUDIT.c.record_id, list(by_record)))
+            if withdrawn:
+                _close_withdrawn(conn, [by_record[record_id] for record_id in withdrawn])
+        return len(inserted)
+
+    def withdraw_alerts(self, withdrawals: Iterable[Withdrawal]) -> int:
+        """Close the engine's withdrawn alerts: open or acknowledged -> withdrawn, each with
+        its chained ``alert.withdrawn`` record (the reason and the contradicting events), in
+        one transaction; never a delete. Idempotent; returns how many rows were closed.
+
+        ``append_audit`` does the same for ``alert.withdrawn`` records it is given (a path
+        that only carries audit records, e.g. the audit topic, applies withdrawals too); a
+        resolved alert stays resolved (its record is still chained)."""
+        with self.engine.begin() as conn:
+            self._lock(conn)
+            return self._append(conn, [alert_withdrawn(w) for w in withdrawals]).withdrawn
 
     def acknowledge_alert(
         self,
@@ -1185,6 +1216,25 @@ _INSERT_ALERTS_JSON: Final = text(
     f"SELECT {', '.join(_ALERT_COLUMNS)} FROM json_populate_recordset(NULL::alerts, :rows) "
     "ON CONFLICT (alert_id) DO NOTHING RETURNING alert_id"
 )
+
+
+_WITHDRAWN: Final = AuditKind.ALERT_WITHDRAWN
+
+
+def _close_withdrawn(conn: Connection, alert_ids: list[str]) -> int:
+    """open/acknowledged -> withdrawn for these alerts; a resolved one stays resolved."""
+    closed = 0
+    for start in range(0, len(alert_ids), _CHUNK):
+        result = conn.execute(
+            update(ALERTS)
+            .where(
+                ALERTS.c.alert_id.in_(alert_ids[start : start + _CHUNK]),
+                ALERTS.c.status.in_([AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value]),
+            )
+            .values(status=AlertStatus.WITHDRAWN.value)
+        )
+        closed += result.rowcount
+    return closed
 
 
 def _rows_where_in(

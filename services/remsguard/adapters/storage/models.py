@@ -141,6 +141,8 @@ class AlertStatus(StrEnum):
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
+    # The engine took it back (a chained `alert.withdrawn` record says why); never deleted.
+    WITHDRAWN = "withdrawn"
 
 
 class AlertRow(SQLModel, table=True):

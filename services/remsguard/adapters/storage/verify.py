@@ -316,6 +316,7 @@ def _check_alerts(conn: Connection) -> str | None:
     raised = {r.subject_id: r for r in _records_of(conn, AuditKind.ALERT_RAISED)}
     acked = {r.subject_id: r for r in _records_of(conn, AuditKind.ALERT_ACKNOWLEDGED)}
     resolved = {r.subject_id: r for r in _records_of(conn, AuditKind.ALERT_RESOLVED)}
+    withdrawn = {r.subject_id: r for r in _records_of(conn, AuditKind.ALERT_WITHDRAWN)}
     for row in conn.execute(select(ALERTS).order_by(ALERTS.c.alert_id)):
         where = f"alert {row.alert_id}"
         record = raised.pop(row.alert_id, None)
@@ -338,6 +339,8 @@ def _check_alerts(conn: Connection) -> str | None:
         ):
             if (bad := _lifecycle(row, status, by, at, chained.get(row.alert_id))) is not None:
                 return f"{where}: {bad}"
+        if (bad := _withdrawal(row, withdrawn.get(row.alert_id))) is not None:
+            return f"{where}: {bad}"
     for alert_id, record in sorted(raised.items()):
         return f"alert {alert_id} raised in {record.record_id} has no row: it was deleted"
     return None
@@ -356,9 +359,24 @@ def _lifecycle(
             f"{status.value} by {by!r} at {at} but {record.record_id} says by "
             f"{chained_by!r} at {record.occurred_at}"
         )
-    final = AlertStatus.RESOLVED.value
-    if row.status not in (status.value, final):
+    if row.status not in (status.value, *_CLOSED):
         return f"status {row.status!r} but {record.record_id} records it {status.value}"
+    return None
+
+
+# Where an alert's lifecycle ends: resolved by staff, or withdrawn by the engine.
+_CLOSED = (AlertStatus.RESOLVED.value, AlertStatus.WITHDRAWN.value)
+
+
+def _withdrawal(row: Any, record: Any) -> str | None:
+    """A withdrawn row has its chained ``alert.withdrawn`` record, and a chained withdrawal
+    closed the row (withdrawn; or resolved, if staff resolved it first)."""
+    if record is None:
+        if row.status == AlertStatus.WITHDRAWN.value:
+            return "withdrawn without a chained alert.withdrawn record"
+        return None
+    if row.status not in _CLOSED:
+        return f"status {row.status!r} but {record.record_id} records it withdrawn"
     return None
 
 
