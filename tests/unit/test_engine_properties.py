@@ -131,9 +131,10 @@ def test_shuffling_arrival_within_the_lateness_does_not_change_the_alerts(
 ) -> None:
     """Same alert set (by alert_id, and each alert identical) for any arrival order produced by
     `shuffled_within_lateness`: cross-type and cross-session order shuffled by at most the
-    allowed lateness, each (session, type) stream kept in order. Not covered (see the engine's
-    design): a `session.opened` that changes the protocol arriving after the session's readings,
-    and readings stamped after a discharge that arrive before it."""
+    allowed lateness, each (session, type) stream kept in order: no withdrawal is needed, so
+    every alert raised is the same. Orders that need withdrawals (a late `session.opened`,
+    readings of one kind reversed, readings after a discharge arriving before it) are
+    `test_any_arrival_order_within_the_lateness_gives_the_same_open_alerts`."""
     reference = run(stream.events, until=stream.until)
     shuffled = run(shuffled_within_lateness(data, stream), until=stream.until)
     assert by_id(shuffled) == by_id(reference)
