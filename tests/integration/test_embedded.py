@@ -237,9 +237,7 @@ def test_bad_events_are_rejected_one_by_one(small_limit_up: Up) -> None:
             17,
             {"type": "vitals.recorded", "event_id": "a2"},
             {"type": "nope", "event_id": "a3", "session_id": "s-arr", "clinic_id": "c1"},
-            orjson.loads(
-                event("vitals.recorded", "a4", "s-arr", f"{DAY}T09:01:00", {"spo2": 97})
-            ),
+            orjson.loads(event("vitals.recorded", "a4", "s-arr", f"{DAY}T09:01:00", {"spo2": 97})),
         ]
     )
     response = up.post(body, "application/json; charset=utf-8")
