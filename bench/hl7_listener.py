@@ -163,11 +163,12 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def _start(data: Path, port: int, hl7_port: int) -> subprocess.Popen[bytes]:
+def _start(data: Path, port: int, hl7_port: int | None) -> subprocess.Popen[bytes]:
     env = {**os.environ, "REMSGUARD_LOG_LEVEL": "warning", "REMSGUARD_LOG_FORMAT": "json"}
+    hl7 = [] if hl7_port is None else ["--hl7-port", str(hl7_port)]
     process = subprocess.Popen(
         [sys.executable, "-m", "remsguard", "up", "--data-dir", str(data), "--port", str(port),
-         "--hl7-port", str(hl7_port)],
+         *hl7],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -188,26 +189,36 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--json-only", action="store_true", help="only the JSON half (e.g. on an older build)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rg-bench-hl7-") as tmp:
         port, hl7_port = _free_port(), _free_port()
-        process = _start(Path(tmp) / "data", port, hl7_port)
+        process = _start(Path(tmp) / "data", port, None if args.json_only else hl7_port)
         try:
             tokens = dict(
                 line.split(": ", 1)
                 for line in (Path(tmp) / "data" / "first-run-tokens.txt").read_text().splitlines()
             )
-            hl7_readings = _readings(args.sessions, "h")
-            messages = [_message(f"M{n}", *r) for n, r in enumerate(hl7_readings)]
-            started = time.perf_counter()
-            asyncio.run(_send_all(hl7_port, messages, args.connections))
-            hl7_seconds = time.perf_counter() - started
             bodies = [_json(n, *r) for n, r in enumerate(_readings(args.sessions, "j"))]
             started = time.perf_counter()
             asyncio.run(_post_all(f"http://127.0.0.1:{port}", tokens["device"], bodies,
                                   args.connections))  # fmt: skip
             json_seconds = time.perf_counter() - started
-            hl7_rate, json_rate = len(messages) / hl7_seconds, len(bodies) / json_seconds
+            json_rate = len(bodies) / json_seconds
+            print(
+                f"JSON: {json_rate:,.0f} events/s ({len(bodies):,} single-event posts in "
+                f"{json_seconds:.1f} s, {args.connections} clients)"
+            )
+            if args.json_only:
+                return
+            hl7_readings = _readings(args.sessions, "h")
+            messages = [_message(f"M{n}", *r) for n, r in enumerate(hl7_readings)]
+            started = time.perf_counter()
+            asyncio.run(_send_all(hl7_port, messages, args.connections))
+            hl7_seconds = time.perf_counter() - started
+            hl7_rate = len(messages) / hl7_seconds
             print(
                 f"throughput: HL7 {hl7_rate:,.0f} messages/s ({len(messages):,} in "
                 f"{hl7_seconds:.1f} s), JSON {json_rate:,.0f} events/s ({len(bodies):,} in "
