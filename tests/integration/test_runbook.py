@@ -62,6 +62,7 @@ def test_the_runbook_from_an_empty_cluster_to_alerts(
         "SINK_METRICS_PORT": str(_free_port()),
         "NOTIFIER_METRICS_PORT": str(_free_port()),
         "REMSGUARD_API_PORT": str(_free_port()),
+        "ADMIN_NAME": f"{name}-ops",  # the database outlives one run of the suite
     }
     script = runbook_script(values)
     env = dict(os.environ)
