@@ -25,7 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from remsguard.adapters.storage import ComplianceLog, PrincipalRole
 from remsguard.adapters.storage.principals import PrincipalError, PrincipalInfo, PrincipalStore
-from remsguard.config import get_settings
+from remsguard.config import UnsetDatabase, compliance_log_url, get_settings
 
 __all__ = ["parse_expiry", "principals_app"]
 
@@ -81,14 +81,14 @@ def _database(db: str | None, data_dir: Path | None) -> str:
     if data_dir is None:
         if db is not None:
             return db
-        settings = get_settings()
-        if "database_url" not in settings.model_fields_set:  # never guess ./remsguard.db
+        try:
+            return compliance_log_url(get_settings())  # never a guessed ./remsguard.db
+        except UnsetDatabase:
             _fail(
                 "which compliance log? give --db URL (the one the API uses), --data-dir D "
                 "(embedded mode), or set REMSGUARD_DATABASE_URL",
                 2,
             )
-        return settings.database_url
     path = data_dir.expanduser().resolve() / COMPLIANCE_FILE
     if not path.is_file():
         _fail(f"no compliance log at {path} (start `remsguard up --data-dir {data_dir}` once)")
