@@ -323,3 +323,17 @@ def test_mllp_over_tls(tmp_path: Path) -> None:
     finally:
         assert up.stop() == 0, up.log
     assert "MLLP over TLS" in up.log_path.read_text()
+
+
+def test_an_hl7_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = remsguard(
+            "up", "--data-dir", str(tmp_path / "data"), "--port", str(free_port()),
+            "--hl7-port", str(port), timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen for HL7 on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout

@@ -56,8 +56,13 @@ def hl7_gateway_command(
         await stop.wait()
         await listener.stop()
 
+    from remsguard.hl7v2.listener import ListenerUnavailable
+
     try:
         asyncio.run(serve())
+    except ListenerUnavailable as exc:
+        typer.echo(f"remsguard hl7-gateway: {exc}", err=True)
+        raise typer.Exit(1) from None
     finally:
         producer.flush(timeout=10)
         producer.close(timeout=10)

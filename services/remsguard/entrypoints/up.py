@@ -214,6 +214,14 @@ def up_command(
         raise typer.Exit(1) from None
     if clock is not None:  # carry on from where the last simulated run stopped
         clock.start_at(max(clock(), container.journal.latest_clock() or clock()))
+    if container.hl7 is not None:  # tried now, so a taken port is one line, not a traceback
+        from remsguard.hl7v2.listener import ListenerUnavailable
+
+        try:
+            asyncio.run(container.hl7.can_listen())
+        except ListenerUnavailable as exc:
+            typer.echo(f"remsguard up: {exc}", err=True)
+            raise typer.Exit(1) from None
     tokens = ensure_first_run_tokens(directory, container.compliance)
     if tokens is not None:
         typer.echo(f"first start: admin and device tokens written to {tokens} (mode 0600)")

@@ -36,11 +36,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from remsguard.hl7v2.messages import Header, Reader, Refusal, Translation, translate
 
-__all__ = ["Answer", "Door", "ListenerSettings", "MLLPListener", "tls_context"]
+__all__ = [
+    "Answer",
+    "Door",
+    "ListenerSettings",
+    "ListenerUnavailable",
+    "MLLPListener",
+    "tls_context",
+]
 
 log = structlog.get_logger(__name__)
 
 _SEND_TIMEOUT: Final = 10.0
+
+
+class ListenerUnavailable(OSError):
+    """The listener's address cannot be bound (in use, not permitted)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,10 +160,21 @@ class MLLPListener:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
+        """Listen; `ListenerUnavailable` (one clear line) when the address cannot be bound."""
         s = self.settings
-        self._server = await start_hl7_server(
-            self._serve, s.host, s.port, limit=s.max_message_bytes, ssl=s.tls
-        )
+        try:
+            self._server = await start_hl7_server(
+                self._serve, s.host, s.port, limit=s.max_message_bytes, ssl=s.tls
+            )
+        except OSError as exc:
+            raise ListenerUnavailable(
+                f"cannot listen for HL7 on {s.host}:{s.port}: {exc.strerror or exc}"
+            ) from None
+
+    async def can_listen(self) -> None:
+        """Bind and let go at once: `ListenerUnavailable` now rather than at `start`."""
+        await self.start()
+        await self.stop()
 
     async def stop(self) -> None:
         if self._server is not None:
