@@ -11,6 +11,7 @@ import itertools
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -462,6 +463,22 @@ class TestPostgres(ComplianceLogContract):
         # The table owner can do this; a superuser could also SET session_replication_role.
         conn.execute(text("ALTER TABLE audit_records DISABLE TRIGGER USER"))
         conn.execute(text("ALTER TABLE audit_tree_heads DISABLE TRIGGER USER"))
+
+    def test_writers_of_the_same_alerts_in_other_orders_do_not_deadlock(self) -> None:
+        """The audit sink and the notifier both store the alerts topic's alerts, each in the
+        order its partitions arrived: one writer's batch is another's reversed. Each takes
+        the rows' locks in one order (by id), so neither waits on the other in a cycle."""
+        logs = [ComplianceLog.open(self.url()) for _ in range(2)]
+        try:
+            for round_ in range(6):
+                batch = [alert(round_ * 1000 + i) for i in range(400)]
+                orders = [batch, batch[::-1]]
+                with ThreadPoolExecutor(2) as pool:
+                    saved = list(pool.map(ComplianceLog.save_alerts, logs, orders))
+                assert sum(saved) == len(batch)
+        finally:
+            for each in logs:
+                each.close()
 
     def test_truncate_is_refused(self, log: ComplianceLog) -> None:
         log.append_audit([record(1)])

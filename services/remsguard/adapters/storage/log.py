@@ -362,7 +362,9 @@ class ComplianceLog:
                 "recorded_at": now,
                 "status": AlertStatus.OPEN.value,
             }
-            for a in {a.alert_id: a for a in alerts}.values()
+            # By id: every writer locks the rows it inserts in one order, so two writers of
+            # overlapping batches (the audit sink and the notifier) never wait in a cycle.
+            for a in sorted({a.alert_id: a for a in alerts}.values(), key=_by_alert_id)
         ]
         if not rows:
             return 0
@@ -1219,6 +1221,10 @@ _INSERT_ALERTS_JSON: Final = text(
 
 
 _WITHDRAWN: Final = AuditKind.ALERT_WITHDRAWN
+
+
+def _by_alert_id(alert: Alert) -> str:
+    return alert.alert_id
 
 
 def _close_withdrawn(conn: Connection, alert_ids: list[str]) -> int:
