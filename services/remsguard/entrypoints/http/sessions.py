@@ -4,6 +4,7 @@ the form's submission (which stops the 7-day deadline)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -15,10 +16,11 @@ from pydantic import BaseModel
 from remsguard.adapters.storage import AuditQuery, AuditRow, ComplianceLog, MonitoringForm
 from remsguard.adapters.storage.chain import FORM_SUBMITTED, hash_holds
 from remsguard.adapters.storage.models import utc
-from remsguard.auditing.forms import FIELDS, build_form, form_csv
+from remsguard.auditing.forms import FIELDS, MonitoringFormDoc, build_form, form_csv
 from remsguard.contract.decode import decode_event
 from remsguard.domain.decisions import AuditKind, stable_id
 from remsguard.domain.events import Event
+from remsguard.domain.protocol import MonitoringProtocol
 from remsguard.embedded.compliance import Principal, Role
 from remsguard.entrypoints.http.audit import (
     READERS,
@@ -42,7 +44,7 @@ from remsguard.entrypoints.http.common import (
 )
 from remsguard.entrypoints.http.errors import ApiError
 
-__all__ = ["router"]
+__all__ = ["monitoring_form", "router", "session_clinic", "vouched_events"]
 
 router = APIRouter(tags=["sessions"])
 SessionId = Path(min_length=1, max_length=128)
@@ -101,7 +103,7 @@ class SubmitOut(BaseModel):
     submission: FormSubmission
 
 
-def _session_clinic(log: ComplianceLog, principal: Principal, session_id: str) -> str:
+def session_clinic(log: ComplianceLog, principal: Principal, session_id: str) -> str:
     """The session's clinic; 404 when unknown or not visible (its existence is not revealed)."""
     summary = log.session_summary(session_id)
     clinic: str | None = summary.clinic_id if summary is not None else None
@@ -116,7 +118,9 @@ def _session_clinic(log: ComplianceLog, principal: Principal, session_id: str) -
     return clinic
 
 
-def _events(log: ComplianceLog, session_id: str) -> tuple[list[Event], dict[str, Any], list[str]]:
+def vouched_events(
+    log: ComplianceLog, session_id: str
+) -> tuple[list[Event], dict[str, Any], list[str]]:
     """The session's accepted events whose stored content the hash chain vouches for
     (``ComplianceLog.vouched_session_events``), their wire form by event id, and the ids of
     stored events it does not vouch for (left out: never evidence on a form)."""
@@ -189,12 +193,12 @@ def get_timeline(
 ) -> Response:
     log = compliance(request)
     try:
-        clinic = _session_clinic(log, principal, session_id)
+        clinic = session_clinic(log, principal, session_id)
     except ApiError:
         log_query(request, principal, {"session": session_id}, 0)
         raise
     records, alerts = log.session_timeline(session_id)
-    _, wire, _ = _events(log, session_id)
+    _, wire, _ = vouched_events(log, session_id)
     entries: list[tuple[tuple[datetime, int, str], dict[str, Any]]] = []
     for row in records:
         if not visible(principal, row.clinic_id):
@@ -264,6 +268,36 @@ def get_timeline(
     return _json({"session_id": session_id, "clinic_id": clinic, "entries": items})
 
 
+def monitoring_form(
+    log: ComplianceLog,
+    session_id: str,
+    clinic: str,
+    known: Mapping[str, MonitoringProtocol],
+    default: str,
+    at: datetime,
+) -> MonitoringFormDoc:
+    """The session's Patient Monitoring Form, filled from its vouched events (also drawn as a
+    PDF by ``form_document``)."""
+    events, _, unvouched = vouched_events(log, session_id)
+    summary = log.session_summary(session_id)
+    records, _ = log.session_timeline(session_id)
+    return build_form(
+        session_id,
+        clinic,
+        events,
+        known,
+        default_protocol=(summary.protocol if summary and summary.protocol else default),
+        patient_ref=summary.patient_ref if summary is not None else None,
+        alert_rules=[
+            (r.rule, r.subject_id)
+            for r in records
+            if r.kind == AuditKind.ALERT_RAISED and r.rule is not None and hash_holds(r)
+        ],
+        submission=_submission(log.get_form(session_id), _chained_submission(log, session_id), at),
+        unvouched_events=unvouched,
+    )
+
+
 @router.get(
     "/v1/sessions/{session_id}/form",
     summary="The session's Patient Monitoring Form, filled from its events",
@@ -285,31 +319,12 @@ def get_form(
     log = compliance(request)
     csv = wants_csv(request, format)
     try:
-        clinic = _session_clinic(log, principal, session_id)
+        clinic = session_clinic(log, principal, session_id)
     except ApiError:
         log_query(request, principal, {"session": session_id}, 0, "csv" if csv else "json")
         raise
-    events, _, unvouched = _events(log, session_id)
-    summary = log.session_summary(session_id)
-    records, _ = log.session_timeline(session_id)
     known, default = protocols(request)
-    doc = build_form(
-        session_id,
-        clinic,
-        events,
-        known,
-        default_protocol=(summary.protocol if summary and summary.protocol else default),
-        patient_ref=summary.patient_ref if summary is not None else None,
-        alert_rules=[
-            (r.rule, r.subject_id)
-            for r in records
-            if r.kind == AuditKind.ALERT_RAISED and r.rule is not None and hash_holds(r)
-        ],
-        submission=_submission(
-            log.get_form(session_id), _chained_submission(log, session_id), now(request)
-        ),
-        unvouched_events=unvouched,
-    )
+    doc = monitoring_form(log, session_id, clinic, known, default, now(request))
     log_query(request, principal, {"session": session_id}, 1, "csv" if csv else "json")
     if csv:
         return Response(
@@ -341,7 +356,7 @@ def submit_form(
     payload: dict[str, Any] | None = Body(None, description="the form as submitted, if any"),
 ) -> Response:
     log = compliance(request)
-    _session_clinic(log, principal, session_id)
+    session_clinic(log, principal, session_id)
     before = log.get_form(session_id)
     if before is None:
         raise ApiError(404, "no_form", f"session {session_id!r} has no monitoring form yet")

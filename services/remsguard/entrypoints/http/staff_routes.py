@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from remsguard.entrypoints.http import acknowledgements, console, readiness, sse, staff
+from remsguard.entrypoints.http import (
+    acknowledgements,
+    console,
+    readiness,
+    session_chart,
+    sse,
+    staff,
+)
 
 __all__ = ["STAFF_ROUTERS"]
 
@@ -14,4 +21,5 @@ STAFF_ROUTERS: list[APIRouter] = [
     sse.router,
     staff.router,
     console.router,
+    session_chart.router,
 ]
