@@ -9,6 +9,7 @@ python3 -m uv sync --frozen --extra test --quiet
 # Tools the tests drive for real: promtool/Prometheus (observability) and Chromium (console).
 bash deploy/prometheus/install.sh >&2
 bash deploy/chromium/install.sh >&2
+bash deploy/poppler/install.sh >&2  # pdftoppm: the form and report PDFs rendered for docs/
 
 docker_answers() { command -v docker >/dev/null 2>&1 && timeout 5 docker info >/dev/null 2>&1; }
 

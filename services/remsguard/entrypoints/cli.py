@@ -19,6 +19,7 @@ from remsguard.config import UnsetDatabase, get_settings
 from remsguard.contract.schemas import schemas_app
 from remsguard.entrypoints.api import api_command, principals_app
 from remsguard.entrypoints.audit import audit_app, audit_sink_command
+from remsguard.entrypoints.forms import forms_app
 from remsguard.entrypoints.hl7_gateway import hl7_gateway_command
 from remsguard.entrypoints.replay import replay_command
 from remsguard.entrypoints.simulate import simulate_command
@@ -53,6 +54,7 @@ app.command("up")(up_command)
 app.command("notifier")(notifier_command)
 app.command("api")(api_command)
 app.add_typer(principals_app, name="principals")
+app.add_typer(forms_app, name="forms")
 
 
 _debug = {"on": False}

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from remsguard.entrypoints.http import audit, sessions, summary
+from remsguard.entrypoints.http import audit, form_document, sessions, summary
 
 __all__ = ["AUDITOR_ROUTERS"]
 
-AUDITOR_ROUTERS: list[APIRouter] = [audit.router, sessions.router, summary.router]
+AUDITOR_ROUTERS: list[APIRouter] = [
+    audit.router,
+    sessions.router,
+    form_document.router,
+    summary.router,
+]
