@@ -13,9 +13,9 @@ from remsguard.alerting import records
 from remsguard.alerting.channels import Notification
 from remsguard.alerting.policy import Policies, PolicyError
 from remsguard.alerting.service import AlertingService
-from remsguard.domain.decisions import Severity
+from remsguard.domain.decisions import Severity, Withdrawal, WithdrawalReason
 
-from .support import Clock, alert, open_log
+from .support import T0, Clock, alert, open_log
 
 pytestmark = pytest.mark.skipif(
     not records.KINDS_AVAILABLE,
@@ -287,3 +287,69 @@ def test_open_alerts_past_their_last_step_are_counted_until_acknowledged(tmp_pat
         await service.drain()
 
     run(second_life())
+
+
+def _withdrawal(alert_id: str) -> Withdrawal:
+    return Withdrawal(
+        alert_id=alert_id,
+        rule="BP_CRISIS",
+        session_id="s1",
+        clinic_id="c1",
+        withdrawn_at=T0,
+        reason=WithdrawalReason.DISCHARGE_ARRIVED_LATE,
+        detail="the reading came after the discharge",
+        evidence=("discharge-1",),
+    )
+
+
+def test_a_withdrawn_alert_stops_escalating_and_the_channels_that_had_it_are_told(
+    tmp_path: Path,
+) -> None:
+    """a1 was notified: its withdrawal reaches the webhook-like channel, the console's hub,
+    and no escalation follows. a2 was never notified (withdrawn before it was processed):
+    only the consoles hear of it, and a redelivery of a2 notifies nothing."""
+    clock = Clock()
+    log = open_log(tmp_path / "log.db", clock)
+    rec = Recorder()
+    shown: list[dict[str, object]] = []
+
+    async def scenario() -> None:
+        svc = service(log, clock, rec)
+        await svc.restore()
+        svc.hub.publish = lambda _event, payload, *_: shown.append(payload)  # type: ignore[method-assign]
+        await svc.process([alert("a1")], save=True)
+        log.withdraw_alerts([_withdrawal("a1")])
+        assert await svc.withdraw([_withdrawal("a1"), _withdrawal("a2")]) == 2
+        assert await svc.process([alert("a2")], save=True) == []
+        clock.advance(hours=2)
+        assert await svc.tick() == 0
+        await svc.drain()
+
+    run(scenario())
+    assert [(n.kind, n.alert_id) for n in rec.sent] == [("alert", "a1"), ("withdrawn", "a1")]
+    withdrawn = rec.sent[1]
+    assert withdrawn.alert["status"] == "withdrawn"
+    assert withdrawn.extra["reason"] == "discharge_arrived_late"
+    assert [(p["kind"], p["alert"]["alert_id"]) for p in shown] == [  # type: ignore[index]
+        ("alert", "a1"),
+        ("withdrawn", "a1"),
+        ("withdrawn", "a2"),
+    ]
+    assert log.get_alert("a1").status == "withdrawn"  # type: ignore[union-attr]
+
+
+def test_a_resolved_alert_is_not_taken_back_from_anyone(tmp_path: Path) -> None:
+    clock = Clock()
+    log = open_log(tmp_path / "log.db", clock)
+    rec = Recorder()
+
+    async def scenario() -> None:
+        svc = service(log, clock, rec)
+        await svc.restore()
+        await svc.process([alert("a1")], save=True)
+        await svc.resolve("a1", "staff-1", "rn-jane")
+        assert await svc.withdraw([_withdrawal("a1")]) == 0
+        await svc.drain()
+
+    run(scenario())
+    assert [n.kind for n in rec.sent] == ["alert", "resolved"]

@@ -246,7 +246,11 @@ def read_until(
 
 
 def alerts_of(records: list[Any]) -> list[dict[str, Any]]:
-    return [orjson.loads(r.value) for r in records]
+    """The alerts a run of the alerts topic leaves standing: raised, and not withdrawn (a
+    withdrawal message has `"kind": "alert.withdrawn"`)."""
+    messages = [orjson.loads(r.value) for r in records]
+    withdrawn = {m["alert_id"] for m in messages if m.get("kind") == "alert.withdrawn"}
+    return [m for m in messages if "kind" not in m and m["alert_id"] not in withdrawn]
 
 
 def wait_for_alerts(
@@ -266,18 +270,24 @@ def wait_for_alerts(
 
 
 def replay_alerts(
-    lines: list[bytes], until: datetime, protocol_files: list[Path] | None = None
+    lines: list[bytes],
+    until: datetime,
+    protocol_files: list[Path] | None = None,
+    default_protocol: str = "spravato-rems",
 ) -> list[dict[str, Any]]:
-    """What `remsguard replay FILE --until UNTIL` prints, as dicts."""
-    engine = build_engine("spravato-rems", protocol_files)
+    """The alerts `remsguard replay FILE --until UNTIL` leaves standing (printed and not
+    withdrawn), as dicts."""
+    engine = build_engine(default_protocol, protocol_files)
     out: list[dict[str, Any]] = []
+    withdrawn: set[str] = set()
     replay(
         ReplayEvents(lines, until),
         engine,
         lambda alert: out.append(orjson.loads(alert_to_json(alert))),
         lambda _line, _rejection: None,
+        on_withdrawal=lambda withdrawal: withdrawn.add(withdrawal.alert_id),
     )
-    return out
+    return [alert for alert in out if alert["alert_id"] not in withdrawn]
 
 
 def stamp(at: datetime) -> str:

@@ -206,3 +206,55 @@ def test_silent_device_gets_post_dose_bp_missed_from_the_wall_clock(
     assert alert["triggered_at"] == (dose_at + timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     # Fired by the timer soon after the deadline, with no event after the dose.
     assert seen_at - (dose_at + timedelta(minutes=1)) < timedelta(seconds=20)
+
+
+def test_a_protocol_that_arrives_after_its_readings_leaves_replays_alerts_standing(
+    kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14, gap 4, on the real broker: a session's first readings reach the worker
+    before its `session.opened` (another topic), so they are judged under the worker's
+    default protocol (here ketamine-iv: SpO2 low below 94). The session names spravato-rems
+    (below 92): when that arrives the worker withdraws, on the alerts topic, the alert the
+    named protocol does not hold, and the alerts left standing are replay's, byte for byte."""
+    monkeypatch.setenv("REMSGUARD_DEFAULT_PROTOCOL", "ketamine-iv")
+    dose_at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    s = SessionWriter("lateproto-1", dose_at)
+    s.opened(-3, protocol="spravato-rems")
+    s.bp(-2)
+    s.dose(0)
+    s.vitals(1, spo2=93)  # low under ketamine-iv only: withdrawn when the protocol arrives
+    s.vitals(3, spo2=91)  # low under both: the spravato-rems episode starts here
+    early = [doc for _, doc in s.events if doc["type"] != "session.opened"]
+    for minute in range(5, 126, 4):
+        if minute not in (61, 65):  # a 12-minute gap: too long only under ketamine-iv (5)
+            s.bp(minute) if 30 <= minute <= 50 else s.vitals(minute, spo2=97)
+    s.discharge(126)
+    in_order = to_lines(in_time_order(s.events))
+    first = [orjson.dumps(doc) for doc in early]
+    rest = [line for line in in_order if line not in first]
+    with stack(kafka_bootstrap, tmp_path) as deployment:
+        worker = deployment.start_worker()
+        worker.wait_assigned()
+        assert deployment.publish(first) == len(first)
+        read_until(  # judged under the default protocol, as a fast producer would have it
+            kafka_bootstrap,
+            deployment.topics.alerts,
+            lambda rs: any(a["protocol"] == "ketamine-iv" for a in alerts_of(rs)),
+            timeout=60,
+            quiet=0.5,
+        )
+        assert deployment.publish(rest) == len(rest)
+        expected = replay_alerts(in_order, datetime.now(UTC), default_protocol="ketamine-iv")
+        got = wait_for_alerts(deployment, ids(expected), timeout=90, quiet=3)
+        messages = [
+            orjson.loads(r.value)
+            for r in read_until(
+                kafka_bootstrap, deployment.topics.alerts, lambda _: False, timeout=3, quiet=1
+            )
+        ]
+    assert [a["rule"] for a in expected].count("SPO2_LOW") == 1
+    assert {a["protocol"] for a in expected} == {"spravato-rems"}
+    [withdrawal] = [m for m in messages if m.get("kind") == "alert.withdrawn"]
+    assert withdrawal["rule"] == "SPO2_LOW"
+    assert withdrawal["reason"] == "protocol_arrived_late"
+    assert as_set(got) == as_set(expected)

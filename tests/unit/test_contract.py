@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -16,12 +17,15 @@ from remsguard.contract.decode import MAX_EVENT_BYTES, RejectionReason, decode_e
 from remsguard.contract.events import EventBase, EventCreate
 from remsguard.contract.outbound import (
     AlertPublic,
+    AlertWithdrawalPublic,
     AuditRecordPublic,
     RejectionPublic,
     alert_from_json,
     alert_to_json,
+    alerts_message_from_json,
     audit_record_to_json,
     rejection_to_json,
+    withdrawal_to_json,
 )
 from remsguard.domain.decisions import (
     Alert,
@@ -29,6 +33,10 @@ from remsguard.domain.decisions import (
     AuditRecord,
     Rejection,
     Severity,
+    Withdrawal,
+    WithdrawalReason,
+    alert_withdrawn,
+    withdrawal_of,
 )
 from remsguard.domain.events import (
     AssessmentRecorded,
@@ -575,6 +583,36 @@ def test_alert_round_trips() -> None:
     assert back.severity is Severity.CRITICAL
     with pytest.raises(ValidationError):
         alert_from_json(b'{"alert_id":"a1"}')
+
+
+WITHDRAWAL = Withdrawal(
+    alert_id="a1",
+    rule="BP_CRISIS",
+    session_id="s-1",
+    clinic_id="c-1",
+    withdrawn_at=datetime(2026, 11, 23, 11, 0, tzinfo=UTC),
+    reason=WithdrawalReason.DISCHARGE_ARRIVED_LATE,
+    detail="the reading came after the discharge",
+    evidence=("d-1",),
+)
+
+
+def test_withdrawal_json_is_the_models_and_tells_itself_from_an_alert() -> None:
+    data = withdrawal_to_json(WITHDRAWAL)
+    assert data == AlertWithdrawalPublic.model_validate_json(data).model_dump_json().encode()
+    assert list(orjson.loads(data)) == list(AlertWithdrawalPublic.model_fields)
+    assert alerts_message_from_json(data) == WITHDRAWAL
+    assert alerts_message_from_json(alert_to_json(ALERT)) == ALERT
+    # An alert whose evidence or message says "kind" is still an alert.
+    tricky = replace(ALERT, message='"kind": "alert.withdrawn"', evidence=("kind",))
+    assert alerts_message_from_json(alert_to_json(tricky)) == tricky
+    for bad in (b"not json", b"[]", b'{"kind":"alert.withdrawn","alert_id":"a1"}', b"{}"):
+        with pytest.raises(ValueError):
+            alerts_message_from_json(bad)
+
+
+def test_a_withdrawal_survives_its_audit_record() -> None:
+    assert withdrawal_of(alert_withdrawn(WITHDRAWAL)) == WITHDRAWAL
 
 
 def test_audit_record_json_is_deterministic() -> None:

@@ -2,8 +2,9 @@
 
 A `Notification` is one thing to tell people about an alert: it was raised (`alert`), an
 escalation step came due (`escalation`, with its `target`), or its lifecycle changed
-(`acknowledged`, `resolved`). A `Channel` delivers it somewhere; `deliver` never raises
-(a channel retries and dead-letters on its own) and returns whether it got through.
+(`acknowledged`, `resolved`), or the engine took it back (`withdrawn`, with the reason). A
+`Channel` delivers it somewhere; `deliver` never raises (a channel retries and dead-letters on
+its own) and returns whether it got through.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from remsguard.domain.decisions import stable_id
 
 __all__ = ["Channel", "Notification", "NotificationKind"]
 
-NotificationKind = Literal["alert", "escalation", "acknowledged", "resolved"]
+NotificationKind = Literal["alert", "escalation", "acknowledged", "resolved", "withdrawn"]
 _OPTS: Final = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 

@@ -13,7 +13,7 @@ from remsguard.alerting.service import AlertingService
 from remsguard.alerting.sse import SseHub
 from remsguard.alerting.webhook import WebhookChannel
 from remsguard.config import Settings
-from remsguard.domain.decisions import Alert, AuditRecord
+from remsguard.domain.decisions import Alert, AuditKind, AuditRecord, withdrawal_of
 from remsguard.domain.events import Event
 
 __all__ = ["NotifyingLog", "build_alerting", "build_console_alerting"]
@@ -71,15 +71,20 @@ def build_console_alerting(log: ComplianceLog) -> AlertingService:
 
 class NotifyingLog:
     """The compliance log as the embedded runtime writes to it, telling the alerting service
-    about alerts as soon as they are stored (`save_alerts` runs in a worker thread;
-    `on_alerts` is thread-safe and returns at once)."""
+    about alerts as soon as they are stored, and about withdrawals as soon as their
+    `alert.withdrawn` records are (both run in a worker thread; `on_alerts` and
+    `on_withdrawals` are thread-safe and return at once)."""
 
     def __init__(self, log: ComplianceLog, service: AlertingService) -> None:
         self._log = log
         self._service = service
 
     def append_audit(self, records: Iterable[AuditRecord]) -> AppendResult:
-        return self._log.append_audit(records)
+        batch = list(records)
+        result = self._log.append_audit(batch)
+        if withdrawals := [withdrawal_of(r) for r in batch if r.kind == AuditKind.ALERT_WITHDRAWN]:
+            self._service.on_withdrawals(withdrawals)  # the rows are closed: consoles drop them
+        return result
 
     def save_events(self, events: Iterable[Event]) -> int:
         return self._log.save_events(events)

@@ -5,7 +5,7 @@ In the Kafka deployment the notifier consumes the alerts topic (store, notify, e
 consumer group (every replica shows every alert to its own consoles), and hands each batch to
 `AlertingService.relay`: stored (idempotent) and published on the process's SSE hub. Alerts
 raised while the API was away are in the compliance log, so the console's next snapshot
-shows them.
+shows them. Withdrawals on the topic go to `AlertingService.withdraw`: the consoles drop them.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ class AlertFeed:
         await self._follower.stop()
 
     async def _on_batch(self, records: Sequence[Any]) -> None:
-        alerts = decode_alerts(records)
-        if alerts:
-            self.relayed += await self.service.relay(alerts)
+        messages = decode_alerts(records)
+        if messages.alerts:
+            self.relayed += await self.service.relay(messages.alerts)
+        if messages.withdrawals:  # the consoles drop them
+            await self.service.withdraw(messages.withdrawals)

@@ -3,7 +3,9 @@
 Consumes with aiokafka in the consumer group `{topic_prefix}{notifier_group_id}` (one per
 environment), auto-commit off: each batch
 is stored (`save_alerts`, idempotent), claimed and delivered by `AlertingService.process`,
-and only then are its offsets committed. A crash before the commit redelivers the batch,
+and only then are its offsets committed. A withdrawal on the topic (the engine took an alert
+back) stops the alert's escalation and tells the channels it was notified on
+(`AlertingService.withdraw`). A crash before the commit redelivers the batch,
 which stores and notifies nothing twice (the `alert.notified` records). Escalation runs on the
 service's own timer, from the stored alert state, so it survives restarts and rebalances; two
 notifiers escalating the same alert write the same step record id, and only the one that
@@ -15,33 +17,42 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
-from pydantic import ValidationError
 
 from remsguard.config import Settings, compliance_log_url, get_settings
-from remsguard.contract.outbound import alert_from_json
-from remsguard.domain.decisions import Alert
+from remsguard.contract.outbound import alerts_message_from_json
+from remsguard.domain.decisions import Alert, Withdrawal
 
 if TYPE_CHECKING:
     from remsguard.adapters.telemetry import Telemetry
 
-__all__ = ["decode_alerts", "notifier_command"]
+__all__ = ["AlertsMessages", "decode_alerts", "notifier_command"]
 
 log = structlog.get_logger(__name__)
 
 
-def decode_alerts(records: Iterable[Any], telemetry: Telemetry | None = None) -> list[Alert]:
-    """The alerts of a batch of alerts-topic records; bad ones are logged and counted."""
-    alerts: list[Alert] = []
+@dataclass(slots=True)
+class AlertsMessages:
+    """A batch of the alerts topic: alerts raised, and alerts the engine took back."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    withdrawals: list[Withdrawal] = field(default_factory=list)
+
+
+def decode_alerts(records: Iterable[Any], telemetry: Telemetry | None = None) -> AlertsMessages:
+    """The alerts and withdrawals of a batch of alerts-topic records, in order; bad ones are
+    logged and counted."""
+    out = AlertsMessages()
     for record in records:
         if record.value is None:
             continue
         try:
-            alerts.append(alert_from_json(record.value))
-        except ValidationError as exc:
+            message = alerts_message_from_json(record.value)
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
             log.warning(
                 "notifier.bad_alert",
                 topic=record.topic,
@@ -51,7 +62,12 @@ def decode_alerts(records: Iterable[Any], telemetry: Telemetry | None = None) ->
             )
             if telemetry is not None:
                 telemetry.dead_letter(record.topic, "invalid_alert")
-    return alerts
+            continue
+        if isinstance(message, Withdrawal):
+            out.withdrawals.append(message)
+        else:
+            out.alerts.append(message)
+    return out
 
 
 async def run_notifier(settings: Settings, stop: asyncio.Event) -> None:
@@ -83,9 +99,11 @@ async def run_notifier(settings: Settings, stop: asyncio.Event) -> None:
     try:
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=1000)
-            alerts = decode_alerts([r for rs in batches.values() for r in rs], telemetry)
-            if alerts:
-                await service.process(alerts, save=True)
+            messages = decode_alerts([r for rs in batches.values() for r in rs], telemetry)
+            if messages.alerts:
+                await service.process(messages.alerts, save=True)
+            if messages.withdrawals:
+                await service.withdraw(messages.withdrawals)
             if batches:
                 await consumer.commit()
     finally:

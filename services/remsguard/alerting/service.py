@@ -53,7 +53,7 @@ from remsguard.alerting.policy import EscalationStep, Policies
 from remsguard.alerting.sse import SseHub
 from remsguard.alerting.webhook import DeadLetter
 from remsguard.contract.outbound import alert_to_json
-from remsguard.domain.decisions import Alert, AuditRecord
+from remsguard.domain.decisions import Alert, AuditRecord, Withdrawal
 
 __all__ = ["AlertNotFound", "AlertingService", "Transition", "alert_row_dict"]
 
@@ -131,6 +131,17 @@ def _new_alert_dict(alert: Alert, recorded_at: datetime | None) -> dict[str, Any
     return out
 
 
+def _withdrawn_dict(withdrawal: Withdrawal) -> dict[str, Any]:
+    """A withdrawn alert the log has not stored (the alerts topic ran ahead of the sink)."""
+    return {
+        "alert_id": withdrawal.alert_id,
+        "rule": withdrawal.rule,
+        "session_id": withdrawal.session_id,
+        "clinic_id": withdrawal.clinic_id,
+        "status": AlertStatus.WITHDRAWN.value,
+    }
+
+
 class AlertingService:
     def __init__(
         self,
@@ -161,7 +172,7 @@ class AlertingService:
         self._past_keys: set[tuple[str, str]] = set()  # series the gauge has shown
         self._counted_at = time.monotonic()  # open alerts last counted from the log
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: asyncio.Queue[list[Alert] | None] | None = None
+        self._queue: asyncio.Queue[list[Alert | Withdrawal] | None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._deliveries: set[asyncio.Task[bool]] = set()
         self._lock = asyncio.Lock()
@@ -198,7 +209,15 @@ class AlertingService:
         """New alerts from the engine (embedded ingest) or the alerts topic; returns at once.
 
         Thread-safe; a no-op before `start`. Delivery happens on the service's task."""
-        batch = list(alerts)
+        self._enqueue(list(alerts))
+
+    def on_withdrawals(self, withdrawals: Iterable[Withdrawal]) -> None:
+        """Alerts the engine took back (embedded mode, once their records are in the log);
+        thread-safe, returns at once; handled on the service's task after the alerts queued
+        before them (`withdraw`)."""
+        self._enqueue(list(withdrawals))
+
+    def _enqueue(self, batch: list[Alert | Withdrawal]) -> None:
         if not batch or self._loop is None or self._queue is None or self._loop.is_closed():
             return
         queue = self._queue
@@ -217,7 +236,7 @@ class AlertingService:
         next_tick = time.monotonic()
         while True:
             timeout = max(0.0, next_tick - time.monotonic())
-            batch: list[Alert] = []
+            batch: list[Alert | Withdrawal] = []
             stop = False
             try:
                 first = await asyncio.wait_for(queue.get(), timeout=timeout)
@@ -234,8 +253,10 @@ class AlertingService:
                 else:
                     batch.extend(more)
             try:
-                if batch:
-                    await self.process(batch)
+                if alerts := [a for a in batch if isinstance(a, Alert)]:
+                    await self.process(alerts)
+                if withdrawals := [w for w in batch if isinstance(w, Withdrawal)]:
+                    await self.withdraw(withdrawals)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.tick_interval
                     await self.tick()
@@ -319,6 +340,59 @@ class AlertingService:
             self.hub.publish("alert", note.payload(), note.clinic_id, note.notification_id)
             shown += 1
         return shown
+
+    async def withdraw(self, withdrawals: Sequence[Withdrawal]) -> int:
+        """The engine took these alerts back: stop their escalation, never notify them from
+        now on, and tell the channels (consoles always; the other channels only about alerts
+        they were notified of). Returns how many were told. The compliance log closes the
+        rows from the `alert.withdrawn` records, not from here."""
+        fresh = {w.alert_id: w for w in withdrawals}
+        if not fresh:
+            return 0
+        now = self.clock()
+        for alert_id in fresh:
+            self._remember(alert_id)  # an alert redelivered after this is not notified
+            self._watch.pop(alert_id, None)
+            self._exhausted.pop(alert_id, None)
+        self._set_past_escalation()
+        told = await asyncio.to_thread(self._withdrawn, list(fresh.values()))
+        for withdrawal, body, notified in told:
+            note = Notification(
+                "withdrawn",
+                body,
+                now,
+                extra={
+                    "reason": withdrawal.reason.value,
+                    "detail": withdrawal.detail,
+                    "evidence": list(withdrawal.evidence),
+                },
+            )
+            if notified:
+                self._notify(note)
+            else:  # never pushed anywhere: only the consoles, which may show it, drop it
+                self.hub.publish("alert", note.payload(), note.clinic_id, note.notification_id)
+        await self._recount_open(force=True)
+        return len(told)
+
+    def _withdrawn(
+        self, withdrawals: list[Withdrawal]
+    ) -> list[tuple[Withdrawal, dict[str, Any], bool]]:
+        """In a worker thread: each withdrawal with the alert as the API shows it (status
+        `withdrawn`, whether or not the log has closed the row yet) and whether it was
+        notified (its `alert.notified` record exists)."""
+        out: list[tuple[Withdrawal, dict[str, Any], bool]] = []
+        for withdrawal in withdrawals:
+            row = self.log.get_alert(withdrawal.alert_id)
+            if row is not None and row.status == AlertStatus.RESOLVED.value:
+                continue  # staff closed it first: nothing to take back
+            body = alert_row_dict(row) if row is not None else _withdrawn_dict(withdrawal)
+            body["status"] = AlertStatus.WITHDRAWN.value
+            notified = records.KINDS_AVAILABLE and (
+                self.log.get_record(records.record_id(records.NOTIFIED, withdrawal.alert_id))
+                is not None
+            )
+            out.append((withdrawal, body, notified))
+        return out
 
     def _store(self, alerts: list[Alert]) -> dict[str, str]:
         self.log.save_alerts(alerts)

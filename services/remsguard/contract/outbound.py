@@ -8,22 +8,34 @@ produce exactly the bytes `<Model>.from_domain(x).model_dump_json()` would.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
 from remsguard.contract.decode import RejectionReason
-from remsguard.domain.decisions import Alert, AuditKind, AuditRecord, Rejection, Severity
+from remsguard.domain.decisions import (
+    Alert,
+    AuditKind,
+    AuditRecord,
+    Rejection,
+    Severity,
+    Withdrawal,
+    WithdrawalReason,
+)
 
 __all__ = [
+    "WITHDRAWN",
     "AlertPublic",
+    "AlertWithdrawalPublic",
     "AuditRecordPublic",
     "RejectionPublic",
     "alert_from_json",
     "alert_to_json",
+    "alerts_message_from_json",
     "audit_record_to_json",
     "rejection_to_json",
+    "withdrawal_to_json",
 ]
 
 _OPTS: Final = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
@@ -86,6 +98,45 @@ class AlertPublic(BaseModel):
             evidence=self.evidence,
             protocol=self.protocol,
             protocol_version=self.protocol_version,
+        )
+
+
+WITHDRAWN: Final = "alert.withdrawn"
+
+
+class AlertWithdrawalPublic(BaseModel):
+    """An alert the engine took back, as published on the alerts stream (next to the alerts,
+    keyed by session) and printed by `replay`: consoles drop it, notifications stop. The
+    compliance log learns it from the `alert.withdrawn` audit record, not from this."""
+
+    model_config = _PUBLIC_CONFIG
+
+    kind: Literal["alert.withdrawn"] = Field(description="Tells it from an alert.")
+    alert_id: str
+    rule: str
+    session_id: str
+    clinic_id: str
+    withdrawn_at: AwareDatetime = Field(
+        description="Event time of the fact that contradicts the alert (RFC 3339, UTC)."
+    )
+    reason: WithdrawalReason
+    detail: str
+    evidence: tuple[str, ...] = Field(description="Ids of the events that contradict it.")
+
+    @field_serializer("withdrawn_at")
+    def _ser_time(self, value: datetime) -> str:
+        return _utc_z(value)
+
+    def to_domain(self) -> Withdrawal:
+        return Withdrawal(
+            alert_id=self.alert_id,
+            rule=self.rule,
+            session_id=self.session_id,
+            clinic_id=self.clinic_id,
+            withdrawn_at=self.withdrawn_at,
+            reason=self.reason,
+            detail=self.detail,
+            evidence=self.evidence,
         )
 
 
@@ -182,6 +233,36 @@ def alert_to_json(alert: Alert) -> bytes:
 def alert_from_json(raw: bytes | str) -> Alert:
     """Parse an alert produced by `alert_to_json`; raises `pydantic.ValidationError` if bad."""
     return AlertPublic.model_validate_json(raw).to_domain()
+
+
+def withdrawal_to_json(withdrawal: Withdrawal) -> bytes:
+    """Compact JSON for one withdrawal, fields in `AlertWithdrawalPublic` order."""
+    return orjson.dumps(
+        {
+            "kind": WITHDRAWN,
+            "alert_id": withdrawal.alert_id,
+            "rule": withdrawal.rule,
+            "session_id": withdrawal.session_id,
+            "clinic_id": withdrawal.clinic_id,
+            "withdrawn_at": _utc(withdrawal.withdrawn_at),
+            "reason": withdrawal.reason,
+            "detail": withdrawal.detail,
+            "evidence": withdrawal.evidence,
+        },
+        option=_OPTS,
+    )
+
+
+def alerts_message_from_json(raw: bytes | str) -> Alert | Withdrawal:
+    """One message of the alerts stream: an alert, or (with `"kind": "alert.withdrawn"`) a
+    withdrawal. Raises `pydantic.ValidationError` (a ValueError) if it is neither."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if isinstance(data, dict) and "kind" in data:
+        return AlertWithdrawalPublic.model_validate(data).to_domain()
+    return AlertPublic.model_validate(data).to_domain()
 
 
 def audit_record_to_json(rec: AuditRecord) -> bytes:

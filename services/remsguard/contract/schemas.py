@@ -11,7 +11,12 @@ import typer
 from pydantic import BaseModel, TypeAdapter
 
 from remsguard.contract.events import EventCreate
-from remsguard.contract.outbound import AlertPublic, AuditRecordPublic, RejectionPublic
+from remsguard.contract.outbound import (
+    AlertPublic,
+    AlertWithdrawalPublic,
+    AuditRecordPublic,
+    RejectionPublic,
+)
 
 __all__ = ["SCHEMA_FILES", "export_schemas", "render_schemas", "schemas_app"]
 
@@ -21,6 +26,7 @@ _ID_BASE = "https://remsguard.invalid/schemas/"
 SCHEMA_FILES: tuple[str, ...] = (
     "event.schema.json",
     "alert.schema.json",
+    "alert-withdrawal.schema.json",
     "audit-record.schema.json",
     "rejection.schema.json",
 )
@@ -41,6 +47,9 @@ def render_schemas() -> dict[str, str]:
     rendered = {
         "event.schema.json": _schema("event.schema.json", "Event", event),
         "alert.schema.json": _schema("alert.schema.json", "Alert", _model(AlertPublic)),
+        "alert-withdrawal.schema.json": _schema(
+            "alert-withdrawal.schema.json", "AlertWithdrawal", _model(AlertWithdrawalPublic)
+        ),
         "audit-record.schema.json": _schema(
             "audit-record.schema.json", "AuditRecord", _model(AuditRecordPublic)
         ),

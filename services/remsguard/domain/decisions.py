@@ -118,6 +118,27 @@ def alert_withdrawn(withdrawal: Withdrawal) -> AuditRecord:
     )
 
 
+def withdrawal_of(record: AuditRecord) -> Withdrawal:
+    """The withdrawal an `alert.withdrawn` record (from `alert_withdrawn`) tells of."""
+    detail = record.detail
+    if record.occurred_at is None:
+        raise ValueError(f"{record.record_id}: an alert.withdrawn record without its time")
+    return Withdrawal(
+        alert_id=record.subject_id,
+        rule=str(detail.get("rule", "")),
+        session_id=record.session_id or "",
+        clinic_id=record.clinic_id or "",
+        withdrawn_at=record.occurred_at,
+        reason=WithdrawalReason(str(detail.get("reason"))),
+        detail=str(detail.get("detail", "")),
+        evidence=tuple(str(e) for e in _listed(detail.get("evidence"))),
+    )
+
+
+def _listed(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rejection:
     """An input that broke the event contract; `reason` is a stable machine-readable code."""

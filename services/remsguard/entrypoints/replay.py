@@ -14,8 +14,8 @@ import typer
 from remsguard.bootstrap import build_engine
 from remsguard.config import get_settings
 from remsguard.contract.decode import decode_event
-from remsguard.contract.outbound import alert_to_json
-from remsguard.domain.decisions import Alert, AuditRecord, Rejection
+from remsguard.contract.outbound import alert_to_json, withdrawal_to_json
+from remsguard.domain.decisions import Alert, AuditRecord, Rejection, Withdrawal
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.events import Event
 from remsguard.domain.protocol import ProtocolError
@@ -59,7 +59,8 @@ def replay_command(
         typer.Option("--db", help="also write the run's compliance log to this database URL"),
     ] = None,
 ) -> None:
-    """Run the engine over a file; print each alert as one JSON line on stdout."""
+    """Run the engine over a file; print each alert, and each withdrawal of one (`"kind":
+    "alert.withdrawn"`), as one JSON line on stdout, as the alerts stream carries them."""
     until_at = _parse_until(until)
     try:
         engine = build_engine(protocol or get_settings().default_protocol, protocol_file)
@@ -70,6 +71,9 @@ def replay_command(
 
     def on_alert(alert: Alert) -> None:
         out.write(alert_to_json(alert) + b"\n")
+
+    def on_withdrawal(withdrawal: Withdrawal) -> None:
+        out.write(withdrawal_to_json(withdrawal) + b"\n")
 
     def on_rejected(line: int, rejection: Rejection) -> None:
         sys.stderr.write(f"line {line}: rejected: {rejection.reason}: {rejection.detail}\n")
@@ -83,6 +87,7 @@ def replay_command(
                 on_alert if writer is None else writer.alert_then(on_alert),
                 on_rejected,
                 None if writer is None else writer.audit,
+                on_withdrawal,
             )
     except OSError as exc:
         typer.echo(f"remsguard replay: cannot read {file}: {exc.strerror or exc}", err=True)

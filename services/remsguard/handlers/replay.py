@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from remsguard.contract.decode import decode_event
-from remsguard.domain.decisions import Alert, AuditRecord, Decisions, Rejection
+from remsguard.domain.decisions import Alert, AuditRecord, Decisions, Rejection, Withdrawal
 from remsguard.domain.engine import MonitoringEngine
 
 
@@ -27,6 +27,7 @@ class ReplaySummary:
     duplicates: int = 0
     rejected: int = 0
     alerts: int = 0
+    withdrawals: int = 0
     audit_records: int = 0
     last_event_at: datetime | None = field(default=None)
 
@@ -48,14 +49,20 @@ def replay(
     on_alert: Callable[[Alert], None],
     on_rejected: Callable[[int, Rejection], None],
     on_audit: Callable[[AuditRecord], None] | None = None,
+    on_withdrawal: Callable[[Withdrawal], None] | None = None,
 ) -> ReplaySummary:
-    """The clock is the greatest event time seen so far, and finally `until`."""
+    """The clock is the greatest event time seen so far, and finally `until`. Withdrawals
+    (alerts taken back by a later fact) go to `on_withdrawal` right after their cause."""
     summary = ReplaySummary()
 
     def emit(decisions: Decisions) -> None:
         for alert in decisions.alerts:
             on_alert(alert)
         summary.alerts += len(decisions.alerts)
+        if on_withdrawal is not None:
+            for withdrawal in decisions.withdrawals:
+                on_withdrawal(withdrawal)
+        summary.withdrawals += len(decisions.withdrawals)
         if on_audit is not None:
             for record in decisions.audit:
                 on_audit(record)
@@ -82,14 +89,14 @@ def replay(
                 duplicates += 1
             else:
                 accepted += 1
-            if decisions.alerts or on_audit is not None:
+            if decisions.alerts or decisions.withdrawals or on_audit is not None:
                 emit(decisions)
             else:  # the usual event: nothing to hand on but its audit records, kept by no one
                 quiet_audit_records += len(decisions.audit)
             clock = engine.clock
             if clock is None or event.occurred_at > clock:
                 due = engine.advance_to(event.occurred_at)
-                if due.alerts or due.audit:
+                if due.alerts or due.withdrawals or due.audit:
                     emit(due)
                 summary.last_event_at = event.occurred_at
         if command.until is not None:

@@ -45,7 +45,7 @@ from kafka.partitioner.default import murmur2
 from remsguard.adapters.kafka.deadletters import DEAD_LETTER_MAX_BYTES, dead_letter
 from remsguard.adapters.kafka.topics import Topics
 from remsguard.contract.decode import decode_event
-from remsguard.contract.outbound import alert_to_json, audit_record_to_json
+from remsguard.contract.outbound import alert_to_json, audit_record_to_json, withdrawal_to_json
 from remsguard.domain import admission
 from remsguard.domain.admission import EventTimeBounds, rejection_of
 from remsguard.domain.decisions import Decisions, Outcome, Rejection
@@ -490,6 +490,9 @@ class StreamProcessor:
                 Outbound(topics.alerts, alert.session_id.encode("utf-8"), alert_to_json(alert))
             )
             result.alerts.append(alert.rule)
+        for withdrawal in decisions.withdrawals:  # consoles drop it, notifications stop
+            session = withdrawal.session_id.encode("utf-8")
+            result.outbound.append(Outbound(topics.alerts, session, withdrawal_to_json(withdrawal)))
         for record in decisions.audit:
             key = record.session_id.encode("utf-8") if record.session_id else None
             result.outbound.append(Outbound(topics.audit, key, audit_record_to_json(record)))

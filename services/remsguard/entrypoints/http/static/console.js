@@ -38,7 +38,7 @@
   function applyAlert(note) {
     const alert = note.alert;
     if (note.kind === "acknowledged") alert.acknowledged_by_name = note.by_name;
-    if (alert.status === "resolved") state.alerts.delete(alert.alert_id);
+    if (alert.status === "resolved" || alert.status === "withdrawn") state.alerts.delete(alert.alert_id);
     else state.alerts.set(alert.alert_id, Object.assign({}, state.alerts.get(alert.alert_id), alert));
     render();
   }
