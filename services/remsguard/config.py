@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     hl7_tls_key: Path | None = None
     hl7_tls_client_ca: Path | None = None  # clients must then present a certificate
 
+    # FHIR R4 ingest (`/fhir/r4/...` in `remsguard up`, and in `remsguard api` onto Kafka).
+    fhir_organizations_file: Path | None = None  # TOML [organizations]: Organization -> clinic
+    fhir_code_files: list[Path] = Field(default_factory=list)  # a clinic's own code tables
+    fhir_max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    fhir_max_entries: int = Field(default=1_000, ge=1)  # entries of one Bundle (413 above)
+
 
 class UnsetDatabase(RuntimeError):
     """A command that writes or reads the compliance log was not told which one."""

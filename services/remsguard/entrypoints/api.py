@@ -2,9 +2,11 @@
 deployment. (`remsguard principals` lives in `principals.py`; re-exported here.)
 
 The API serves the same FastAPI app as embedded mode (`create_app`), over an API-only
-container: the compliance log at `REMSGUARD_DATABASE_URL` (migrated on start), no ingest
-(`POST /v1/events` answers 404). It also runs the form-deadline check every
-`REMSGUARD_FORM_CHECK_SECONDS` (MONITORING_FORM_OVERDUE, once per session).
+container: the compliance log at `REMSGUARD_DATABASE_URL` (migrated on start), no JSON
+ingest (`POST /v1/events` answers 404); FHIR writes (`/fhir/r4/...`) are published to the
+Kafka input topics through `doors.kafka`, for the processor to judge. It also runs the
+form-deadline check every `REMSGUARD_FORM_CHECK_SECONDS` (MONITORING_FORM_OVERDUE, once
+per session).
 
 With `REMSGUARD_API_STAFF_CONSOLE=true` it also serves the staff console: a read-only engine
 over the processor's session state (`SessionView`, from the table's changelog) answers the
@@ -35,8 +37,10 @@ from remsguard.alerting.service import AlertingService
 from remsguard.auditing.deadlines import FormDeadlineTask
 from remsguard.bootstrap import load_protocols
 from remsguard.config import Settings, compliance_log_url, get_settings
+from remsguard.domain.admission import EventTimeBounds
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.protocol import MonitoringProtocol, ProtocolError
+from remsguard.doors.kafka import KafkaEventDoor
 from remsguard.entrypoints.principals import principals_app
 
 __all__ = ["ApiContainer", "api_command", "principals_app"]
@@ -90,6 +94,8 @@ class ApiContainer:
     deadlines: FormDeadlineTask | None = None
     console: StaffConsole | None = None
     runtime: None = field(default=None)
+    # FHIR ingest onto Kafka (`/fhir/r4/...`); its producer is made on the first write.
+    fhir_door: KafkaEventDoor | None = None
 
     @property
     def alerting(self) -> AlertingService | None:
@@ -131,7 +137,8 @@ class ApiContainer:
         console = None
         if settings.api_staff_console:
             console = StaffConsole.open(settings, log, protocols)
-        return cls(settings, log, telemetry, protocols, clock, deadlines, console)
+        door = _fhir_door(settings)
+        return cls(settings, log, telemetry, protocols, clock, deadlines, console, fhir_door=door)
 
     @property
     def registry(self) -> CollectorRegistry:
@@ -144,11 +151,26 @@ class ApiContainer:
             self.console.start()
 
     async def stop(self) -> None:
+        if self.fhir_door is not None:
+            self.fhir_door.close()
         if self.console is not None:
             await self.console.stop()
         if self.deadlines is not None:
             await self.deadlines.stop()
         self.compliance.close()
+
+
+def _fhir_door(settings: Settings) -> KafkaEventDoor:
+    """FHIR writes published to the input topics, checked as at every door; the producer
+    (acks=all) is made on the first write, so an auditor-only API needs no broker."""
+    from remsguard.client import make_producer
+
+    bounds = EventTimeBounds.of(settings.event_max_future_seconds, settings.event_max_age_days)
+    return KafkaEventDoor(
+        lambda: make_producer(settings.kafka_bootstrap, settings.kafka_connect_timeout_seconds),
+        Topics.from_settings(settings),
+        bounds,
+    )
 
 
 def api_command(

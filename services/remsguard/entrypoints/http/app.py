@@ -25,7 +25,7 @@ from starlette.types import ASGIApp
 
 from remsguard import __version__
 from remsguard.config import Settings
-from remsguard.entrypoints.http import alerts, events
+from remsguard.entrypoints.http import alerts, events, fhir
 from remsguard.entrypoints.http.auditor_routes import AUDITOR_ROUTERS
 from remsguard.entrypoints.http.docs import OPENAPI_URL, docs_router, swagger_ui_files
 from remsguard.entrypoints.http.errors import install_error_handlers
@@ -38,7 +38,13 @@ if TYPE_CHECKING:
 
 __all__ = ["ROUTERS", "create_app", "surface_line"]
 
-ROUTERS: list[APIRouter] = [events.router, alerts.router, *STAFF_ROUTERS, *AUDITOR_ROUTERS]
+ROUTERS: list[APIRouter] = [
+    events.router,
+    fhir.router,
+    alerts.router,
+    *STAFF_ROUTERS,
+    *AUDITOR_ROUTERS,
+]
 
 _ops = APIRouter(tags=["operations"])
 

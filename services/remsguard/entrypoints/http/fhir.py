@@ -1,0 +1,203 @@
+"""FHIR R4 ingest: `/fhir/r4/...`, `application/fhir+json`, answered the FHIR way.
+
+- `POST /fhir/r4` and `POST /fhir/r4/Bundle`: a transaction or batch Bundle (per-entry
+  answers in the response Bundle); `POST /fhir/r4/Observation`, `/MedicationAdministration`,
+  `/Encounter` and `PUT /fhir/r4/Encounter/{id}`: one resource, answered with an
+  OperationOutcome (201 when something new was recorded, 200 when nothing changed).
+- Every write needs a device or admin token; the events it gives meet the rules of
+  `POST /v1/events` (contract, times, the token's clinics, tenancy, duplicates). Embedded
+  mode journals them (2xx: durable on disk); `remsguard api` publishes them to Kafka (2xx:
+  acknowledged by the broker).
+- `GET /fhir/r4/metadata` (the CapabilityStatement) is open, as FHIR clients expect: it says
+  what the server takes, nothing about any clinic.
+- Errors are OperationOutcomes too: 400 (not JSON, not the resource, the FHIR model refuses
+  it), 401/403 (token), 404 (no ingest here), 413 (bytes, entries), 415 (media type), 422
+  (our rules: a date without a time, an unknown unit, ...), 503 (not taking events now).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any, Final
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from remsguard.doors import DoorUnavailable, EventDoor
+from remsguard.doors.embedded import EmbeddedEventDoor
+from remsguard.embedded.compliance import Principal, Role
+from remsguard.embedded.container import EmbeddedContainer
+from remsguard.entrypoints.http.auth import current_principal
+from remsguard.entrypoints.http.errors import ApiError
+from remsguard.fhir.capability import capability_statement
+from remsguard.fhir.context import Reader
+from remsguard.fhir.ingest import Reply, post_bundle, post_resource
+from remsguard.fhir.outcome import error, operation_outcome
+from remsguard.fhir.setup import FhirConfigError, tables_of
+
+if TYPE_CHECKING:
+    from remsguard.entrypoints.api import ApiContainer
+
+__all__ = ["router"]
+
+FHIR_JSON: Final = "application/fhir+json"
+_ACCEPTED_TYPES: Final = frozenset({FHIR_JSON, "application/json", "application/json+fhir"})
+_OFFLOAD_BYTES: Final = 64 * 1024  # read bigger requests off the event loop
+_WRITERS: Final = frozenset({Role.DEVICE, Role.ADMIN})
+
+router = APIRouter(prefix="/fhir/r4", tags=["fhir"])
+
+_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    200: {
+        "description": "Nothing new recorded (ignored, or already received); an OperationOutcome."
+    },
+    201: {"description": "Recorded (durable); an OperationOutcome naming the events."},
+    400: {"description": "Not JSON, not the resource, or refused by the FHIR model."},
+    401: {"description": "Missing or unknown bearer token."},
+    403: {"description": "The token may not post (role, or the clinic)."},
+    404: {"description": "This service does not ingest."},
+    409: {"description": "A session of another clinic, or the same id with other content."},
+    413: {"description": "Too many bytes or entries."},
+    415: {"description": "Not application/fhir+json."},
+    422: {"description": "Breaks a rule of ours (a date without a time, a unit, a bound)."},
+    503: {"description": "Not taking events now; retry."},
+}
+
+
+def _fhir(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers=headers, media_type=FHIR_JSON)
+
+
+def _problem(status: int, code: str, text: str, headers: dict[str, str] | None = None) -> Response:
+    return _fhir(status, operation_outcome([error(code, text)]), headers)
+
+
+class _Refusal(Exception):
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+@router.get("/metadata", summary="The CapabilityStatement (open)", responses={200: {}})
+async def metadata(request: Request) -> Response:
+    settings = request.app.state.container.settings
+    return _fhir(200, capability_statement(settings.fhir_max_entries, settings.fhir_max_body_bytes))
+
+
+@router.post("", summary="A transaction or batch Bundle", responses=_RESPONSES)
+@router.post("/", include_in_schema=False)
+async def post_base(request: Request) -> Response:
+    return await _handle(request, "Bundle")
+
+
+@router.post("/Bundle", summary="A transaction or batch Bundle", responses=_RESPONSES)
+async def post_bundle_route(request: Request) -> Response:
+    return await _handle(request, "Bundle")
+
+
+@router.post("/Observation", summary="One Observation", responses=_RESPONSES)
+async def post_observation(request: Request) -> Response:
+    return await _handle(request, "Observation")
+
+
+@router.post(
+    "/MedicationAdministration", summary="One MedicationAdministration", responses=_RESPONSES
+)
+async def post_medication_administration(request: Request) -> Response:
+    return await _handle(request, "MedicationAdministration")
+
+
+@router.post("/Encounter", summary="One Encounter", responses=_RESPONSES)
+async def post_encounter(request: Request) -> Response:
+    return await _handle(request, "Encounter")
+
+
+@router.put(
+    "/Encounter/{encounter_id}", summary="An Encounter's status change", responses=_RESPONSES
+)
+async def put_encounter(request: Request, encounter_id: str) -> Response:
+    return await _handle(request, "Encounter", encounter_id)
+
+
+async def _handle(request: Request, resource_type: str, path_id: str | None = None) -> Response:
+    try:
+        principal = await asyncio.to_thread(_writer, request)
+        door = _door(request)
+        settings = request.app.state.container.settings
+        raw = await _body(request, settings.fhir_max_body_bytes)
+        tables = tables_of(settings)
+    except _Refusal as refusal:
+        return refusal.response
+    except FhirConfigError as exc:
+        return _problem(503, "exception", f"the FHIR tables cannot be read: {exc}")
+    clinics = sorted(principal.clinics)
+    reader = Reader(
+        tables.codes,
+        tables.organizations,
+        door.session_clinic,
+        clinics[0] if len(clinics) == 1 else None,
+    )
+    try:
+        if resource_type == "Bundle":
+            reply = await post_bundle(raw, door, reader, principal, settings.fhir_max_entries)
+        else:
+            reply = await post_resource(
+                raw, resource_type, door, reader, principal, path_id=path_id
+            )
+    except DoorUnavailable as exc:
+        return _problem(503, "transient", str(exc), {"Retry-After": "1"})
+    return _reply(reply)
+
+
+def _reply(reply: Reply) -> Response:
+    return _fhir(reply.status, reply.body)
+
+
+def _writer(request: Request) -> Principal:
+    """The caller, when it may write; else the refusal as an OperationOutcome."""
+    try:
+        principal = current_principal(request)
+    except ApiError as exc:
+        raise _Refusal(_problem(exc.status, "login", exc.message, exc.headers)) from None
+    if principal.role not in _WRITERS:
+        text = f"role {principal.role.value!r} may not post (needs device or admin)"
+        raise _Refusal(_problem(403, "forbidden", text))
+    return principal
+
+
+def _door(request: Request) -> EventDoor:
+    container: EmbeddedContainer | ApiContainer = request.app.state.container
+    if isinstance(container, EmbeddedContainer):
+        return EmbeddedEventDoor(container.runtime)
+    if container.fhir_door is not None:  # `remsguard api`: onto Kafka
+        return container.fhir_door
+    raise _Refusal(_problem(404, "not-supported", "this service does not ingest FHIR"))
+
+
+async def _body(request: Request, limit: int) -> dict[str, Any]:
+    media = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if media not in _ACCEPTED_TYPES:
+        text = f"content type {media or '(none)'!r} is not taken; use {FHIR_JSON}"
+        raise _Refusal(_problem(415, "not-supported", text))
+    too_large = _Refusal(_problem(413, "too-costly", f"the body is larger than {limit} bytes"))
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    raw = bytes(body)
+    try:
+        doc = (
+            await asyncio.to_thread(orjson.loads, raw)
+            if len(raw) > _OFFLOAD_BYTES
+            else orjson.loads(raw)
+        )
+    except orjson.JSONDecodeError as exc:
+        raise _Refusal(_problem(400, "structure", f"the body is not JSON: {exc}")) from None
+    if not isinstance(doc, dict):
+        raise _Refusal(_problem(400, "structure", "the body must be a JSON object (a resource)"))
+    return doc
