@@ -143,6 +143,9 @@ class AlertStatus(StrEnum):
     RESOLVED = "resolved"
     # The engine took it back (a chained `alert.withdrawn` record says why); never deleted.
     WITHDRAWN = "withdrawn"
+    # A warning staff shelved until `shelved_until` (a chained `alert.shelved` record); it
+    # opens again when the shelf expires (`alert.unshelved`).
+    SHELVED = "shelved"
 
 
 class AlertRow(SQLModel, table=True):
@@ -152,6 +155,8 @@ class AlertRow(SQLModel, table=True):
         Index("ix_alerts_session_time", "session_id", "triggered_at", "alert_id"),
         Index("ix_alerts_rule_time", "rule", "triggered_at", "alert_id"),
         Index("ix_alerts_time", "triggered_at", "alert_id"),
+        Index("ix_alerts_inhibited_by", "inhibited_by"),
+        Index("ix_alerts_shelved_until", "status", "shelved_until"),
     )
 
     alert_id: str = Field(sa_column=Column(String(64), primary_key=True))
@@ -170,6 +175,11 @@ class AlertRow(SQLModel, table=True):
     acknowledged_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     resolved_by: str | None = Field(default=None, sa_column=Column(String(128)))
     resolved_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    # The alert on the same reading that inhibits this one (the protocol's [inhibitions]).
+    inhibited_by: str | None = Field(default=None, sa_column=Column(String(64)))
+    shelved_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    shelved_by: str | None = Field(default=None, sa_column=Column(String(128)))
+    shelve_reason: str | None = Field(default=None, sa_column=Column(String(500)))
 
 
 class SessionSummary(SQLModel, table=True):
