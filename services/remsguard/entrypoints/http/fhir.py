@@ -46,23 +46,39 @@ _ACCEPTED_TYPES: Final = frozenset({FHIR_JSON, "application/json", "application/
 _OFFLOAD_BYTES: Final = 64 * 1024  # read bigger requests off the event loop
 _WRITERS: Final = frozenset({Role.DEVICE, Role.ADMIN})
 
-router = APIRouter(prefix="/fhir/r4", tags=["fhir"])
+router = APIRouter(prefix="/fhir/r4", tags=["fhir"], default_response_class=Response)
 
-_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
-    200: {
-        "description": "Nothing new recorded (ignored, or already received); an OperationOutcome."
-    },
-    201: {"description": "Recorded (durable); an OperationOutcome naming the events."},
-    400: {"description": "Not JSON, not the resource, or refused by the FHIR model."},
-    401: {"description": "Missing or unknown bearer token."},
-    403: {"description": "The token may not post (role, or the clinic)."},
-    404: {"description": "This service does not ingest."},
-    409: {"description": "A session of another clinic, or the same id with other content."},
-    413: {"description": "Too many bytes or entries."},
-    415: {"description": "Not application/fhir+json."},
-    422: {"description": "Breaks a rule of ours (a date without a time, a unit, a bound)."},
-    503: {"description": "Not taking events now; retry."},
+_OUTCOMES: Final = {
+    200: "Nothing new recorded (ignored, or already received); an OperationOutcome.",
+    201: "Recorded (durable); an OperationOutcome naming the events.",
+    400: "Not JSON, not the resource, or refused by the FHIR model.",
+    401: "Missing or unknown bearer token.",
+    403: "The token may not post (role, or the clinic).",
+    404: "This service does not ingest.",
+    409: "A session of another clinic, or the same id with other content.",
+    413: "Too many bytes or entries.",
+    415: "Not application/fhir+json.",
+    422: "Breaks a rule of ours (a date without a time, a unit, a bound).",
+    503: "Not taking events now; retry.",
 }
+_FHIR_CONTENT: Final = {FHIR_JSON: {"schema": {"type": "object"}}}
+_RESPONSES: Final[dict[int | str, dict[str, Any]]] = {
+    status: {"description": text, "content": _FHIR_CONTENT} for status, text in _OUTCOMES.items()
+}
+
+
+def _body_schema(resource_type: str) -> dict[str, Any]:
+    """The OpenAPI request body: a FHIR resource of `resource_type` (the FHIR model library
+    validates it; this says enough for clients and generated tests)."""
+    properties: dict[str, Any] = {"resourceType": {"type": "string", "enum": [resource_type]}}
+    if resource_type == "Bundle":
+        properties["type"] = {"type": "string", "enum": ["transaction", "batch"]}
+        properties["entry"] = {"type": "array", "items": {"type": "object"}}
+    else:
+        properties["id"] = {"type": "string"}
+        properties["status"] = {"type": "string"}
+    schema = {"type": "object", "required": ["resourceType"], "properties": properties}
+    return {"requestBody": {"required": True, "content": {FHIR_JSON: {"schema": schema}}}}
 
 
 def _fhir(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -79,42 +95,72 @@ class _Refusal(Exception):
         self.response = response
 
 
-@router.get("/metadata", summary="The CapabilityStatement (open)", responses={200: {}})
+@router.get(
+    "/metadata",
+    summary="The CapabilityStatement (open)",
+    responses={200: {"description": "What is accepted", "content": _FHIR_CONTENT}},
+)
 async def metadata(request: Request) -> Response:
     settings = request.app.state.container.settings
     return _fhir(200, capability_statement(settings.fhir_max_entries, settings.fhir_max_body_bytes))
 
 
-@router.post("", summary="A transaction or batch Bundle", responses=_RESPONSES)
+@router.post(
+    "",
+    summary="A transaction or batch Bundle",
+    responses=_RESPONSES,
+    openapi_extra=_body_schema("Bundle"),
+)
 @router.post("/", include_in_schema=False)
 async def post_base(request: Request) -> Response:
     return await _handle(request, "Bundle")
 
 
-@router.post("/Bundle", summary="A transaction or batch Bundle", responses=_RESPONSES)
+@router.post(
+    "/Bundle",
+    summary="A transaction or batch Bundle",
+    responses=_RESPONSES,
+    openapi_extra=_body_schema("Bundle"),
+)
 async def post_bundle_route(request: Request) -> Response:
     return await _handle(request, "Bundle")
 
 
-@router.post("/Observation", summary="One Observation", responses=_RESPONSES)
+@router.post(
+    "/Observation",
+    summary="One Observation",
+    responses=_RESPONSES,
+    openapi_extra=_body_schema("Observation"),
+)
 async def post_observation(request: Request) -> Response:
     return await _handle(request, "Observation")
 
 
 @router.post(
-    "/MedicationAdministration", summary="One MedicationAdministration", responses=_RESPONSES
+    "/MedicationAdministration",
+    summary="One MedicationAdministration",
+    responses=_RESPONSES,
+    openapi_extra=_body_schema("MedicationAdministration"),
 )
 async def post_medication_administration(request: Request) -> Response:
     return await _handle(request, "MedicationAdministration")
 
 
-@router.post("/Encounter", summary="One Encounter", responses=_RESPONSES)
+@router.post(
+    "/Encounter",
+    summary="One Encounter",
+    responses=_RESPONSES,
+    openapi_extra=_body_schema("Encounter"),
+)
 async def post_encounter(request: Request) -> Response:
     return await _handle(request, "Encounter")
 
 
 @router.put(
-    "/Encounter/{encounter_id}", summary="An Encounter's status change", responses=_RESPONSES
+    "/Encounter/{encounter_id}",
+    summary="An Encounter's status change",
+    responses=_RESPONSES,
+    openapi_extra=_body_schema("Encounter"),
 )
 async def put_encounter(request: Request, encounter_id: str) -> Response:
     return await _handle(request, "Encounter", encounter_id)
