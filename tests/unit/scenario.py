@@ -24,6 +24,7 @@ from remsguard.domain.events import (
     VitalsRecorded,
 )
 from remsguard.domain.protocol import MonitoringProtocol
+from remsguard.domain.registry import RemsRegistry
 from remsguard.protocols import bundled_protocols
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -160,8 +161,10 @@ def timeline(*parts: Event | Iterable[Event]) -> list[Event]:
     return sorted(events, key=lambda e: e.occurred_at)
 
 
-def engine(default: str = "spravato-rems") -> MonitoringEngine:
-    return MonitoringEngine(protocols(), default_protocol=default)
+def engine(
+    default: str = "spravato-rems", registry: RemsRegistry | None = None
+) -> MonitoringEngine:
+    return MonitoringEngine(protocols(), default_protocol=default, registry=registry)
 
 
 @dataclass
@@ -209,20 +212,22 @@ def run(
     events: Sequence[Event] | Iterable[Event],
     until: datetime | float | None = None,
     protocol: str = "spravato-rems",
+    registry: RemsRegistry | None = None,
 ) -> list[Alert]:
     """Alerts of one replay; `until` may be minutes after T0; `protocol` is the default one."""
     end = at(until) if isinstance(until, int | float) else until
-    return Replay(engine(protocol)).feed(events).finish(end).alerts
+    return Replay(engine(protocol, registry)).feed(events).finish(end).alerts
 
 
 def run_open(
     events: Sequence[Event] | Iterable[Event],
     until: datetime | float | None = None,
     protocol: str = "spravato-rems",
+    registry: RemsRegistry | None = None,
 ) -> list[Alert]:
     """The alerts still open at the end of one replay (raised, not withdrawn)."""
     end = at(until) if isinstance(until, int | float) else until
-    return Replay(engine(protocol)).feed(events).finish(end).open_alerts
+    return Replay(engine(protocol, registry)).feed(events).finish(end).open_alerts
 
 
 def rules(alerts: Iterable[Alert]) -> list[str]:

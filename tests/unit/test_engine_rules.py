@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 
 import pytest
 
 from remsguard.domain.decisions import Severity
 from remsguard.domain.events import Event
+from remsguard.domain.registry import Certification, Enrollment, RemsRegistry
 
 from .scenario import Session, at, only, protocols, run_open
 
@@ -37,6 +39,8 @@ SEVERITY = {
     "SESSION_NOT_CLOSED": Severity.WARNING,
     "DOSE_AFTER_DISCHARGE": Severity.CRITICAL,
     "DISCHARGE_NOT_STABLE": Severity.CRITICAL,
+    "PATIENT_NOT_ENROLLED": Severity.CRITICAL,
+    "SETTING_NOT_CERTIFIED": Severity.CRITICAL,
 }
 
 Build = Callable[[Session], list[Event]]
@@ -49,14 +53,21 @@ class Case:
     # (triggered_at in minutes after the dose, evidence event ids), in order of raising
     expected: list[tuple[float, tuple[str, ...]]]
     until: float = 600
+    registry: RemsRegistry | None = None  # the REMS gate is checked only with one
 
 
 CASES: dict[str, Case] = {}
 
 
-def case(name: str, rule: str, expected: list[tuple[float, tuple[str, ...]]], until: float = 600):
+def case(
+    name: str,
+    rule: str,
+    expected: list[tuple[float, tuple[str, ...]]],
+    until: float = 600,
+    registry: RemsRegistry | None = None,
+):
     def register(build: Build) -> Build:
-        CASES[name] = Case(rule, build, expected, until)
+        CASES[name] = Case(rule, build, expected, until, registry)
         return build
 
     return register
@@ -876,10 +887,156 @@ def _(s: Session) -> list[Event]:
     return s.compliant()
 
 
+# -- PATIENT_NOT_ENROLLED / SETTING_NOT_CERTIFIED: the REMS gate, on each dose's date ------
+# T0 is 2026-11-23 09:00 UTC; the session's patient is `p-s1` (from session.opened).
+
+
+def _registry(
+    *,
+    enrolled: str | None = "2026-11-01",
+    valid: tuple[str, str | None] | None = ("2026-01-01", None),
+) -> RemsRegistry:
+    certs = (
+        []
+        if valid is None
+        else [
+            Certification(
+                "c1",
+                "CERT-1",
+                date.fromisoformat(valid[0]),
+                None if valid[1] is None else date.fromisoformat(valid[1]),
+            )
+        ]
+    )
+    enrollments = (
+        [] if enrolled is None else [Enrollment("c1", "p-s1", date.fromisoformat(enrolled))]
+    )
+    return RemsRegistry.of(certs, enrollments)
+
+
+def _gated(s: Session) -> list[Event]:
+    return [s.opened(-10), *s.compliant()[:1], s.dose(0, id="dose"), *s.compliant()[2:]]
+
+
+@case(
+    "enrolled/fires: not enrolled",
+    "PATIENT_NOT_ENROLLED",
+    [(0, ("dose",))],
+    registry=_registry(enrolled=None),
+)
+def _(s: Session) -> list[Event]:
+    return _gated(s)
+
+
+@case(
+    "enrolled/fires: enrolled after the dose date",
+    "PATIENT_NOT_ENROLLED",
+    [(0, ("dose",))],
+    registry=_registry(enrolled="2026-11-24"),
+)
+def _(s: Session) -> list[Event]:
+    return _gated(s)
+
+
+@case(
+    "enrolled/boundary: enrolled on the dose date is quiet",
+    "PATIENT_NOT_ENROLLED",
+    [],
+    registry=_registry(enrolled="2026-11-23"),
+)
+def _(s: Session) -> list[Event]:
+    return _gated(s)
+
+
+@case("enrolled/quiet: enrolled before the dose", "PATIENT_NOT_ENROLLED", [], registry=_registry())
+def _(s: Session) -> list[Event]:
+    return _gated(s)
+
+
+@case(
+    "enrolled/dose before session.opened: judged when it arrives",
+    "PATIENT_NOT_ENROLLED",
+    [(0, ("dose",))],
+    registry=_registry(enrolled=None),
+)
+def _(s: Session) -> list[Event]:
+    return [*s.compliant()[:1], s.dose(0, id="dose"), s.opened(5), *s.compliant()[2:]]
+
+
+@case(
+    "enrolled/quiet: ketamine-iv is never checked",
+    "PATIENT_NOT_ENROLLED",
+    [],
+    registry=_registry(enrolled=None, valid=None),
+)
+def _(s: Session) -> list[Event]:
+    return [s.opened(-10, "ketamine-iv"), s.bp(-5), s.dose(0), s.normal(10)]
+
+
+@case("enrolled/quiet: without a registry the gate is not checked", "PATIENT_NOT_ENROLLED", [])
+def _(s: Session) -> list[Event]:
+    return _gated(s)
+
+
+@case(
+    "certified/fires: no certification",
+    "SETTING_NOT_CERTIFIED",
+    [(0, ("dose",))],
+    registry=_registry(valid=None),
+)
+def _(s: Session) -> list[Event]:
+    return _gated(s)
+
+
+@case(
+    "certified/fires: lapsed before the dose date",
+    "SETTING_NOT_CERTIFIED",
+    [(0, ("dose",))],
+    registry=_registry(valid=("2025-01-01", "2026-11-22")),
+)
+def _(s: Session) -> list[Event]:
+    return _gated(s)
+
+
+@case(
+    "certified/boundary: valid to the dose date is quiet",
+    "SETTING_NOT_CERTIFIED",
+    [],
+    registry=_registry(valid=("2025-01-01", "2026-11-23")),
+)
+def _(s: Session) -> list[Event]:
+    return _gated(s)
+
+
+@case(
+    "certified/boundary: valid only from the day after fires",
+    "SETTING_NOT_CERTIFIED",
+    [(0, ("dose",))],
+    registry=_registry(valid=("2026-11-24", None)),
+)
+def _(s: Session) -> list[Event]:
+    return _gated(s)
+
+
+@case("certified/quiet: valid", "SETTING_NOT_CERTIFIED", [], registry=_registry())
+def _(s: Session) -> list[Event]:
+    return _gated(s)
+
+
+@case(
+    "certified/quiet: ketamine-iv is never checked",
+    "SETTING_NOT_CERTIFIED",
+    [],
+    registry=_registry(valid=None),
+)
+def _(s: Session) -> list[Event]:
+    return [s.opened(-10, "ketamine-iv"), s.bp(-5), s.dose(0), s.normal(10)]
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_rule(name: str) -> None:
     c = CASES[name]
-    alerts = only(run_open(c.build(Session()), until=c.until), c.rule)
+    alerts = only(run_open(c.build(Session()), until=c.until, registry=c.registry), c.rule)
     got = [(a.triggered_at, a.evidence) for a in alerts]
     assert got == [(at(minutes), evidence) for minutes, evidence in c.expected]
     for alert in alerts:

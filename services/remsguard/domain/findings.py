@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from remsguard.domain.protocol import RuleSettings
+from remsguard.domain.registry import Certification, Enrollment, dose_date
 from remsguard.domain.session import BPReading, Mark, Measurement
 
 
@@ -104,6 +105,44 @@ class Finding:
             "Assess the patient now and document the decision.",
             (discharge.event_id,),
         )
+
+    @classmethod
+    def setting_not_certified(
+        cls, dose: Mark, clinic_id: str, certification: Certification | None
+    ) -> Finding:
+        day = dose_date(dose.at)
+        if certification is None:
+            why = f"clinic {clinic_id} has no SPRAVATO REMS certification on record"
+        elif day < certification.valid_from:
+            why = (
+                f"certification {certification.certification_id} of clinic {clinic_id} is "
+                f"valid only from {certification.valid_from}"
+            )
+        else:
+            why = (
+                f"certification {certification.certification_id} of clinic {clinic_id} "
+                f"lapsed on {certification.valid_to}"
+            )
+        advice = "SPRAVATO may only be given in a REMS-certified setting: stop dosing."
+        return cls._gate("SETTING_NOT_CERTIFIED", dose, why, advice)
+
+    @classmethod
+    def patient_not_enrolled(
+        cls, dose: Mark, patient_ref: str, enrollment: Enrollment | None
+    ) -> Finding:
+        if enrollment is None:
+            why = f"patient {patient_ref} is not enrolled in the SPRAVATO REMS at this clinic"
+        else:
+            why = f"patient {patient_ref} was enrolled only on {enrollment.enrolled_on}"
+        advice = "The patient must be enrolled in the REMS before treatment."
+        return cls._gate("PATIENT_NOT_ENROLLED", dose, why, advice)
+
+    @classmethod
+    def _gate(cls, rule: str, dose: Mark, why: str, advice: str) -> Finding:
+        """A REMS gate finding about one dose: what was missing on its date, what to do."""
+        day = dose_date(dose.at)
+        message = f"A dose was given at {clock_time(dose.at)} on {day}, but {why}. {advice}"
+        return cls(rule, dose.event_id, dose.at, message, (dose.event_id,))
 
     @classmethod
     def deep_sedation(cls, r: Measurement) -> Finding:
