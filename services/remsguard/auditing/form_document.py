@@ -7,27 +7,26 @@ form rests on (the ``event.accepted`` record of each evidence event, the ``alert
 record of each evidence alert) and the signed tree head whose Merkle root every one of them
 is proven included under (each inclusion proof checked here, as `audit check-proof` does).
 
-reportlab is imported inside ``form_pdf`` (the CLI's start-up does not pay for it). Fonts:
-DejaVu Sans from Debian, else the copy matplotlib ships.
+reportlab is imported inside ``form_pdf`` (the CLI's start-up does not pay for it); fonts and
+page from ``pdf_page``.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Final
 
 from remsguard.adapters.storage import AuditRow, ComplianceLog
 from remsguard.adapters.storage.models import utc
 from remsguard.auditing.forms import MonitoringFormDoc
-from remsguard.auditing.legend import INK, MUTED, OK, SEVERITIES
+from remsguard.auditing.legend import MUTED, OK, SEVERITIES
+from remsguard.auditing.pdf_page import build_pdf, text_styles
 from remsguard.domain import merkle
 from remsguard.domain.decisions import AuditKind
 
-__all__ = ["FormEvidence", "form_evidence", "form_pdf", "pdf_fonts", "value_text"]
+__all__ = ["FormEvidence", "form_evidence", "form_pdf", "label_of", "value_text"]
 
 # The REMS form's wording for the fields remsguard fills; a field not named here is printed
 # under its own name ("serious_adverse_events" -> "Serious adverse events").
@@ -147,27 +146,6 @@ def label_of(name: str) -> str:
     return LABELS.get(name, name.replace("_", " ").capitalize())
 
 
-_FONT_DIRS: Final = (Path("/usr/share/fonts/truetype/dejavu"),)
-
-
-def pdf_fonts() -> tuple[str, str]:
-    """Register DejaVu Sans (regular, bold) with reportlab; returns their names. From Debian's
-    fonts-dejavu-core, else matplotlib's bundled copy (a dependency), so glyphs such as ▲ ≥ ₂
-    always print."""
-    from reportlab.pdfbase import pdfmetrics
-    from reportlab.pdfbase.ttfonts import TTFont
-
-    if "RgSans" in pdfmetrics.getRegisteredFontNames():
-        return "RgSans", "RgSans-Bold"
-    import matplotlib
-
-    dirs = [*_FONT_DIRS, Path(matplotlib.get_data_path()) / "fonts" / "ttf"]
-    folder = next(d for d in dirs if (d / "DejaVuSans.ttf").is_file())
-    pdfmetrics.registerFont(TTFont("RgSans", str(folder / "DejaVuSans.ttf")))
-    pdfmetrics.registerFont(TTFont("RgSans-Bold", str(folder / "DejaVuSans-Bold.ttf")))
-    return "RgSans", "RgSans-Bold"
-
-
 def _esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -175,22 +153,23 @@ def _esc(text: str) -> str:
 def form_pdf(doc: MonitoringFormDoc, evidence: FormEvidence, printed_at: datetime) -> bytes:
     """The form as a one- or two-page PDF (US Letter)."""
     from reportlab.lib import colors
-    from reportlab.lib.pagesizes import letter
-    from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import mm
-    from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+    from reportlab.platypus import Paragraph, Spacer, Table, TableStyle
 
-    regular, bold = pdf_fonts()
+    styles_ = text_styles()
+    body, small, head, sub, strong = (
+        styles_.body,
+        styles_.small,
+        styles_.head,
+        styles_.sub,
+        styles_.strong,
+    )
+    bold = styles_.bold_font
     crit = SEVERITIES["critical"]
-    body = ParagraphStyle("body", fontName=regular, fontSize=9, leading=11.5, textColor=INK)
-    small = ParagraphStyle("small", parent=body, fontSize=7.5, leading=9.5, textColor=MUTED)
-    head = ParagraphStyle("head", parent=body, fontName=bold, fontSize=15, leading=19)
-    sub = ParagraphStyle("sub", parent=body, fontName=bold, fontSize=11, leading=14)
-    strong = ParagraphStyle("strong", parent=body, fontName=bold)
     data = doc.to_json()
     submission = data.get("submission") or {}
 
-    def p(text: str, style: ParagraphStyle = body) -> Paragraph:
+    def p(text: str, style: Any = body) -> Paragraph:
         return Paragraph(text, style)
 
     story: list[Any] = [
@@ -320,16 +299,6 @@ def form_pdf(doc: MonitoringFormDoc, evidence: FormEvidence, printed_at: datetim
         )
     story.append(p(f"Printed {_time(printed_at.astimezone(UTC))} by remsguard.", small))
 
-    out = io.BytesIO()
-    SimpleDocTemplate(
-        out,
-        pagesize=letter,
-        leftMargin=16 * mm,
-        rightMargin=16 * mm,
-        topMargin=14 * mm,
-        bottomMargin=14 * mm,
-        title=f"Patient Monitoring Form {doc.session_id}",
-        author="remsguard",
-        subject=f"clinic {doc.clinic_id}",
-    ).build(story)
-    return out.getvalue()
+    return build_pdf(
+        story, title=f"Patient Monitoring Form {doc.session_id}", subject=f"clinic {doc.clinic_id}"
+    )

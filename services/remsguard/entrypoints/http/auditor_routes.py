@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from remsguard.entrypoints.http import audit, form_document, sessions, summary
+from remsguard.entrypoints.http import audit, form_document, reports, sessions, summary
 
 __all__ = ["AUDITOR_ROUTERS"]
 
@@ -14,4 +14,5 @@ AUDITOR_ROUTERS: list[APIRouter] = [
     sessions.router,
     form_document.router,
     summary.router,
+    reports.router,
 ]
