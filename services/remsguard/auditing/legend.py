@@ -119,3 +119,73 @@ def legend_json() -> dict[str, Any]:
         "ink": INK,
         "muted": MUTED,
     }
+
+
+# -- Grafana ------------------------------------------------------------------------------------
+# Dash patterns that tell apart lines of one colour (rules of one severity): solid first.
+DASHES: Final = (
+    (), (10, 10), (4, 4), (12, 4, 2, 4), (2, 6), (16, 6), (6, 3, 2, 3, 2, 3), (20, 4),
+    (8, 2), (2, 2), (14, 4, 4, 4), (3, 9), (10, 3, 3, 3, 3, 3), (24, 8), (5, 10), (1, 4),
+)  # fmt: skip
+SEVERITY_PANELS: Final = ("Open alerts by severity", "Alerts raised by severity")
+RULE_PANELS: Final = ("Violations by rule", "Completed sessions with violations, by rule")
+
+
+def _fixed(colour: str) -> dict[str, Any]:
+    return {"id": "color", "value": {"mode": "fixed", "fixedColor": colour}}
+
+
+def grafana_rule_overrides(rule_severities: dict[str, str]) -> list[dict[str, Any]]:
+    """Per rule: its severity's colour and, within a severity, its own dash pattern."""
+    out: list[dict[str, Any]] = []
+    seen: dict[str, int] = {}
+    for rule, name in sorted(rule_severities.items()):
+        index = seen[name] = seen.get(name, -1) + 1
+        props = [_fixed(severity(name).colour)]
+        dash = DASHES[index % len(DASHES)]
+        if dash:
+            props.append({"id": "custom.lineStyle", "value": {"fill": "dash", "dash": list(dash)}})
+        out.append({"matcher": {"id": "byName", "options": rule}, "properties": props})
+    return out
+
+
+def apply_to_dashboard(dashboard: dict[str, Any], rule_severities: dict[str, str]) -> None:
+    """Set the legend's colours on a dashboard's severity, rule and stat panels."""
+    for panel in dashboard.get("panels", []):
+        config = panel.setdefault("fieldConfig", {"defaults": {}, "overrides": []})
+        steps = config["defaults"].get("thresholds", {}).get("steps")
+        if panel.get("title") in SEVERITY_PANELS:
+            config["overrides"] = [
+                {"matcher": {"id": "byName", "options": s.name}, "properties": [_fixed(s.colour)]}
+                for s in SEVERITIES.values()
+            ]
+        elif panel.get("title") in RULE_PANELS:
+            config["overrides"] = grafana_rule_overrides(rule_severities)
+        elif panel.get("title") == "Sessions fully compliant":
+            config["defaults"]["color"] = {"mode": "fixed", "fixedColor": OK}
+        elif steps and len(steps) == 2:  # ok -> trouble stats
+            alarm = "critical" if "ritical" in panel.get("title", "") else "warning"
+            steps[0]["color"], steps[1]["color"] = OK, SEVERITIES[alarm].colour
+
+
+def main() -> None:
+    """`python -m remsguard.auditing.legend dashboards/*.json`: rewrite them in the legend."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from remsguard.auditing.deadlines import RULE
+    from remsguard.bootstrap import load_protocols
+
+    protocol = load_protocols()["spravato-rems"]
+    rules = {name: r.severity.value for name, r in protocol.rules.items()}
+    rules[RULE] = "warning"  # the form-overdue alert (auditing.deadlines)
+    for name in sys.argv[1:]:
+        path = Path(name)
+        dashboard = json.loads(path.read_text())
+        apply_to_dashboard(dashboard, rules)
+        path.write_text(json.dumps(dashboard, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
