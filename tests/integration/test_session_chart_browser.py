@@ -176,7 +176,10 @@ def test_session_chart_shows_every_reading_bands_and_live_updates(tmp_path: Path
                 dose + timedelta(minutes=check["until_minutes"])
             )
             assert marks["window_end"]["at"] == _stamp(dose + protocol.observation_window)
-            assert [a["rule"] for a in payload["alerts"]] == ["SPO2_LOW"]
+            spo2 = [a for a in payload["alerts"] if a["rule"] == "SPO2_LOW"]
+            assert [(a["at"], a["panel"]) for a in spo2] == [
+                (_stamp(now - timedelta(minutes=55)), "spo2")
+            ]
             events = page.locator("#session-chart-events").inner_text()
             assert "SPO2_LOW" in events and "MOAA/S 4" in events and "Dose 56 mg" in events
 
