@@ -50,6 +50,8 @@ MY_TABLES = {
     "session_summaries",
     "monitoring_forms",
     "api_principals",
+    "rems_certifications",
+    "rems_enrollments",
 }
 
 

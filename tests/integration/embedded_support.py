@@ -140,7 +140,14 @@ def start_up(
 ) -> Up:
     port = free_port() if port is None else port
     log_path = data_dir.parent / f"{data_dir.name}-up-{time.monotonic_ns()}.log"
-    environment = {**os.environ, "REMSGUARD_LOG_FORMAT": "json", **(env or {})}
+    # Tests not about the REMS gate run without it (their sessions' patients are not
+    # enrolled); a test of the gate passes REMSGUARD_REMS_GATE=true in `env`.
+    environment = {
+        **os.environ,
+        "REMSGUARD_LOG_FORMAT": "json",
+        "REMSGUARD_REMS_GATE": "false",
+        **(env or {}),
+    }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [

@@ -57,6 +57,7 @@ class Stack:
             REMSGUARD_METRICS_PORT="0",
             REMSGUARD_LOG_FORMAT="json",
             REMSGUARD_LOG_LEVEL="warning",
+            REMSGUARD_REMS_GATE="false",  # not about the gate: patients are not enrolled
             REMSGUARD_CLOCK_IDLE_GRACE_SECONDS="2",
             REMSGUARD_CLOCK_TICK_SECONDS="0.25",
             REMSGUARD_PROCESSOR_SESSION_TIMEOUT_SECONDS="6",

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry
 
 from remsguard.adapters.metrics import new_registry
 from remsguard.adapters.storage import ComplianceLog
+from remsguard.adapters.storage.registry import RegistryStore
 from remsguard.adapters.telemetry import ClinicLabels, Telemetry
 from remsguard.alerting.factory import NotifyingLog, build_alerting
 from remsguard.alerting.service import AlertingService
@@ -107,9 +108,14 @@ class EmbeddedContainer:
         os.chmod(data_dir, 0o700)
         telemetry = Telemetry(new_registry(), ClinicLabels(settings.metrics_max_clinics))
         protocols = load_protocols(protocol_files)
-        engine = MonitoringEngine(protocols, default_protocol=settings.default_protocol)
         journal = EventJournal(data_dir / JOURNAL_FILE)
         compliance = ComplianceLog.open(f"sqlite:///{data_dir / COMPLIANCE_FILE}")
+        # The REMS gate: the registry as recorded, replaced on every change made through the
+        # API (`refresh_rems_registry`); None when REMSGUARD_REMS_GATE=false.
+        registry = RegistryStore(compliance).load() if settings.rems_gate else None
+        engine = MonitoringEngine(
+            protocols, default_protocol=settings.default_protocol, registry=registry
+        )
         alerting = build_alerting(settings, compliance, telemetry)
         runtime = EmbeddedRuntime(
             engine,
@@ -162,7 +168,20 @@ class EmbeddedContainer:
     def registry(self) -> CollectorRegistry:
         return self.telemetry.registry
 
+    def refresh_rems_registry(self) -> None:
+        """Re-read the REMS registry (after a change through the API): the engine judges
+        doses by it from the next event on. A dose already judged is not judged again."""
+        if self.settings.rems_gate:
+            self.runtime.engine.registry = RegistryStore(self.compliance).load()
+
     async def start(self) -> None:
+        registry = self.runtime.engine.registry
+        log.info(
+            "embedded.rems_gate",
+            on=registry is not None,
+            certified_clinics=0 if registry is None else len(registry.certifications),
+            enrollments=0 if registry is None else len(registry.enrollments),
+        )
         self.recovery = await asyncio.to_thread(self.runtime.recover)
         log.info(
             "embedded.recovered",

@@ -21,6 +21,7 @@ from remsguard.entrypoints.api import api_command, principals_app
 from remsguard.entrypoints.audit import audit_app, audit_sink_command
 from remsguard.entrypoints.forms import forms_app
 from remsguard.entrypoints.hl7_gateway import hl7_gateway_command
+from remsguard.entrypoints.registry import registry_app
 from remsguard.entrypoints.replay import replay_command
 from remsguard.entrypoints.simulate import simulate_command
 from remsguard.entrypoints.streaming import (
@@ -55,6 +56,7 @@ app.command("notifier")(notifier_command)
 app.command("api")(api_command)
 app.add_typer(principals_app, name="principals")
 app.add_typer(forms_app, name="forms")
+app.add_typer(registry_app, name="registry")
 
 
 _debug = {"on": False}

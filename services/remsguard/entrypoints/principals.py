@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import getpass
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,7 @@ from remsguard.adapters.storage import ComplianceLog, PrincipalRole
 from remsguard.adapters.storage.principals import PrincipalError, PrincipalInfo, PrincipalStore
 from remsguard.config import UnsetDatabase, compliance_log_url, get_settings
 
-__all__ = ["parse_expiry", "principals_app"]
+__all__ = ["compliance_log", "parse_expiry", "principals_app"]
 
 COMPLIANCE_FILE: Final = "remsguard.db"  # embedded mode's compliance log in its data dir
 _UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
@@ -96,20 +96,31 @@ def _database(db: str | None, data_dir: Path | None) -> str:
 
 
 @contextmanager
-def _store(db: str | None, data_dir: Path | None) -> Iterator[PrincipalStore]:
+def compliance_log(
+    db: str | None, data_dir: Path | None, fail: Callable[[str], NoReturn] = _fail
+) -> Iterator[ComplianceLog]:
+    """The compliance log of `--db` / `--data-dir` / the settings, closed after; a database
+    failure is one line through `fail` (exit 1)."""
     url = _database(db, data_dir)
     try:
         log = ComplianceLog.open(url)
     except SQLAlchemyError as exc:
-        _fail(f"cannot open the compliance log: {type(exc).__name__}: {exc.args[0]}"[:300])
+        fail(f"cannot open the compliance log: {type(exc).__name__}: {exc.args[0]}"[:300])
     try:
-        yield PrincipalStore(log)
-    except PrincipalError as exc:
-        _fail(str(exc))
+        yield log
     except SQLAlchemyError as exc:
-        _fail(f"database error: {type(exc).__name__}: {exc.args[0]}"[:300])
+        fail(f"database error: {type(exc).__name__}: {exc.args[0]}"[:300])
     finally:
         log.close()
+
+
+@contextmanager
+def _store(db: str | None, data_dir: Path | None) -> Iterator[PrincipalStore]:
+    with compliance_log(db, data_dir) as log:
+        try:
+            yield PrincipalStore(log)
+        except PrincipalError as exc:
+            _fail(str(exc))
 
 
 def _operator() -> str:

@@ -19,6 +19,7 @@ from remsguard.domain.decisions import Alert, AuditRecord, Rejection, Withdrawal
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.events import Event
 from remsguard.domain.protocol import ProtocolError
+from remsguard.domain.registry import RemsRegistry
 from remsguard.handlers.replay import ReplayEvents, replay
 
 
@@ -43,6 +44,18 @@ def _open(file: str) -> Iterator[BinaryIO]:
         yield handle
 
 
+def _read_registry(path: Path) -> RemsRegistry:
+    from remsguard.adapters.storage.registry import read_registry_lines  # only when asked
+
+    try:
+        with path.open("rb") as handle:
+            return read_registry_lines(handle)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
 def replay_command(
     file: Annotated[str, typer.Argument(help="JSON-lines events, in arrival order ('-' = stdin)")],
     until: Annotated[
@@ -58,15 +71,29 @@ def replay_command(
         str | None,
         typer.Option("--db", help="also write the run's compliance log to this database URL"),
     ] = None,
+    registry: Annotated[
+        Path | None,
+        typer.Option(
+            "--registry",
+            help="the REMS registry (JSON lines, as `remsguard registry list` prints) for the "
+            "enrollment and certification gate; without it the gate is not checked",
+        ),
+    ] = None,
 ) -> None:
     """Run the engine over a file; print each alert, and each withdrawal of one (`"kind":
     "alert.withdrawn"`), as one JSON line on stdout, as the alerts stream carries them."""
     until_at = _parse_until(until)
     try:
         engine = build_engine(protocol or get_settings().default_protocol, protocol_file)
+        engine.registry = None if registry is None else _read_registry(registry)
     except (ProtocolError, ValueError) as exc:
         typer.echo(f"remsguard replay: {exc}", err=True)
         raise typer.Exit(2) from None
+    if engine.registry is None:
+        typer.echo(
+            "remsguard replay: no --registry: REMS enrollment and certification not checked",
+            err=True,
+        )
     out = sys.stdout.buffer
 
     def on_alert(alert: Alert) -> None:

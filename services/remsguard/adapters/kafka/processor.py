@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,12 +33,15 @@ import structlog
 from faust.sensors import Monitor
 from faust.types import TP, EventT, Message, StreamT
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from sqlalchemy.exc import SQLAlchemyError
 
 from remsguard.adapters.kafka.health import WorkerHealth
 from remsguard.adapters.kafka.topics import Topics
+from remsguard.adapters.storage import ComplianceLog
+from remsguard.adapters.storage.registry import RegistryStore
 from remsguard.adapters.telemetry import ClinicLabels, Series, Telemetry
 from remsguard.bootstrap import load_protocols
-from remsguard.config import Settings
+from remsguard.config import Settings, UnsetDatabase, compliance_log_url
 from remsguard.domain.admission import EventTimeBounds
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.handlers.stream import (
@@ -216,6 +220,39 @@ def _delivered(sends: list[Any]) -> bool:
     return True
 
 
+def _rems_gate(settings: Settings, engine: MonitoringEngine) -> Callable[[], None] | None:
+    """Give the engine the REMS registry from the compliance log (REMSGUARD_DATABASE_URL) and
+    return what re-reads it; None (the gate is not checked) when the gate is off or there is
+    no database. A failed read keeps the registry the engine has (none before the first)."""
+    if not settings.rems_gate:
+        log.info("processor.rems_gate", on=False, reason="REMSGUARD_REMS_GATE=false")
+        return None
+    try:
+        url = compliance_log_url(settings)
+    except UnsetDatabase:
+        log.warning(
+            "processor.rems_gate",
+            on=False,
+            reason="no REMSGUARD_DATABASE_URL: enrollments and certifications are not checked",
+        )
+        return None
+    store = RegistryStore(ComplianceLog.open(url, run_migrations=False))
+
+    def refresh() -> None:
+        try:
+            engine.registry = store.load()
+        except SQLAlchemyError as exc:
+            log.warning("processor.rems_registry_unread", error=f"{type(exc).__name__}"[:200])
+
+    refresh()
+    log.info(
+        "processor.rems_gate",
+        on=engine.registry is not None,
+        refresh_seconds=settings.registry_refresh_seconds,
+    )
+    return refresh
+
+
 def create_app(
     settings: Settings,
     registry: CollectorRegistry,
@@ -269,6 +306,7 @@ def create_app(
         default_protocol=settings.default_protocol,
         sessions=store,
     )
+    refresh_registry = _rems_gate(settings, engine)
     processor = StreamProcessor(
         engine,
         store,
@@ -434,6 +472,12 @@ def create_app(
             flushes |= owned
         for partition in flushes:
             await producer.send(ticks, b"", FLUSH, partition, None, None)
+
+    if refresh_registry is not None:
+
+        @app.timer(interval=settings.registry_refresh_seconds)  # type: ignore[untyped-decorator]
+        async def registry_refresh() -> None:
+            await asyncio.to_thread(refresh_registry)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(_sender: Any, *args: Any, **_kwargs: Any) -> None:

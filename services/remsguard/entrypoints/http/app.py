@@ -25,7 +25,7 @@ from starlette.types import ASGIApp
 
 from remsguard import __version__
 from remsguard.config import Settings
-from remsguard.entrypoints.http import alerts, events, fhir
+from remsguard.entrypoints.http import alerts, events, fhir, rems_registry
 from remsguard.entrypoints.http.auditor_routes import AUDITOR_ROUTERS
 from remsguard.entrypoints.http.docs import OPENAPI_URL, docs_router, swagger_ui_files
 from remsguard.entrypoints.http.errors import install_error_handlers
@@ -42,6 +42,7 @@ ROUTERS: list[APIRouter] = [
     events.router,
     fhir.router,
     alerts.router,
+    rems_registry.router,
     *STAFF_ROUTERS,
     *AUDITOR_ROUTERS,
 ]
