@@ -55,6 +55,23 @@ def test_admin_records_staff_and_auditors_read_and_every_change_is_chained(world
     assert verify_log(world.log.engine).ok
 
 
+def test_the_form_shows_the_certification_and_enrollment_it_relied_on(world: World) -> None:
+    # Runs after the first test: clinic-a certified (CERT-A), patient-1 enrolled 2026-11-01.
+    form = world.client.get("/v1/sessions/a-s1/form", headers=world.auth("auditor-a"))
+    assert form.status_code == 200, form.text
+    rems = form.json()["rems"]
+    assert rems["required"] is True and rems["dose_date"] == "2026-11-23"
+    assert rems["certification"]["certification_id"] == "CERT-A"
+    assert rems["certification"]["covers_dose_date"] is True
+    assert rems["enrollment"] == {
+        "patient_ref": "patient-1",
+        "enrolled_on": "2026-11-01",
+        "covers_dose_date": True,
+    }
+    other = world.client.get("/v1/sessions/b-s1/form", headers=world.auth("admin")).json()
+    assert other["rems"]["enrollment"] == "missing"
+
+
 def test_cli_records_and_lists_and_verify_holds_the_rows_to_the_records(world: World) -> None:
     db = ["--db", world.url]
     done = runner.invoke(

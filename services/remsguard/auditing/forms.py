@@ -25,6 +25,7 @@ from remsguard.domain.events import (
     VitalsRecorded,
 )
 from remsguard.domain.protocol import MonitoringProtocol
+from remsguard.domain.registry import RemsRegistry, dose_date
 
 __all__ = ["FIELDS", "FormField", "MonitoringFormDoc", "build_form", "form_csv"]
 
@@ -80,6 +81,9 @@ class MonitoringFormDoc:
     submission: dict[str, Any] = field(default_factory=dict)
     # Stored events of the session whose content the hash chain does not vouch for: left out.
     unvouched_events: tuple[str, ...] = ()
+    # The REMS gate's inputs: the certification and enrollment on record for the first
+    # dose's date (`rems_basis`); None when the form was built without the registry.
+    rems: dict[str, Any] | None = None
 
     @property
     def missing(self) -> list[str]:
@@ -96,6 +100,7 @@ class MonitoringFormDoc:
             "fields": {name: self.fields[name].to_json() for name in FIELDS},
             "submission": self.submission,
             "unvouched_events": list(self.unvouched_events),
+            "rems": self.rems,
         }
 
 
@@ -126,6 +131,7 @@ def build_form(
     alert_rules: Iterable[tuple[str, str]] = (),
     submission: Mapping[str, Any] | None = None,
     unvouched_events: Iterable[str] = (),
+    registry: RemsRegistry | None = None,
 ) -> MonitoringFormDoc:
     """``events``: the session's accepted events whose content the hash chain vouches for;
     ``alert_rules``: (rule, alert_id) pairs; ``unvouched_events``: ids of stored events
@@ -355,7 +361,50 @@ def build_form(
         fields=f,
         submission=dict(submission or {}),
         unvouched_events=tuple(unvouched_events),
+        rems=None
+        if registry is None
+        else rems_basis(
+            registry,
+            protocol is not None and protocol.rems_gate,
+            clinic_id,
+            opened.patient_ref if opened is not None else patient_ref,
+            None if first is None else first.occurred_at,
+        ),
     )
+
+
+def rems_basis(
+    registry: RemsRegistry,
+    required: bool,
+    clinic_id: str,
+    patient_ref: str | None,
+    dosed_at: datetime | None,
+) -> dict[str, Any]:
+    """What the REMS gate relied on for this session: the clinic's certification and the
+    patient's enrollment as recorded, each with whether it covered the first dose's date
+    (`"missing"` when none is on record)."""
+    day = None if dosed_at is None else dose_date(dosed_at)
+    cert = registry.certification_of(clinic_id)
+    enrollment = None if patient_ref is None else registry.enrollment_of(clinic_id, patient_ref)
+    return {
+        "required": required,
+        "dose_date": None if day is None else day.isoformat(),
+        "certification": "missing"
+        if cert is None
+        else {
+            "certification_id": cert.certification_id,
+            "valid_from": cert.valid_from.isoformat(),
+            "valid_to": None if cert.valid_to is None else cert.valid_to.isoformat(),
+            "covers_dose_date": None if day is None else cert.covers(day),
+        },
+        "enrollment": "missing"
+        if enrollment is None
+        else {
+            "patient_ref": enrollment.patient_ref,
+            "enrolled_on": enrollment.enrolled_on.isoformat(),
+            "covers_dose_date": None if day is None else enrollment.covers(day),
+        },
+    }
 
 
 def _cell(value: Any) -> str:
@@ -392,4 +441,13 @@ def form_csv(doc: MonitoringFormDoc) -> str:
                 item.basis or "",
             ]
         )
+    if doc.rems is not None:
+        for name in ("certification", "enrollment"):
+            relied = doc.rems[name]
+            value = (
+                relied
+                if isinstance(relied, str)
+                else ", ".join(f"{k}={v}" for k, v in relied.items())
+            )
+            writer.writerow([doc.session_id, f"rems_{name}", value, "", "", "", ""])
     return out.getvalue()

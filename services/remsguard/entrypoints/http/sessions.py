@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from remsguard.adapters.storage import AuditQuery, AuditRow, ComplianceLog, MonitoringForm
 from remsguard.adapters.storage.chain import FORM_SUBMITTED, hash_holds
 from remsguard.adapters.storage.models import utc
+from remsguard.adapters.storage.registry import RegistryStore
 from remsguard.auditing.forms import FIELDS, MonitoringFormDoc, build_form, form_csv
 from remsguard.contract.decode import decode_event
 from remsguard.domain.decisions import AuditKind, stable_id
@@ -295,6 +296,7 @@ def monitoring_form(
         ],
         submission=_submission(log.get_form(session_id), _chained_submission(log, session_id), at),
         unvouched_events=unvouched,
+        registry=RegistryStore(log).load(),
     )
 
 
