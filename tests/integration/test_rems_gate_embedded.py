@@ -7,6 +7,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
+
 from .embedded_support import Up, event, ndjson, start_up
 
 GATE = ("PATIENT_NOT_ENROLLED", "SETTING_NOT_CERTIFIED")
@@ -91,5 +93,36 @@ def test_gate_off_checks_nothing(tmp_path: Path) -> None:
         today = datetime.now(UTC).replace(microsecond=0)
         assert up.post(_session("s1", "pt-x", today)).status_code == 200
         assert _gate_alerts(up, "s1", 1, timeout=3) == []
+    finally:
+        up.stop()
+
+
+def test_up_simulate_registers_its_clinics_and_patients_first(tmp_path: Path) -> None:
+    """With the gate on, the simulated days raise gate alerts only where the manifest says."""
+    up = start_up(
+        tmp_path / "data",
+        args=["--simulate", "--speed", "600"],
+        env={"REMSGUARD_REMS_GATE": "true"},
+    )
+    try:
+        deadline = time.monotonic() + 90
+        alerts: list[dict[str, object]] = []
+        while len(alerts) < 5:
+            assert time.monotonic() < deadline, f"too few alerts from the simulator:\n{up.log}"
+            time.sleep(0.5)
+            alerts = up.alerts()
+        cert = up.client.get(
+            f"{up.base}/v1/clinics/clinic-01/certification", headers=up.auth("admin")
+        )
+        assert cert.status_code == 200, cert.text
+        manifest = orjson.loads((tmp_path / "data" / "simulation-manifest.json").read_bytes())
+        left_out = {
+            s["session_id"]
+            for s in manifest["sessions"]
+            if any(v["kind"] == "not_enrolled" for v in s["violations"])
+        }
+        gate = [a for a in alerts if a["rule"] in GATE]
+        assert {a["session_id"] for a in gate} <= left_out
+        assert all(a["rule"] == "PATIENT_NOT_ENROLLED" for a in gate)
     finally:
         up.stop()

@@ -67,6 +67,7 @@ def replayed(sim: Simulation) -> tuple[list[Alert], list[tuple[int, str]]]:
     alerts: list[Alert] = []
     rejected: list[tuple[int, str]] = []
     engine = build_engine("spravato-rems")
+    engine.registry = sim.registry()  # the gate on: the simulated days enroll their patients
     replay(
         ReplayEvents(sim.lines(), sim.until),
         engine,

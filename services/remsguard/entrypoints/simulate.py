@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Protocol
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -28,6 +29,7 @@ from remsguard.domain.protocol import ProtocolError
 from remsguard.simulation import (
     ConfigError,
     Delivery,
+    Simulation,
     SimulationConfig,
     TransportRates,
     ViolationRates,
@@ -252,6 +254,44 @@ def deliver(
     return sent
 
 
+def _registry_lines(simulation: Simulation) -> list[bytes]:
+    from remsguard.adapters.storage.registry import registry_lines
+
+    return registry_lines(simulation.registry())
+
+
+def register(ingest_url: str, admin_token: str, simulation: Simulation) -> int:
+    """Record the simulation's REMS registry through the API beside `ingest_url`
+    (`PUT /v1/clinics/{clinic}/certification` and `/enrollments/{patient}`); how many."""
+    base = ingest_url.removesuffix("/").removesuffix("/v1/events")
+    headers = {"Authorization": f"Bearer {admin_token}"}
+    registry = simulation.registry()
+    puts: list[tuple[str, dict[str, object]]] = [
+        (
+            f"/v1/clinics/{quote(c.clinic_id, safe='')}/certification",
+            {"certification_id": c.certification_id, "valid_from": c.valid_from.isoformat()},
+        )
+        for c in registry.certifications.values()
+    ]
+    puts += [
+        (
+            f"/v1/clinics/{quote(e.clinic_id, safe='')}/enrollments/"
+            + quote(e.patient_ref, safe=""),
+            {"enrolled_on": e.enrolled_on.isoformat()},
+        )
+        for e in registry.enrollments.values()
+    ]
+    with httpx.Client(timeout=httpx.Timeout(30.0)) as client:
+        for path, body in puts:
+            try:
+                response = client.put(base + path, json=body, headers=headers)
+            except httpx.TransportError as exc:
+                raise SinkError(f"{base}{path}: {type(exc).__name__}: {exc}") from None
+            if not response.is_success:
+                raise SinkError(f"{base}{path}: HTTP {response.status_code}: {response.text[:300]}")
+    return len(puts)
+
+
 def _parse_start(value: str) -> datetime:
     if value == "now":
         return datetime.now(UTC).replace(microsecond=0)
@@ -281,6 +321,20 @@ def simulate_command(
         str | None,
         typer.Option(envvar="REMSGUARD_DEVICE_TOKEN", help="device token for --post"),
     ] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="REMSGUARD_ADMIN_TOKEN",
+            help="with --post: an admin token to record the simulated REMS registry (clinics "
+            "certified, patients enrolled) through the API before the first event",
+        ),
+    ] = None,
+    registry: Annotated[
+        Path | None,
+        typer.Option(
+            help="write the simulated REMS registry here (JSON lines, for replay --registry)"
+        ),
+    ] = None,
     manifest: Annotated[
         Path | None, typer.Option(help="write the injection manifest here (default: stderr)")
     ] = None,
@@ -309,6 +363,10 @@ def simulate_command(
     missing_pre_dose_bp_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.03,
     bp_crisis_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.03,
     desaturation_rate: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.03,
+    not_enrolled_rate: Annotated[
+        float,
+        typer.Option(min=0.0, max=1.0, help="esketamine patients left out of the REMS registry"),
+    ] = 0.0,
     dropout_rate: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="monitor silent past the vitals gap")
     ] = 0.03,
@@ -351,6 +409,7 @@ def simulate_command(
             bp_crisis=bp_crisis_rate,
             desaturation=desaturation_rate,
             device_dropout=dropout_rate,
+            not_enrolled=not_enrolled_rate,
         ),
         transport=TransportRates(
             duplicate=duplicate_rate, reorder=reorder_rate, malformed=malformed_rate
@@ -368,6 +427,14 @@ def simulate_command(
         sys.stderr.flush()
     else:
         manifest.write_bytes(report)
+    if registry is not None:
+        registry.write_bytes(b"".join(line + b"\n" for line in _registry_lines(simulation)))
+    if post is not None and admin_token:
+        try:
+            register(post, admin_token, simulation)
+        except SinkError as exc:
+            typer.echo(f"remsguard simulate: {exc}", err=True)
+            raise typer.Exit(1) from None
 
     sinks: list[Sink] = []
     handle: BinaryIO | None = None

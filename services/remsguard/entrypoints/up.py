@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -44,6 +45,7 @@ DEMO_RATES = (
     "--bp-crisis-rate", "0.1",
     "--desaturation-rate", "0.1",
     "--dropout-rate", "0.05",
+    "--not-enrolled-rate", "0.05",
 )  # fmt: skip
 
 
@@ -56,9 +58,17 @@ def _url_host(host: str) -> str:
 class _Simulator:
     """`remsguard simulate --post` as a child process; the token goes in its environment."""
 
-    def __init__(self, url: str, token: str, speed: float, start: str, manifest: Path) -> None:
-        # Warnings only: one log line per POST would drown the server's own lines.
-        env = {**os.environ, "REMSGUARD_DEVICE_TOKEN": token, "REMSGUARD_LOG_LEVEL": "warning"}
+    def __init__(
+        self, url: str, token: str, admin: str, speed: float, start: str, manifest: Path
+    ) -> None:
+        # Warnings only: one log line per POST would drown the server's own lines. The admin
+        # token records the simulated REMS registry (certifications, enrollments) first.
+        env = {
+            **os.environ,
+            "REMSGUARD_DEVICE_TOKEN": token,
+            "REMSGUARD_ADMIN_TOKEN": admin,
+            "REMSGUARD_LOG_LEVEL": "warning",
+        }
         command = [
             sys.executable,
             "-m",
@@ -132,10 +142,18 @@ async def _serve(
                 f"simulator-{uuid.uuid4().hex[:8]}",
                 Role.DEVICE,
             )
+            admin = await asyncio.to_thread(
+                create_principal,
+                container.compliance,
+                f"simulator-registrar-{uuid.uuid4().hex[:8]}",
+                Role.ADMIN,
+                expires_at=datetime.now(UTC) + timedelta(hours=1),  # only for the first PUTs
+            )
             start = clock().replace(microsecond=0)
             simulator = _Simulator(
                 f"{base}/v1/events",
                 token,
+                admin,
                 clock.speed,
                 start.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 container.data_dir / "simulation-manifest.json",

@@ -14,6 +14,8 @@ MISSING_PRE_DOSE_BP: Final = "missing_pre_dose_bp"
 BP_CRISIS: Final = "bp_crisis"
 DESATURATION: Final = "desaturation"
 DEVICE_DROPOUT: Final = "device_dropout"
+# A SPRAVATO session whose patient is left out of the simulated REMS registry.
+NOT_ENROLLED: Final = "not_enrolled"
 VIOLATION_KINDS: Final = (
     EARLY_DISCHARGE,
     MISSED_POST_DOSE_CHECK,
@@ -21,6 +23,7 @@ VIOLATION_KINDS: Final = (
     BP_CRISIS,
     DESATURATION,
     DEVICE_DROPOUT,
+    NOT_ENROLLED,
 )
 
 
@@ -43,6 +46,7 @@ class ViolationRates:
     bp_crisis: float = 0.03
     desaturation: float = 0.03
     device_dropout: float = 0.03
+    not_enrolled: float = 0.0  # esketamine sessions only (others stay compliant)
 
     def items(self) -> list[tuple[str, float]]:
         return [(f.name, float(getattr(self, f.name))) for f in fields(self)]

@@ -17,7 +17,8 @@ import orjson
 
 from remsguard.domain.events import Medication
 from remsguard.domain.protocol import MonitoringProtocol
-from remsguard.simulation.config import VIOLATION_KINDS, SimulationConfig
+from remsguard.domain.registry import Certification, Enrollment, RemsRegistry
+from remsguard.simulation.config import NOT_ENROLLED, VIOLATION_KINDS, SimulationConfig
 from remsguard.simulation.sessions import SessionPlan, SessionSpec, plan_session, stamp
 from remsguard.simulation.transport import Delivery, TransportSummary, deliver
 
@@ -45,6 +46,24 @@ class Simulation:
 
     def manifest(self) -> dict[str, Any]:
         return build_manifest(self)
+
+    def registry(self) -> RemsRegistry:
+        """The REMS registry these clinic days need to stay compliant: every clinic certified
+        from a year before the start, open-ended, and every patient enrolled a week before
+        their session, but those of `not_enrolled` sessions."""
+        since = (self.config.start - timedelta(days=365)).date()
+        certifications = [
+            Certification(f"clinic-{n:02d}", f"REMS-HCS-{n:04d}", since)
+            for n in range(1, self.config.clinics + 1)
+        ]
+        enrollments = [
+            Enrollment(
+                p.spec.clinic_id, p.spec.patient_ref, (p.spec.opened_at - timedelta(days=7)).date()
+            )
+            for p in self.sessions
+            if p.spec.violation != NOT_ENROLLED
+        ]
+        return RemsRegistry.of(certifications, enrollments)
 
     def manifest_json(self) -> bytes:
         return orjson.dumps(self.manifest(), option=orjson.OPT_INDENT_2) + b"\n"
@@ -99,6 +118,8 @@ def _draw_spec(
         if draw < total:
             violation = kind
             break
+    if violation == NOT_ENROLLED and protocol != ESKETAMINE_PROTOCOL:
+        violation = None  # generic ketamine has no REMS: nothing to leave out
     return SessionSpec(
         session_id=f"{clinic_id}-{day_start:%Y%m%d}-ch{chair}-{number:02d}",
         clinic_id=clinic_id,

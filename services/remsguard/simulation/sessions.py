@@ -29,6 +29,7 @@ from remsguard.simulation.config import (
     EARLY_DISCHARGE,
     MISSED_POST_DOSE_CHECK,
     MISSING_PRE_DOSE_BP,
+    NOT_ENROLLED,
 )
 
 
@@ -257,6 +258,15 @@ class _Course:
             violations.append(self._desaturation(vitals))
         elif violation == DEVICE_DROPOUT:
             violations.append(self._dropout(vitals, discharge))
+        elif violation == NOT_ENROLLED:
+            gated = self.protocol.rems_gate  # the registry leaves this patient out
+            violations.append(
+                InjectedViolation(
+                    NOT_ENROLLED,
+                    "the patient is not enrolled in the REMS registry",
+                    (ExpectedAlert("PATIENT_NOT_ENROLLED", self.dosed_at),) if gated else (),
+                )
+            )
         elif violation is not None:
             raise ValueError(f"unknown violation {violation!r}")
 
