@@ -21,6 +21,11 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     metrics_port: int = Field(default=9400, ge=0, le=65535)
     default_protocol: str = "spravato-rems"
+    # The REMS gate (PATIENT_NOT_ENROLLED, SETTING_NOT_CERTIFIED) for protocols that ask for it
+    # (`rems_gate = true`); false: not checked anywhere. The processor re-reads the registry
+    # from the compliance log (REMSGUARD_DATABASE_URL) this often.
+    rems_gate: bool = True
+    registry_refresh_seconds: float = Field(default=30.0, gt=0)
     signing_key: SecretStr | None = None  # tree-head signing: PEM or 32-byte hex/base64 seed
     signing_key_file: Path | None = None  # or a file holding either
     # Embedded mode (`remsguard up`): one process, one port, files in data_dir.
@@ -72,6 +77,10 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=5.0, gt=0)
     escalation_tick_seconds: float = Field(default=1.0, gt=0)
     alerting_catchup_seconds: float = Field(default=3600.0, ge=0)  # notify late after restart
+    alerting_max_shelf_minutes: int = Field(default=60, ge=1, le=24 * 60)  # warnings only
+    # A patient's alerts within this window after a notification go out as one message
+    # (critical ones at once); 0 turns grouping off. Consoles are never grouped.
+    alerting_group_seconds: float = Field(default=30.0, ge=0, le=600)
     notifier_group_id: str = "remsguard-notifier"
 
     # Auditor API (`remsguard api`): the compliance log at database_url, no engine.

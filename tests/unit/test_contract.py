@@ -571,7 +571,7 @@ def test_alert_json_is_compact_ordered_and_utc_z() -> None:
         b'{"alert_id":"a1","rule":"BP_CRISIS","severity":"critical","session_id":"s-1",'
         b'"clinic_id":"c-1","triggered_at":"2026-11-23T09:30:00Z",'
         b'"message":"Blood pressure 182/95 at or above crisis level","evidence":["e-1","e-2"],'
-        b'"protocol":"spravato-rems","protocol_version":"abc123"}'
+        b'"protocol":"spravato-rems","protocol_version":"abc123","inhibited_by":null}'
     )
     assert data == AlertPublic.from_domain(ALERT).model_dump_json().encode()
     assert list(orjson.loads(data)) == list(AlertPublic.model_fields)

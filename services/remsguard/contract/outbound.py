@@ -66,6 +66,11 @@ class AlertPublic(BaseModel):
     evidence: tuple[str, ...] = Field(description="Ids of the events behind the alert.")
     protocol: str
     protocol_version: str = Field(description="Digest of the protocol file in force.")
+    inhibited_by: str | None = Field(
+        default=None,
+        description="The higher-priority alert on the same reading that carries the "
+        "notification and console card (the protocol's [inhibitions]); null if none.",
+    )
 
     @field_serializer("triggered_at")
     def _ser_time(self, value: datetime) -> str:
@@ -84,6 +89,7 @@ class AlertPublic(BaseModel):
             evidence=alert.evidence,
             protocol=alert.protocol,
             protocol_version=alert.protocol_version,
+            inhibited_by=alert.inhibited_by,
         )
 
     def to_domain(self) -> Alert:
@@ -98,6 +104,7 @@ class AlertPublic(BaseModel):
             evidence=self.evidence,
             protocol=self.protocol,
             protocol_version=self.protocol_version,
+            inhibited_by=self.inhibited_by,
         )
 
 
@@ -225,6 +232,7 @@ def alert_to_json(alert: Alert) -> bytes:
             "evidence": alert.evidence,
             "protocol": alert.protocol,
             "protocol_version": alert.protocol_version,
+            "inhibited_by": alert.inhibited_by,
         },
         option=_OPTS,
     )

@@ -89,6 +89,16 @@ def due_checks(session: Session, protocol: MonitoringProtocol) -> list[Check]:
     return checks
 
 
+def settled(session: Session, protocol: MonitoringProtocol) -> bool:
+    """Whether the session has no check left to decide (`due_checks` lists none), asked
+    without the side effect of listing: the gap cursor is left where it was."""
+    cursor = session.gap_cursor
+    try:
+        return not due_checks(session, protocol)
+    finally:
+        session.gap_cursor = cursor
+
+
 def run_check(session: Session, protocol: MonitoringProtocol, check: Check) -> CheckOutcome:
     """Decide one due check and mark it done."""
     if check.kind == "gap":
@@ -338,4 +348,4 @@ _RUNNERS = {
     "gap": _gap,
 }
 
-__all__ = ["Check", "CheckOutcome", "due_checks", "gap_holds", "run_check"]
+__all__ = ["Check", "CheckOutcome", "due_checks", "gap_holds", "run_check", "settled"]

@@ -32,9 +32,15 @@ class AuditKind(StrEnum):
     ALERT_ACKNOWLEDGED = "alert.acknowledged"
     ALERT_RESOLVED = "alert.resolved"
     ALERT_ESCALATED = "alert.escalated"
+    ALERT_SHELVED = "alert.shelved"  # a warning put aside by staff until a time, with a reason
+    ALERT_UNSHELVED = "alert.unshelved"  # its shelf expired: open (or acknowledged) again
     FORM_SUBMITTED = "form.submitted"
     PRINCIPAL_CREATED = "principal.created"
     PRINCIPAL_REVOKED = "principal.revoked"
+    # The REMS registry (written by its store, `adapters/storage/registry.py`): a clinic's
+    # certification and a patient's enrollment, as recorded, with who recorded them.
+    REMS_CERTIFICATION_RECORDED = "rems.certification.recorded"
+    REMS_ENROLLMENT_RECORDED = "rems.enrollment.recorded"
 
 
 def stable_id(*parts: str) -> str:
@@ -75,6 +81,9 @@ class Alert:
     evidence: tuple[str, ...]
     protocol: str
     protocol_version: str
+    # A higher-priority alert on the same reading (the protocol's [inhibitions]) that carries
+    # the notification and the console card; this one stays in the log.
+    inhibited_by: str | None = None
 
 
 class WithdrawalReason(StrEnum):
@@ -173,7 +182,13 @@ def alert_raised(alert: Alert) -> AuditRecord:
         session_id=alert.session_id,
         clinic_id=alert.clinic_id,
         occurred_at=alert.triggered_at,
-        detail={"rule": alert.rule, "severity": alert.severity.value},
+        detail={"rule": alert.rule, "severity": alert.severity.value}
+        if alert.inhibited_by is None
+        else {
+            "rule": alert.rule,
+            "severity": alert.severity.value,
+            "inhibited_by": alert.inhibited_by,
+        },
     )
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import count
 from operator import itemgetter
 
 from remsguard.domain.admission import SESSION_OF_ANOTHER_CLINIC, UNKNOWN_PROTOCOL, rejection_of
-from remsguard.domain.deadlines import Check, due_checks, gap_holds, run_check
+from remsguard.domain.deadlines import Check, due_checks, gap_holds, run_check, settled
 from remsguard.domain.decisions import (
     Alert,
     AuditKind,
@@ -42,21 +42,38 @@ from remsguard.domain.events import (
     VitalsRecorded,
 )
 from remsguard.domain.findings import Finding, clock_time
+from remsguard.domain.inhibition import inhibit
 from remsguard.domain.protocol import MonitoringProtocol
 from remsguard.domain.readiness import DischargeReadiness, discharge_readiness
+from remsguard.domain.registry import RemsRegistry
 from remsguard.domain.session import LAST_ID, BPReading, Mark, Measurement, Session, insert
 from remsguard.domain.thresholds import Thresholds, all_starts, starts_at
 
+# `evict_finished`: how long a finished session stays (late events, the console's day), and
+# how long its tombstone does (beyond the 30 days of the oldest event a live door accepts).
+DEFAULT_RETENTION = timedelta(hours=24)
+DEFAULT_FORGET_AFTER = timedelta(days=31)
+
 
 class MonitoringEngine:
-    """The pure core shared by replay, the Kafka processor and embedded mode."""
+    """The pure core shared by replay, the Kafka processor and embedded mode.
+
+    `registry` is the REMS registry (certified settings, enrolled patients) that the REMS
+    gate asks about each dose of a session whose protocol sets `rems_gate`. None means the
+    gate is not checked at all: no PATIENT_NOT_ENROLLED or SETTING_NOT_CERTIFIED alert is
+    ever raised. The attribute may be replaced between steps (the registry changed); a dose
+    is judged by the registry in place when it is handled (or, for a dose that came before
+    its `session.opened`, when the opening names the patient), and is not judged again.
+    """
 
     def __init__(
         self,
         protocols: Mapping[str, MonitoringProtocol],
         default_protocol: str = "spravato-rems",
         sessions: MutableMapping[str, Session] | None = None,
+        registry: RemsRegistry | None = None,
     ) -> None:
+        self.registry = registry
         if default_protocol not in protocols:
             raise ValueError(f"unknown default protocol {default_protocol!r}")
         self._protocols = protocols
@@ -68,6 +85,7 @@ class MonitoringEngine:
         self.clock: datetime | None = None
         self._queue: list[tuple[datetime, int, str]] = []
         self._order = count()
+        self._evicted: dict[str, tuple[str, datetime]] = {}  # id -> (clinic, end), see evict
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -76,6 +94,8 @@ class MonitoringEngine:
         session_id, event_id = event.session_id, event.event_id
         session = self.sessions.get(session_id)
         if session is None:
+            if session_id in self._evicted:
+                return self._after_eviction(event)
             session = Session(session_id, event.clinic_id, self._default)
         elif session.clinic_id != event.clinic_id:  # a session belongs to its first clinic
             return self.reject(
@@ -228,13 +248,15 @@ class MonitoringEngine:
             }
             decisions.audit.append(opened)
             now_in_force = self.protocol_of(session)
+            # Doses that came before the opening had no patient to judge: judge them now.
+            gate = self._gate(session, session.doses)
             if now_in_force is protocol:
-                return []
+                return gate
             # The protocol arrived after some of the session: everything judged so far is
             # judged again by the rules now in force, and what they do not hold is withdrawn.
             session.gap_cursor = None  # gaps are decided again by the new limit
             self._regap(session, now_in_force, event, decisions)
-            return self._reconcile(
+            return gate + self._reconcile(
                 session, _ALL_RULES, event, WithdrawalReason.PROTOCOL_ARRIVED_LATE, decisions
             )
         if isinstance(event, SessionDischarged):
@@ -391,8 +413,10 @@ class MonitoringEngine:
         self, session: Session, event: DoseAdministered, decisions: Decisions
     ) -> list[Finding]:
         first_before, end_before = session.first_dose, session.discharge
-        insert(session.doses, Mark(event.occurred_at, event.event_id))
+        dose = Mark(event.occurred_at, event.event_id)
+        insert(session.doses, dose)
         decisions.audit.append(_state_change(AuditKind.SESSION_DOSED, event))
+        gate = self._gate(session, [dose])
         again: list[str] = []
         if session.first_dose != first_before:
             session.gap_cursor = None  # the monitored interval now starts elsewhere
@@ -402,9 +426,20 @@ class MonitoringEngine:
             # what came after the old end is judged now.
             again = list(_ALL_RULES) if session.discharge != end_before else [*again, *_DOSING]
         if not again:
-            return []
+            return gate
         reason = WithdrawalReason.DOSE_ARRIVED_LATE
-        return self._reconcile(session, again, event, reason, decisions)
+        return gate + self._reconcile(session, again, event, reason, decisions)
+
+    def _gate(self, session: Session, doses: list[Mark]) -> list[Finding]:
+        """The REMS gate over `doses`: a certified setting and an enrolled patient on each
+        dose's date. Not checked without a registry, for a protocol without `rems_gate`, or
+        before `session.opened` names the patient (the opening judges the doses so far)."""
+        registry = self.registry
+        if registry is None or not doses or session.patient_ref is None:
+            return []
+        if not self.protocol_of(session).rems_gate:
+            return []
+        return _gate_findings(registry, session.clinic_id, session.patient_ref, doses)
 
     def _discharge(
         self, session: Session, event: SessionDischarged, decisions: Decisions
@@ -491,6 +526,85 @@ class MonitoringEngine:
         decisions.withdrawals.append(withdrawal)
         decisions.audit.append(alert_withdrawn(withdrawal))
 
+    # -- finished sessions -------------------------------------------------------------------
+
+    def evict_finished(
+        self,
+        now: datetime,
+        retention: timedelta = DEFAULT_RETENTION,
+        forget_after: timedelta = DEFAULT_FORGET_AFTER,
+    ) -> list[str]:
+        """Drop the sessions finished more than `retention` before `now`; their ids, in order.
+
+        Finished: discharged (the session's end, a discharge no dose follows, is set), that
+        end more than `retention` before `now`, and every deadline check decided (nothing
+        listed, no VITALS_GAP candidate: so the engine's clock has passed them all). A
+        session never discharged is kept, however old: it may still be discharged and judged
+        (EARLY_DISCHARGE, DISCHARGE_*), and it holds its SESSION_NOT_CLOSED alert.
+
+        An evicted session leaves a tombstone (its clinic and end, ~200 bytes against ~12-16 KB
+        for a session's state) for `forget_after` past its end; `now` also forgets older
+        tombstones. A later event naming a tombstoned session is accepted with its usual
+        `event.accepted` record (the same record id as on first delivery, so a re-delivered
+        event doubles nothing downstream) and judged by no rule, as a live session judges no
+        reading after its end: no alert can be raised for it, true or false. One from another
+        clinic is refused (`session_of_another_clinic`), as before. Not judged means also: a
+        dose more than `retention` after the discharge, under the same session id, raises no
+        DOSE_AFTER_DISCHARGE, and a reading more than `retention` late is not judged with its
+        session. After `forget_after` the id is unknown again and an event naming it opens a
+        new session: keep `forget_after` beyond the oldest event a door accepts (30 days).
+
+        For the callers (pure: the caller chooses `now` and how often): call it with the same
+        clock given to `advance_to` (live: the wall clock; replay: the greatest event time),
+        after `advance_to(now)`, every few minutes rather than per event (it looks at every
+        session: O(sessions)). The sessions mapping must allow deletion (the stream
+        processor's store refuses it until its changelog carries a tombstone). The returned
+        ids are what the caller drops from its own views (the console's session view) and
+        persists (a changelog tombstone, a snapshot without them).
+        """
+        horizon, forget = now - retention, now - forget_after
+        evicted = self._evicted
+        for session_id in [s for s, (_, end) in evicted.items() if end < forget]:
+            del evicted[session_id]
+        gone: list[str] = []
+        for session_id, session in self.sessions.items():
+            end = session.discharge
+            if end is None or end.at >= horizon:
+                continue
+            if settled(session, self.protocol_of(session)):
+                gone.append(session_id)
+        for session_id in gone:
+            session = self.sessions[session_id]
+            end = session.discharge
+            assert end is not None
+            del self.sessions[session_id]
+            if end.at >= forget:
+                evicted[session_id] = (session.clinic_id, end.at)
+        return gone
+
+    def _after_eviction(self, event: Event) -> Decisions:
+        """An event naming an evicted session: recorded, judged by no rule (`evict_finished`)."""
+        session_id, event_id = event.session_id, event.event_id
+        if self._evicted[session_id][0] != event.clinic_id:
+            return self.reject(
+                rejection_of(
+                    event,
+                    SESSION_OF_ANOTHER_CLINIC,
+                    f"session {session_id!r} belongs to another clinic",
+                ),
+                source=f"{session_id}/{event_id}",
+            )
+        accepted = AuditRecord(
+            stable_id(_ACCEPTED, session_id, event_id),
+            _ACCEPTED,
+            event_id,
+            session_id,
+            event.clinic_id,
+            event.occurred_at,
+            {"type": EVENT_TYPES_BY_CLASS[type(event)]},
+        )
+        return Decisions([], [accepted])
+
     # -- deadlines ---------------------------------------------------------------------------
 
     def _decide_due(self, session: Session, now: datetime, decisions: Decisions) -> None:
@@ -527,6 +641,7 @@ class MonitoringEngine:
             return
         protocol = self.protocol_of(session)
         fired = session.fired
+        raised: list[Alert] = []
         for finding in findings:
             key = f"{finding.rule}:{finding.key}"
             if key in fired:
@@ -550,6 +665,10 @@ class MonitoringEngine:
                 protocol=protocol.name,
                 protocol_version=protocol.version,
             )
+            raised.append(alert)
+        if protocol.inhibitions and len(raised) > 1:
+            raised = inhibit(raised, protocol.inhibitions)
+        for alert in raised:
             decisions.alerts.append(alert)
             decisions.audit.append(alert_raised(alert))
 
@@ -637,6 +756,20 @@ def _judge(
     else:  # pragma: no cover - every caller names a rule above
         raise ValueError(f"not a rule judged again: {rule}")
     return found, subjects
+
+
+def _gate_findings(
+    registry: RemsRegistry, clinic_id: str, patient_ref: str, doses: list[Mark]
+) -> list[Finding]:
+    findings: list[Finding] = []
+    certification = registry.certification_of(clinic_id)
+    enrollment = registry.enrollment_of(clinic_id, patient_ref)
+    for dose in doses:
+        if registry.certification_on(clinic_id, dose.at) is None:
+            findings.append(Finding.setting_not_certified(dose, clinic_id, certification))
+        if registry.enrollment_on(clinic_id, patient_ref, dose.at) is None:
+            findings.append(Finding.patient_not_enrolled(dose, patient_ref, enrollment))
+    return findings
 
 
 def _until(rows: list[Mark], end: datetime | None) -> list[Mark]:

@@ -58,12 +58,21 @@ RULE_PARAMS: Final[Mapping[str, Mapping[str, Param]]] = {
     "SESSION_NOT_CLOSED": {"after_minutes": Param(1, 7 * 24 * 60, "lower")},
     "DOSE_AFTER_DISCHARGE": {},
     "DISCHARGE_NOT_STABLE": {},
+    "PATIENT_NOT_ENROLLED": {},
+    "SETTING_NOT_CERTIFIED": {},
 }
 RULE_KEYS: Final = frozenset({"severity", "enabled", "message"})
 PROTOCOL_KEYS: Final = frozenset(
-    {"name", "title", "description", "allowed_lateness_minutes", "observation_window_minutes"}
+    {
+        "name",
+        "title",
+        "description",
+        "allowed_lateness_minutes",
+        "observation_window_minutes",
+        "rems_gate",
+    }
 )
-TOP_KEYS: Final = frozenset({"protocol", "rules", "concomitant"})
+TOP_KEYS: Final = frozenset({"protocol", "rules", "concomitant", "inhibitions"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +117,12 @@ class MonitoringProtocol:
     concomitant: Mapping[Medication, Mapping[str, Mapping[str, float]]] = field(
         default_factory=dict
     )
+    # Alarm inhibition: an alert of the key's rule on a reading carries the notification and
+    # console card for that reading's alerts of the listed (lower-priority) rules.
+    inhibitions: Mapping[str, frozenset[str]] = field(default_factory=dict)
     intervals: DeadlineIntervals = field(init=False, repr=False, compare=False)
+    # Whether a dose needs a certified setting and an enrolled patient (the REMS gate).
+    rems_gate: bool = False
 
     def __post_init__(self) -> None:
         rules = self.rules
@@ -146,6 +160,8 @@ class MonitoringProtocol:
             observation_window=self.observation_window,
             rules=MappingProxyType(rules),
             concomitant=self.concomitant,
+            rems_gate=self.rems_gate,
+            inhibitions=self.inhibitions,
         )
 
 
@@ -162,7 +178,11 @@ def parse_protocol(text: str, *, source: str = "<protocol>") -> MonitoringProtoc
     lateness = _number(head, "allowed_lateness_minutes", Param(0, 120, "lower"), f"{source}")
     window = _number(head, "observation_window_minutes", Param(1, 24 * 60, "higher"), source)
     rules = _parse_rules(_table(data, "rules", source), source)
+    rems_gate = head.get("rems_gate", False)
+    if not isinstance(rems_gate, bool):
+        raise ProtocolError(f"{source} [protocol]: rems_gate must be true or false")
     concomitant = _parse_concomitant(data.get("concomitant", {}), source)
+    inhibitions = _parse_inhibitions(data.get("inhibitions", {}), rules, source)
     protocol = MonitoringProtocol(
         name=name,
         version=hashlib.sha256(text.encode("utf-8")).hexdigest()[:16],
@@ -171,6 +191,8 @@ def parse_protocol(text: str, *, source: str = "<protocol>") -> MonitoringProtoc
         observation_window=timedelta(minutes=window),
         rules=MappingProxyType(rules),
         concomitant=MappingProxyType(concomitant),
+        rems_gate=rems_gate,
+        inhibitions=MappingProxyType(inhibitions),
     )
     _check_coherent(protocol, source)
     for medication in concomitant:
@@ -208,6 +230,33 @@ def _parse_rules(table: dict[str, object], source: str) -> dict[str, RuleSetting
         params = {param: _number(body, param, bounds, where) for param, bounds in spec.items()}
         rules[rule_name] = RuleSettings(severity, enabled, MappingProxyType(params))
     return rules
+
+
+_RANK: Final = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+def _parse_inhibitions(
+    table: object, rules: Mapping[str, RuleSettings], source: str
+) -> dict[str, frozenset[str]]:
+    """`[inhibitions]`: `RULE = ["LOWER_RULE", ...]`; each listed rule must be of a lower
+    severity than the rule that inhibits it (a critical alert never hides behind another)."""
+    if not isinstance(table, dict):
+        raise ProtocolError(f"{source}: [inhibitions] must be a table")
+    _no_unknown(table, frozenset(rules), f"{source} [inhibitions]")
+    out: dict[str, frozenset[str]] = {}
+    for over, listed in table.items():
+        where = f"{source} [inhibitions] {over}"
+        if not isinstance(listed, list) or not all(isinstance(r, str) for r in listed):
+            raise ProtocolError(f"{where}: must be a list of rule names")
+        for under in listed:
+            if under not in rules:
+                raise ProtocolError(f"{where}: unknown rule {under!r}")
+            if _RANK[rules[under].severity] >= _RANK[rules[over].severity]:
+                raise ProtocolError(
+                    f"{where}: {under} ({rules[under].severity}) is not of a lower severity"
+                )
+        out[over] = frozenset(listed)
+    return out
 
 
 def _parse_concomitant(

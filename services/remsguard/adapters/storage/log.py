@@ -361,6 +361,7 @@ class ComplianceLog:
                 "protocol_version": a.protocol_version,
                 "recorded_at": now,
                 "status": AlertStatus.OPEN.value,
+                "inhibited_by": a.inhibited_by,
             }
             # By id: every writer locks the rows it inserts in one order, so two writers of
             # overlapping batches (the audit sink and the notifier) never wait in a cycle.
@@ -448,6 +449,65 @@ class ComplianceLog:
             when,
         )
 
+    def shelve_alert(
+        self, alert_id: str, by: str, until: datetime, reason: str, at: datetime | None = None
+    ) -> AlertRow | None:
+        """open/acknowledged -> shelved until `until`, with its chained ``alert.shelved``
+        record (by, until, reason). Whether the alert may be shelved (not critical, a bounded
+        time) is the alerting service's to decide."""
+        when, until = utc(at or self._now()), utc(until)
+        return self._transition(
+            alert_id,
+            AuditKind.ALERT_SHELVED,
+            {AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED},
+            {
+                "status": AlertStatus.SHELVED.value,
+                "shelved_until": until,
+                "shelved_by": by,
+                "shelve_reason": reason,
+            },
+            {"by": by, "until": until, "reason": reason},
+            when,
+            occasion=until.isoformat(),
+        )
+
+    def unshelve_due(self, now: datetime) -> list[AlertRow]:
+        """Every shelved alert whose shelf has expired by `now`, back to open (acknowledged
+        if it was), each with its chained ``alert.unshelved`` record; returns them."""
+        now = utc(now)
+        with self.engine.connect() as conn:
+            due = conn.execute(
+                select(ALERTS.c.alert_id, ALERTS.c.acknowledged_by, ALERTS.c.shelved_until)
+                .where(ALERTS.c.status == AlertStatus.SHELVED.value, ALERTS.c.shelved_until <= now)
+                .order_by(ALERTS.c.alert_id)
+            ).all()
+        out: list[AlertRow] = []
+        for alert_id, acknowledged_by, until in due:
+            back = AlertStatus.OPEN if acknowledged_by is None else AlertStatus.ACKNOWLEDGED
+            row = self._transition(
+                alert_id,
+                AuditKind.ALERT_UNSHELVED,
+                {AlertStatus.SHELVED},
+                {
+                    "status": back.value,
+                    "shelved_until": None,
+                    "shelved_by": None,
+                    "shelve_reason": None,
+                },
+                {"until": utc(until), "status": back.value},
+                utc(until),
+                occasion=utc(until).isoformat(),
+            )
+            if row is not None and row.status == back.value:
+                out.append(row)
+        return out
+
+    def inhibited_alerts(self, alert_id: str) -> list[AlertRow]:
+        """The alerts this one inhibits (same reading, lower priority), oldest first."""
+        query = select(AlertRow).where(ALERTS.c.inhibited_by == alert_id)
+        with Session(self.engine) as session:
+            return list(session.execute(query.order_by(ALERTS.c.alert_id)).scalars())
+
     def _transition(
         self,
         alert_id: str,
@@ -456,7 +516,11 @@ class ComplianceLog:
         values: dict[str, Any],
         detail: dict[str, object],
         at: datetime,
+        *,
+        occasion: str | None = None,
     ) -> AlertRow | None:
+        """One lifecycle step, with its record (id from the kind and alert, and `occasion`
+        for steps an alert can take more than once, e.g. each shelf)."""
         with self.engine.begin() as conn:
             self._lock(conn)
             changed = conn.execute(
@@ -470,7 +534,9 @@ class ComplianceLog:
                     conn,
                     [
                         AuditRecord(
-                            record_id=stable_id(kind, alert_id),
+                            record_id=stable_id(kind, alert_id)
+                            if occasion is None
+                            else stable_id(kind, alert_id, occasion),
                             kind=kind,
                             subject_id=alert_id,
                             session_id=changed.session_id,
@@ -1210,6 +1276,7 @@ _ALERT_COLUMNS: Final = (
     "protocol_version",
     "recorded_at",
     "status",
+    "inhibited_by",
 )
 # The whole batch as one JSON parameter: a multi-row VALUES of thousands of placeholders (or
 # a dozen arrays) costs more to build in Python than the statement costs to run.

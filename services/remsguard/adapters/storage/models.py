@@ -6,12 +6,14 @@ Times are stored in UTC. SQLite keeps them naive; :func:`utc` makes any read val
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 
+import orjson
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     DateTime,
     Index,
     Integer,
@@ -22,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
+from remsguard.domain.decisions import Alert, Severity
+
 __all__ = [
     "AlertRow",
     "AlertStatus",
@@ -31,6 +35,8 @@ __all__ = [
     "MerkleNode",
     "MonitoringForm",
     "PrincipalRole",
+    "RemsCertificationRow",
+    "RemsEnrollmentRow",
     "SessionEventRow",
     "SessionSummary",
     "TreeHead",
@@ -181,6 +187,22 @@ class AlertRow(SQLModel, table=True):
     shelved_by: str | None = Field(default=None, sa_column=Column(String(128)))
     shelve_reason: str | None = Field(default=None, sa_column=Column(String(500)))
 
+    def to_alert(self) -> Alert:
+        """The engine's alert this row stores (without its lifecycle)."""
+        return Alert(
+            alert_id=self.alert_id,
+            rule=self.rule,
+            severity=Severity(self.severity),
+            session_id=self.session_id,
+            clinic_id=self.clinic_id,
+            triggered_at=utc(self.triggered_at),
+            message=self.message,
+            evidence=tuple(orjson.loads(self.evidence)),
+            protocol=self.protocol,
+            protocol_version=self.protocol_version,
+            inhibited_by=self.inhibited_by,
+        )
+
 
 class SessionSummary(SQLModel, table=True):
     """Per-session roll-up, recomputed from the audit records and alerts (idempotent)."""
@@ -264,3 +286,30 @@ class SessionEventRow(SQLModel, table=True):
     type: str = Field(sa_column=Column(String(64), nullable=False))
     occurred_at: datetime = Field(sa_column=_ts(nullable=False))
     payload: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class RemsCertificationRow(SQLModel, table=True):
+    """A clinic's REMS certification as last recorded (one per clinic); each change is a
+    chained ``rems.certification.recorded`` record that ``audit verify`` holds the row to."""
+
+    __tablename__ = "rems_certifications"
+
+    clinic_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    certification_id: str = Field(sa_column=Column(String(128), nullable=False))
+    valid_from: date = Field(sa_column=Column(Date, nullable=False))
+    valid_to: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    recorded_at: datetime = Field(sa_column=_ts(nullable=False))
+    recorded_by: str = Field(sa_column=Column(String(128), nullable=False))
+
+
+class RemsEnrollmentRow(SQLModel, table=True):
+    """A patient's REMS enrollment at a clinic as last recorded; each change is a chained
+    ``rems.enrollment.recorded`` record."""
+
+    __tablename__ = "rems_enrollments"
+
+    clinic_id: str = Field(sa_column=Column(String(128), primary_key=True))
+    patient_ref: str = Field(sa_column=Column(String(128), primary_key=True))
+    enrolled_on: date = Field(sa_column=Column(Date, nullable=False))
+    recorded_at: datetime = Field(sa_column=_ts(nullable=False))
+    recorded_by: str = Field(sa_column=Column(String(128), nullable=False))

@@ -15,7 +15,8 @@ long after its last head, is suspect).
 
 **The tables**: ``session_events`` against the ``event.stored`` digests,
 ``alerts`` against ``alert.raised`` and the lifecycle records, ``monitoring_forms`` against
-``form.submitted``, ``api_principals`` against ``principal.created``/``principal.revoked``.
+``form.submitted``, ``api_principals`` against ``principal.created``/``principal.revoked``,
+``rems_certifications``/``rems_enrollments`` against their latest ``rems.*.recorded`` record.
 
 The first problem stops the check and names the record (or row) and the reason.
 """
@@ -251,7 +252,9 @@ def _same_time(a: datetime | None, b: datetime | None) -> bool:
 
 def check_tables(conn: Connection) -> str | None:
     """The first table row that disagrees with the chained records, or None."""
-    for check in (_check_events, _check_alerts, _check_forms, _check_principals):
+    from remsguard.adapters.storage.registry import check_registry  # it imports the log
+
+    for check in (_check_events, _check_alerts, _check_forms, _check_principals, check_registry):
         if (problem := check(conn)) is not None:
             return problem
     return None
@@ -317,6 +320,9 @@ def _check_alerts(conn: Connection) -> str | None:
     acked = {r.subject_id: r for r in _records_of(conn, AuditKind.ALERT_ACKNOWLEDGED)}
     resolved = {r.subject_id: r for r in _records_of(conn, AuditKind.ALERT_RESOLVED)}
     withdrawn = {r.subject_id: r for r in _records_of(conn, AuditKind.ALERT_WITHDRAWN)}
+    shelves: dict[str, list[Any]] = {}
+    for r in _records_of(conn, AuditKind.ALERT_SHELVED):
+        shelves.setdefault(r.subject_id, []).append(r)
     for row in conn.execute(select(ALERTS).order_by(ALERTS.c.alert_id)):
         where = f"alert {row.alert_id}"
         record = raised.pop(row.alert_id, None)
@@ -341,6 +347,8 @@ def _check_alerts(conn: Connection) -> str | None:
                 return f"{where}: {bad}"
         if (bad := _withdrawal(row, withdrawn.get(row.alert_id))) is not None:
             return f"{where}: {bad}"
+        if (bad := _shelf(row, shelves.get(row.alert_id, []))) is not None:
+            return f"{where}: {bad}"
     for alert_id, record in sorted(raised.items()):
         return f"alert {alert_id} raised in {record.record_id} has no row: it was deleted"
     return None
@@ -359,9 +367,35 @@ def _lifecycle(
             f"{status.value} by {by!r} at {at} but {record.record_id} says by "
             f"{chained_by!r} at {record.occurred_at}"
         )
-    if row.status not in (status.value, *_CLOSED):
+    if row.status not in (status.value, *_CLOSED) and not (
+        status is AlertStatus.ACKNOWLEDGED and row.status == AlertStatus.SHELVED.value
+    ):
         return f"status {row.status!r} but {record.record_id} records it {status.value}"
     return None
+
+
+def _shelf(row: Any, records: list[Any]) -> str | None:
+    """A shelved row (and only a shelved row) carries a shelf, and a chained
+    ``alert.shelved`` record says who shelved it until when."""
+    shelved = row.status == AlertStatus.SHELVED.value
+    if not shelved:
+        if row.shelved_until is not None or row.shelved_by is not None:
+            return f"status {row.status!r} but it carries a shelf"
+        return None
+    for record in records:
+        detail = orjson.loads(record.detail)
+        if detail.get("by") == row.shelved_by and _same_time(
+            row.shelved_until, _parse_time(detail.get("until"))
+        ):
+            return None
+    return f"shelved by {row.shelved_by!r} until {row.shelved_until} without its chained record"
+
+
+def _parse_time(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
 
 
 # Where an alert's lifecycle ends: resolved by staff, or withdrawn by the engine.
