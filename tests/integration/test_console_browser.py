@@ -158,7 +158,10 @@ def test_alert_reaches_console_and_acknowledgement_is_audited(tmp_path: Path) ->
 
     with ComplianceLog.open(f"sqlite:///{data / 'remsguard.db'}") as log:
         page_ = log.audit_records(AuditQuery(kind="alert.acknowledged", limit=10))
-        [record] = page_.items
+        # The crisis card carries BP_RISE of the same reading: one click acknowledged both.
+        [record] = [r for r in page_.items if r.subject_id == stored[0]["alert_id"]]
+        [carried] = [r for r in page_.items if r is not record]
+        assert orjson.loads(carried.detail)["with"] == record.subject_id
         detail = orjson.loads(record.detail)
         assert record.subject_id == stored[0]["alert_id"]
         assert detail["by"] == staff["principal_id"]

@@ -293,6 +293,14 @@ class Telemetry:
             ["clinic", "severity"],
             registry=registry,
         )
+        # Alarm burden: what reaches people, per clinic. Divided by the sessions under
+        # monitoring it is notifications per monitored session-hour (the compliance board).
+        self.people_notified = Counter(
+            "remsguard_alert_notifications_total",
+            "Alert notifications pushed to staff (raised, escalated, unshelved), by clinic.",
+            ["clinic", "type"],
+            registry=registry,
+        )
         self.notifications = Counter(
             "remsguard_notifications_total",
             "Notification deliveries, by channel (webhook, sse, email) and outcome.",
@@ -492,6 +500,10 @@ class Telemetry:
 
     def escalated(self, clinic: str, severity: str) -> None:
         self.escalations.labels(self.clinics.alerting_label(clinic), severity).inc()
+
+    def pushed(self, clinic: str, kind: str) -> None:
+        """One notification about an alert went out to staff (grouped ones count once)."""
+        self.people_notified.labels(self.clinics.alerting_label(clinic), kind).inc()
 
     def notified(self, channel: str, outcome: str = "delivered") -> None:
         self.notifications.labels(channel, outcome).inc()

@@ -2,9 +2,10 @@
 
 A `Notification` is one thing to tell people about an alert: it was raised (`alert`), an
 escalation step came due (`escalation`, with its `target`), or its lifecycle changed
-(`acknowledged`, `resolved`), or the engine took it back (`withdrawn`, with the reason). A
-`Channel` delivers it somewhere; `deliver` never raises (a channel retries and dead-letters on
-its own) and returns whether it got through.
+(`acknowledged`, `resolved`), the engine took it back (`withdrawn`, with the reason), staff
+shelved a warning (`shelved`, until when and why) or its shelf expired (`unshelved`: notified
+again). A `Channel` delivers it somewhere; `deliver` never raises (a channel retries and
+dead-letters on its own) and returns whether it got through.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from remsguard.domain.decisions import stable_id
 
 __all__ = ["Channel", "Notification", "NotificationKind"]
 
-NotificationKind = Literal["alert", "escalation", "acknowledged", "resolved", "withdrawn"]
+NotificationKind = Literal[
+    "alert", "escalation", "acknowledged", "resolved", "withdrawn", "shelved", "unshelved"
+]
 _OPTS: Final = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 

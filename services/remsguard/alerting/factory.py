@@ -35,6 +35,8 @@ def build_alerting(
         telemetry=telemetry,
         tick_interval=settings.escalation_tick_seconds,
         catchup=timedelta(seconds=settings.alerting_catchup_seconds),
+        max_shelf=timedelta(minutes=settings.alerting_max_shelf_minutes),
+        group_window=timedelta(seconds=settings.alerting_group_seconds),
     )
     if settings.webhook_url:
         if settings.webhook_secret is None:

@@ -37,7 +37,7 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -49,23 +49,29 @@ from remsguard.adapters.storage.models import utc
 from remsguard.adapters.telemetry import Telemetry
 from remsguard.alerting import records
 from remsguard.alerting.channels import Channel, Notification, NotificationKind
+from remsguard.alerting.grouping import NotificationGroups
 from remsguard.alerting.policy import EscalationStep, Policies
 from remsguard.alerting.sse import SseHub
 from remsguard.alerting.webhook import DeadLetter
 from remsguard.contract.outbound import alert_to_json
 from remsguard.domain.decisions import Alert, AuditRecord, Withdrawal
 
-__all__ = ["AlertNotFound", "AlertingService", "Transition", "alert_row_dict"]
+__all__ = ["AlertNotFound", "AlertingService", "NotShelvable", "Transition", "alert_row_dict"]
 
 log = structlog.get_logger(__name__)
 
 RECENT_IDS: Final = 100_000
 _PAGE: Final = 1000
 OPEN_COUNT_SECONDS: Final = 15.0  # how often `tick` re-counts open alerts from the log
+_PUSHED: Final = frozenset({"alert", "escalation", "unshelved"})  # the alarm burden
 
 
 class AlertNotFound(LookupError):
     """No such alert, or not one of the caller's clinics."""
+
+
+class NotShelvable(ValueError):
+    """A critical alert, one already closed, or a shelf longer than allowed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +80,7 @@ class Transition:
 
     row: AlertRow
     changed: bool
+    followers: list[AlertRow] = field(default_factory=list)  # the alerts it carries, changed too
 
 
 @dataclass(slots=True)
@@ -109,11 +116,15 @@ def alert_row_dict(row: AlertRow) -> dict[str, Any]:
         "evidence": orjson.loads(row.evidence),
         "protocol": row.protocol,
         "protocol_version": row.protocol_version,
+        "inhibited_by": row.inhibited_by,
         "status": row.status,
         "acknowledged_by": row.acknowledged_by,
         "acknowledged_at": _iso(row.acknowledged_at),
         "resolved_by": row.resolved_by,
         "resolved_at": _iso(row.resolved_at),
+        "shelved_until": _iso(row.shelved_until),
+        "shelved_by": row.shelved_by,
+        "shelve_reason": row.shelve_reason,
         "recorded_at": _iso(row.recorded_at),
     }
 
@@ -126,6 +137,9 @@ def _new_alert_dict(alert: Alert, recorded_at: datetime | None) -> dict[str, Any
         acknowledged_at=None,
         resolved_by=None,
         resolved_at=None,
+        shelved_until=None,
+        shelved_by=None,
+        shelve_reason=None,
         recorded_at=_iso(recorded_at),
     )
     return out
@@ -155,6 +169,8 @@ class AlertingService:
         tick_interval: float = 1.0,
         catchup: timedelta = timedelta(hours=1),
         on_published: Callable[[Alert, float], None] | None = None,
+        max_shelf: timedelta = timedelta(minutes=60),
+        group_window: timedelta = timedelta(0),
     ) -> None:
         self.log = log_
         self.policies = policies or Policies()
@@ -165,6 +181,8 @@ class AlertingService:
         self.tick_interval = tick_interval
         self.catchup = catchup
         self.on_published = on_published  # benchmarks: (alert, unix time it was published)
+        self.max_shelf = max_shelf
+        self.groups = NotificationGroups(group_window)  # a patient's alerts, one message
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._watch: dict[str, _Watch] = {}
         # Open alerts past their last escalation step: alert id -> (clinic, severity).
@@ -293,10 +311,19 @@ class AlertingService:
         if not fresh:
             return []
         now = self.clock()
+        # An inhibited alert rides on its inhibitor's notification and card: it is stored and
+        # shown to the consoles (which list it as "also: RULE"), never pushed or escalated.
+        carriers = [a for a in fresh.values() if a.inhibited_by is None]
+        inhibited = [a for a in fresh.values() if a.inhibited_by is not None]
         async with self._lock:
-            claimed = await asyncio.to_thread(self._claim, list(fresh.values()), now, save)
+            if inhibited and save:
+                await asyncio.to_thread(self.log.save_alerts, inhibited)
+            claimed = await asyncio.to_thread(self._claim, carriers, now, save)
         for alert in fresh.values():
             self._remember(alert.alert_id)
+        for alert in inhibited:
+            note = Notification("alert", _new_alert_dict(alert, None), now)
+            self.hub.publish("alert", note.payload(), note.clinic_id, note.notification_id)
         published = time.time()
         for alert, row in claimed:
             recorded = None if row is None else utc(row.recorded_at)
@@ -436,6 +463,9 @@ class AlertingService:
     # -- delivery ----------------------------------------------------------------------------
 
     def _notify(self, notification: Notification) -> None:
+        """Consoles (the SSE hub) hear everything at once; the channels that interrupt
+        people get a new alert's notification through its patient's group (`grouping.py`)."""
+        external = [c for c in self.channels if not isinstance(c, SseHub)]
         for channel in self.channels:
             if isinstance(channel, SseHub):  # in-process: deliver now, in order
                 channel.publish(
@@ -446,10 +476,26 @@ class AlertingService:
                 )
                 if self.telemetry is not None:
                     self.telemetry.notified("sse")
-                continue
-            task = asyncio.get_running_loop().create_task(channel.deliver(notification))
-            self._deliveries.add(task)
-            task.add_done_callback(self._deliveries.discard)
+                    if not external and notification.kind in _PUSHED:
+                        self.telemetry.pushed(notification.clinic_id, notification.kind)
+        if not external:
+            return
+        if notification.kind == "alert":
+            self._send(self.groups.offer(notification, utc(self.clock())))
+        else:
+            self._send([notification])
+
+    def _send(self, messages: list[Notification]) -> None:
+        """To every channel but the consoles."""
+        for message in messages:
+            if self.telemetry is not None and message.kind in _PUSHED:
+                self.telemetry.pushed(message.clinic_id, message.kind)
+            for channel in self.channels:
+                if isinstance(channel, SseHub):
+                    continue
+                task = asyncio.get_running_loop().create_task(channel.deliver(message))
+                self._deliveries.add(task)
+                task.add_done_callback(self._deliveries.discard)
 
     async def dead_letter(self, letter: DeadLetter) -> None:
         """Record a notification that could not be delivered (the webhook's last attempt)."""
@@ -524,7 +570,7 @@ class AlertingService:
             if recorded >= horizon and records.KINDS_AVAILABLE:
                 notified = records.record_id(records.NOTIFIED, row.alert_id)
                 if self.log.get_record(notified) is None:
-                    late.append(_alert_of(row))
+                    late.append(row.to_alert())
             steps = self.policies.steps(row.clinic_id, row.severity)
             if not steps:
                 continue
@@ -557,6 +603,8 @@ class AlertingService:
         now = utc(now or self.clock())
         due = [w for w in self._watch.values() if (at := w.due_at()) is not None and at <= now]
         taken = await self._escalate_due(due, now) if due else 0
+        self._send(self.groups.due(now))
+        await self._unshelve_due(now)
         await self._recheck_exhausted()
         await self._recount_open()
         return taken
@@ -654,6 +702,56 @@ class AlertingService:
                 out.append((watch, row if inserted else None, index))
         return out
 
+    # -- shelving ----------------------------------------------------------------------------
+
+    async def shelve(
+        self,
+        alert_id: str,
+        by: str,
+        by_name: str,
+        minutes: int,
+        reason: str,
+        clinics: frozenset[str] | None = None,
+    ) -> Transition:
+        """Put a warning aside for `minutes` (at most `max_shelf`) with a reason: it leaves
+        the open list and its escalation, and is notified again when the shelf expires.
+        Critical alerts cannot be shelved (IEC 60601-1-8 lets only lower priorities pause)."""
+        if not 0 < minutes <= self.max_shelf.total_seconds() / 60:
+            raise NotShelvable(f"a shelf is 1 to {self.max_shelf} minutes")
+        now = utc(self.clock())
+        until = now + timedelta(minutes=minutes)
+        row = await asyncio.to_thread(self.log.get_alert, alert_id)
+        if row is None or (clinics is not None and row.clinic_id not in clinics):
+            raise AlertNotFound(alert_id)
+        if row.severity == "critical":
+            raise NotShelvable("critical alerts cannot be shelved")
+        if row.status == AlertStatus.SHELVED.value:
+            return Transition(row, False)
+        if row.status not in (AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value):
+            raise NotShelvable(f"the alert is {row.status}")
+        after = await asyncio.to_thread(self.log.shelve_alert, alert_id, by, until, reason, now)
+        assert after is not None
+        changed = after.status == AlertStatus.SHELVED.value and after.shelved_by == by
+        if changed:
+            self._watch.pop(alert_id, None)
+            extra = {"until": _iso(until), "reason": reason}
+            note = Notification("shelved", alert_row_dict(after), now, by=by, by_name=by_name)
+            self._notify(replace(note, extra=extra))
+        return Transition(after, changed)
+
+    async def _unshelve_due(self, now: datetime) -> None:
+        """Shelves that expired: the alerts are notified again and escalate from the steps
+        they had not reached."""
+        rows = await asyncio.to_thread(self.log.unshelve_due, now)
+        for row in rows:
+            self._notify(Notification("unshelved", alert_row_dict(row), now))
+            if row.status == AlertStatus.OPEN.value:
+                steps = self.policies.steps(row.clinic_id, row.severity)
+                if steps:
+                    self._watch[row.alert_id] = _Watch(
+                        row.alert_id, row.clinic_id, row.severity, utc(now), steps, 0
+                    )
+
     # -- staff actions -----------------------------------------------------------------------
 
     async def acknowledge(
@@ -691,6 +789,9 @@ class AlertingService:
                 elif row.acknowledged_at is None:  # resolved straight from open
                     self.telemetry.alerts_open.labels(row.clinic_id, row.severity).dec()
             self._notify(Notification(kind, alert_row_dict(row), now, by=by, by_name=by_name))
+            for follower in result.followers:  # the card acted for the alerts it carries
+                note = Notification(kind, alert_row_dict(follower), now, by=by, by_name=by_name)
+                self.hub.publish("alert", note.payload(), note.clinic_id, note.notification_id)
         return result
 
     def _transition_now(
@@ -731,21 +832,27 @@ class AlertingService:
                 and utc(after.resolved_at) == now
             )
         assert after is not None
-        return Transition(after, changed)
+        followers = self._follow(kind, after, by, now, detail) if changed else []
+        return Transition(after, changed, followers)
 
-
-def _alert_of(row: AlertRow) -> Alert:
-    from remsguard.domain.decisions import Severity
-
-    return Alert(
-        alert_id=row.alert_id,
-        rule=row.rule,
-        severity=Severity(row.severity),
-        session_id=row.session_id,
-        clinic_id=row.clinic_id,
-        triggered_at=utc(row.triggered_at),
-        message=row.message,
-        evidence=tuple(orjson.loads(row.evidence)),
-        protocol=row.protocol,
-        protocol_version=row.protocol_version,
-    )
+    def _follow(
+        self,
+        kind: NotificationKind,
+        carrier: AlertRow,
+        by: str,
+        now: datetime,
+        detail: dict[str, object],
+    ) -> list[AlertRow]:
+        """The alerts `carrier` inhibits take the same step (each with its own chained
+        record, naming the carrier): one card, one click."""
+        out: list[AlertRow] = []
+        for row in self.log.inhibited_alerts(carrier.alert_id):
+            step = {**detail, "rule": row.rule, "alert_severity": row.severity}
+            step["with"] = carrier.alert_id
+            if kind == "acknowledged":
+                after = self.log.acknowledge_alert(row.alert_id, by, now, detail=step)
+            else:
+                after = self.log.resolve_alert(row.alert_id, by, now, detail=step)
+            if after is not None and after.status == carrier.status:
+                out.append(after)
+        return out

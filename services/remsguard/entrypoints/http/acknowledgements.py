@@ -1,4 +1,4 @@
-"""`POST /v1/alerts/{id}/acknowledge` and `/resolve`, attributed to the staff member.
+"""`POST /v1/alerts/{id}/acknowledge`, `/resolve` and `/shelve`, attributed to the staff member.
 
 The caller's principal (staff or admin) is the one recorded: the alert's `acknowledged_by` /
 `resolved_by` and the `alert.acknowledged` / `alert.resolved` audit record carry its id (and
@@ -11,10 +11,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.responses import Response
 
-from remsguard.alerting.service import AlertingService, AlertNotFound, Transition, alert_row_dict
+from remsguard.alerting.service import (
+    AlertingService,
+    AlertNotFound,
+    NotShelvable,
+    Transition,
+    alert_row_dict,
+)
 from remsguard.embedded.compliance import Principal, Role
 from remsguard.entrypoints.http.auth import require
 from remsguard.entrypoints.http.errors import ApiError
@@ -82,3 +88,36 @@ async def resolve(
     principal: Principal = Depends(require(Role.STAFF, Role.ADMIN)),
 ) -> Response:
     return await _transition(_service(request).resolve, alert_id, principal)
+
+
+@router.post(
+    "/v1/alerts/{alert_id}/shelve",
+    summary="Shelve a warning for a bounded time, with a reason",
+    responses={
+        **_RESPONSES,
+        409: {"description": "A critical alert, a closed one, or too long a shelf."},
+    },
+)
+async def shelve(
+    request: Request,
+    alert_id: str = Path(min_length=1, max_length=64),
+    minutes: int = Body(ge=1, le=24 * 60),
+    reason: str = Body(min_length=1, max_length=500),
+    principal: Principal = Depends(require(Role.STAFF, Role.ADMIN)),
+) -> Response:
+    """The alert leaves the open list until the shelf expires, then is notified again; the
+    shelf (who, until when, why) is a chained `alert.shelved` record."""
+    try:
+        result = await _service(request).shelve(
+            alert_id,
+            principal.principal_id,
+            principal.name,
+            minutes,
+            reason,
+            principal.clinic_scope,
+        )
+    except AlertNotFound:
+        raise ApiError(404, "not_found", f"no alert {alert_id!r}") from None
+    except NotShelvable as exc:
+        raise ApiError(409, "not_shelvable", str(exc)) from None
+    return _answer(result)

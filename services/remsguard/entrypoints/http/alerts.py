@@ -19,7 +19,6 @@ from remsguard.adapters.storage import AlertQuery, AlertRow, ComplianceLog, Curs
 from remsguard.adapters.storage.log import MAX_LIMIT as STORAGE_PAGE
 from remsguard.adapters.storage.models import utc
 from remsguard.contract.outbound import alert_to_json
-from remsguard.domain.decisions import Alert, Severity
 from remsguard.embedded.compliance import Principal, Role
 from remsguard.entrypoints.http.auth import require
 from remsguard.entrypoints.http.errors import ApiError
@@ -33,18 +32,7 @@ _OPTS: Final = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 def alert_row_json(row: AlertRow) -> bytes:
     """The outbound alert JSON of a stored alert, plus its lifecycle fields."""
-    alert = Alert(
-        alert_id=row.alert_id,
-        rule=row.rule,
-        severity=Severity(row.severity),
-        session_id=row.session_id,
-        clinic_id=row.clinic_id,
-        triggered_at=utc(row.triggered_at),
-        message=row.message,
-        evidence=tuple(orjson.loads(row.evidence)),
-        protocol=row.protocol,
-        protocol_version=row.protocol_version,
-    )
+    alert = row.to_alert()
     lifecycle = orjson.dumps(
         {
             "status": row.status,

@@ -60,12 +60,16 @@ def board_now(engine: MonitoringEngine | None) -> datetime:
     return max(wall, engine.clock)
 
 
+_UNRESOLVED = (AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value, AlertStatus.SHELVED.value)
+
+
 def open_alerts(
     log: ComplianceLog, clinics: frozenset[str] | None, now: datetime
 ) -> list[dict[str, Any]]:
-    """Unresolved alerts (open, then acknowledged) of the last day: most severe, newest first."""
+    """Unresolved alerts (open, acknowledged, shelved) of the last day: most severe, newest
+    first. Inhibited ones are here too: the console lists them on their inhibitor's card."""
     rows: list[AlertRow] = []
-    for status in (AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value):
+    for status in _UNRESOLVED:
         cursor: str | None = None
         while len(rows) < 4 * _MAX_ALERTS:
             page = log.alerts(

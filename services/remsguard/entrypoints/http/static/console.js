@@ -61,28 +61,62 @@
     return s && s.patient_ref ? s.patient_ref : sessionId;
   }
 
+  // Alerts another alert on the same reading inhibits ride on its card ("also: BP_RISE").
+  function carried(a) { return a.inhibited_by && state.alerts.has(a.inhibited_by); }
+
+  async function shelve(alertId, form) {
+    const body = { minutes: Number(form.querySelector(".shelve-minutes").value),
+      reason: form.querySelector(".shelve-reason").value.trim() };
+    if (!body.reason) { form.querySelector(".shelve-reason").focus(); return; }
+    const res = await api(`/v1/alerts/${encodeURIComponent(alertId)}/shelve`, { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    if (res.ok) applyAlert(await res.json());
+    else alert(`Could not shelve: ${res.status}`);
+  }
+
+  function shelveForm(a) {
+    const form = el("form", { class: "shelve", "data-alert": a.alert_id },
+      el("select", { class: "shelve-minutes", "aria-label": "Shelve for" },
+        ...[15, 30, 60].map((m) => el("option", { value: String(m) }, `${m} min`))),
+      el("input", { class: "shelve-reason", "aria-label": "Reason", placeholder: "reason", maxlength: "500" }),
+      el("button", { class: "shelve", type: "submit" }, "Shelve"));
+    form.addEventListener("submit", (e) => { e.preventDefault(); shelve(a.alert_id, form); });
+    return form;
+  }
+
+  function alertCard(a, also) {
+    const acked = a.status === "acknowledged", shelved = a.status === "shelved";
+    const actions = el("div", { class: "actions" });
+    if (!acked && !shelved && state.me.role !== "auditor")
+      actions.append(el("button", { class: "primary ack", type: "button", "data-alert": a.alert_id,
+        onclick: (e) => act(a.alert_id, "acknowledge", e.target) }, "Acknowledge"));
+    if (state.me.role !== "auditor")
+      actions.append(el("button", { class: "resolve", type: "button", "data-alert": a.alert_id,
+        onclick: (e) => act(a.alert_id, "resolve", e.target) }, "Resolve"));
+    if (!shelved && a.severity !== "critical" && state.me.role !== "auditor") actions.append(shelveForm(a));
+    const meta = `${a.clinic_id} · raised ${ago(a.triggered_at)}` +
+      (acked ? ` · acknowledged by ${a.acknowledged_by_name || a.acknowledged_by}` : "") +
+      (shelved ? ` · shelved until ${new Date(Date.parse(a.shelved_until)).toLocaleTimeString()}: ${a.shelve_reason}` : "");
+    return el("li", { class: `alert ${a.severity} ${a.status}`, "data-alert": a.alert_id, "data-status": a.status },
+      el("div", {},
+        el("div", {}, el("span", { class: "sev" }, a.severity), el("span", { class: "rule" }, a.rule),
+          " · ", el("strong", {}, patientOf(a.session_id))),
+        el("div", {}, a.message),
+        also.length ? el("div", { class: "also" }, `also: ${also.map((x) => x.rule).join(", ")}`) : null,
+        el("div", { class: "meta" }, meta)),
+      actions);
+  }
+
   function renderAlerts() {
-    const list = $("alerts");
-    const items = sortedAlerts();
-    list.replaceChildren(...items.map((a) => {
-      const acked = a.status === "acknowledged";
-      const actions = el("div", { class: "actions" });
-      if (!acked && state.me.role !== "auditor")
-        actions.append(el("button", { class: "primary ack", type: "button", "data-alert": a.alert_id,
-          onclick: (e) => act(a.alert_id, "acknowledge", e.target) }, "Acknowledge"));
-      if (state.me.role !== "auditor")
-        actions.append(el("button", { class: "resolve", type: "button", "data-alert": a.alert_id,
-          onclick: (e) => act(a.alert_id, "resolve", e.target) }, "Resolve"));
-      return el("li", { class: `alert ${a.severity} ${a.status}`, "data-alert": a.alert_id, "data-status": a.status },
-        el("div", {},
-          el("div", {}, el("span", { class: "sev" }, a.severity), el("span", { class: "rule" }, a.rule),
-            " · ", el("strong", {}, patientOf(a.session_id))),
-          el("div", {}, a.message),
-          el("div", { class: "meta" }, `${a.clinic_id} · raised ${ago(a.triggered_at)}` +
-            (acked ? ` · acknowledged by ${a.acknowledged_by_name || a.acknowledged_by}` : ""))),
-        actions);
-    }));
+    const all = sortedAlerts();
+    const alsoOf = (a) => all.filter((x) => x.inhibited_by === a.alert_id);
+    const items = all.filter((a) => a.status !== "shelved" && !carried(a));
+    const shelved = all.filter((a) => a.status === "shelved" && !carried(a));
+    $("alerts").replaceChildren(...items.map((a) => alertCard(a, alsoOf(a))));
+    $("shelved").replaceChildren(...shelved.map((a) => alertCard(a, alsoOf(a))));
     $("alert-count").textContent = String(items.length);
+    $("shelved-count").textContent = String(shelved.length);
+    $("shelved-title").hidden = shelved.length === 0;
     $("no-alerts").hidden = items.length > 0;
   }
 
@@ -107,7 +141,8 @@
       const r = s.readiness;
       const dosed = s.dosed_at ? Date.parse(s.dosed_at) : null;
       const end = r.earliest_discharge_at ? Date.parse(r.earliest_discharge_at) : null;
-      const openAlerts = [...state.alerts.values()].filter((a) => a.session_id === s.session_id).length;
+      const openAlerts = [...state.alerts.values()].filter((a) =>
+        a.session_id === s.session_id && a.status !== "shelved" && !carried(a)).length;
       const next = (r.next_checks || []).filter((c) => !c.label.startsWith("End of"));
       return el("article", { class: `session${openAlerts ? " alerting" : ""}`, "data-session": s.session_id },
         el("h3", {}, el("span", {}, s.patient_ref || s.session_id),
