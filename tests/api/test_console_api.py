@@ -18,7 +18,7 @@ from remsguard.domain.events import DoseAdministered, Event, SessionOpened, Vita
 from remsguard.domain.session import Session
 from remsguard.entrypoints.api import ApiContainer
 from remsguard.entrypoints.http import create_app
-from remsguard.handlers.stream import encode_stored_session
+from remsguard.handlers.stored_session import encode_stored_session
 
 
 def _events(sid: str, clinic: str, dose_at: datetime) -> list[Event]:

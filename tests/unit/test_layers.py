@@ -30,8 +30,6 @@ LAYERS: tuple[frozenset[str], ...] = (
 # under `remsguard`, each with who fixes it. Remove a line when its import is gone (the test
 # says so).
 KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    # The stream step takes plain topic names (service-layer part of issue 16, next commit).
-    ("handlers.stream", "adapters.kafka.topics"): "service-layer part: plain topic names",
     # The dead-letter format is a wire format (stdlib only): it belongs in contract/; its other
     # importers are entrypoints (`remsguard deadletter`) and publish. Owner of contract/.
     ("handlers.stream", "adapters.kafka.deadletters"): "move deadletters to contract/",

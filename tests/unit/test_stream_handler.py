@@ -68,7 +68,7 @@ class Harness:
         self.processor = StreamProcessor(
             self.engine,
             self.store,
-            TOPICS,
+            TOPICS.stream(),
             idle_grace_seconds=2,
             monotonic=self.clock,
             wall=lambda: WALL,  # the receiver's clock that event times are judged against

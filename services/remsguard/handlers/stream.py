@@ -31,7 +31,6 @@ into tick messages that the agent applies (`tick`), so table writes stay in the 
 from __future__ import annotations
 
 import heapq
-import pickle
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
@@ -40,10 +39,7 @@ from datetime import UTC, datetime
 from itertools import count
 from typing import Any, Final
 
-from kafka.partitioner.default import murmur2
-
 from remsguard.adapters.kafka.deadletters import DEAD_LETTER_MAX_BYTES, dead_letter
-from remsguard.adapters.kafka.topics import Topics
 from remsguard.contract.decode import decode_event
 from remsguard.contract.outbound import alert_to_json, audit_record_to_json, withdrawal_to_json
 from remsguard.domain import admission
@@ -52,6 +48,8 @@ from remsguard.domain.decisions import Decisions, Outcome, Rejection
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.events import AssessmentRecorded, Event, VitalsRecorded
 from remsguard.domain.session import Session
+from remsguard.handlers.stored_session import decode_stored_session, encode_stored_session
+from remsguard.handlers.stream_topics import StreamTopics
 
 __all__ = [
     "DEAD_LETTER_MAX_BYTES",
@@ -59,9 +57,7 @@ __all__ = [
     "Result",
     "SessionStore",
     "StreamProcessor",
-    "decode_stored_session",
     "decode_tick",
-    "encode_stored_session",
     "encode_tick",
 ]
 
@@ -92,17 +88,6 @@ class Result:
 def encode_tick(now: datetime, epoch: str) -> bytes:
     """A tick: decide the session's deadlines at `now`; valid only in `epoch` (see `_tick`)."""
     return b"T" + epoch.encode() + b" " + now.astimezone(UTC).isoformat().encode()
-
-
-def encode_stored_session(partition: int, session: Session) -> bytes:
-    """A session as the processor's table (and so its changelog topic) holds it."""
-    return pickle.dumps((partition, session), protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def decode_stored_session(blob: bytes) -> tuple[int, Session]:
-    """`(partition, session)` from a table value; the changelog is trusted like the table."""
-    partition, session = pickle.loads(blob)
-    return int(partition), session
 
 
 def decode_tick(value: bytes) -> tuple[str, datetime] | None:
@@ -211,7 +196,7 @@ class StreamProcessor:
         self,
         engine: MonitoringEngine,
         store: SessionStore,
-        topics: Topics,
+        topics: StreamTopics,
         *,
         idle_grace_seconds: float = 3.0,
         flush_seconds: float = 0.25,
@@ -220,9 +205,12 @@ class StreamProcessor:
         bounds: EventTimeBounds | None = None,
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         partition_count: int | None = None,
+        key_hash: Callable[[bytes], int] | None = None,
     ) -> None:
         if engine.sessions is not store:
             raise ValueError("the engine must use the store as its sessions")
+        if partition_count is not None and key_hash is None:
+            raise ValueError("checking partitions needs the producer partitioner's key hash")
         self.engine = engine
         self.store = store
         self.topics = topics
@@ -233,8 +221,10 @@ class StreamProcessor:
         self._wall_clock = wall
         self._inputs = frozenset(topics.inputs)
         # The input topics' partition count, to check each message sits where the default
-        # partitioner puts its key (None: not checked).
+        # partitioner puts its key (None: not checked), and that partitioner's hash (Kafka's
+        # murmur2, given by the Kafka adapter).
         self.partition_count = partition_count
+        self._key_hash = key_hash
         self._key_partition: dict[bytes, int] = {}
         self._partitions: dict[int, _Partition] = {}
         self._watermark: dict[tuple[str, int], datetime] = {}
@@ -431,11 +421,11 @@ class StreamProcessor:
                 f"key {shown!r} is not the session_id {event.session_id[:64]!r}; key every "
                 "message by its session_id (raw UTF-8)",
             )
-        count = self.partition_count
-        if count is not None:
+        count, key_hash = self.partition_count, self._key_hash
+        if count is not None and key_hash is not None:
             expected = self._key_partition.get(key)
             if expected is None:
-                expected = (murmur2(key) & 0x7FFFFFFF) % count
+                expected = (key_hash(key) & 0x7FFFFFFF) % count
                 if len(self._key_partition) >= 200_000:
                     self._key_partition.clear()
                 self._key_partition[key] = expected

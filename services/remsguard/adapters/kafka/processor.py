@@ -32,6 +32,7 @@ import faust
 import structlog
 from faust.sensors import Monitor
 from faust.types import TP, EventT, Message, StreamT
+from kafka.partitioner.default import murmur2
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -310,11 +311,12 @@ def create_app(
     processor = StreamProcessor(
         engine,
         store,
-        topics,
+        topics.stream(),
         idle_grace_seconds=settings.clock_idle_grace_seconds,
         flush_seconds=settings.state_flush_seconds,
         bounds=EventTimeBounds.of(settings.event_max_future_seconds, settings.event_max_age_days),
         partition_count=partitions,
+        key_hash=murmur2,
     )
     health = WorkerHealth(settings.processor_stall_seconds)
     pending = _Pending()

@@ -25,7 +25,7 @@ import structlog
 from remsguard.adapters.kafka.follow import TopicFollower
 from remsguard.config import Settings
 from remsguard.domain.session import Session
-from remsguard.handlers.stream import decode_stored_session
+from remsguard.handlers.stored_session import decode_stored_session
 
 __all__ = ["SessionView", "changelog_topic", "last_activity"]
 

@@ -25,6 +25,7 @@ from kafka.errors import TopicAlreadyExistsError
 
 from remsguard.adapters.kafka.errors import BrokerUnreachable, TopicLayoutError, translate
 from remsguard.config import Settings
+from remsguard.handlers.stream_topics import StreamTopics
 
 DAY_MS: Final = 24 * 60 * 60 * 1000
 
@@ -67,6 +68,10 @@ class Topics:
     @property
     def inputs(self) -> tuple[str, str, str]:
         return (self.dosing, self.vitals, self.sessions)
+
+    def stream(self) -> StreamTopics:
+        """The names the stream step (`remsguard.handlers.stream`) reads and writes."""
+        return StreamTopics(self.inputs, self.ticks, self.alerts, self.audit, self.deadletter)
 
     def for_type(self, event_type: str) -> str | None:
         """The input topic an event of this type is published to (None: unknown type)."""
