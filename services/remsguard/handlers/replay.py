@@ -11,6 +11,9 @@ from datetime import datetime
 from remsguard.contract.decode import decode_event
 from remsguard.domain.decisions import Alert, AuditRecord, Decisions, Rejection, Withdrawal
 from remsguard.domain.engine import MonitoringEngine
+from remsguard.domain.events import Event
+from remsguard.monitoring.clocks import EventTime
+from remsguard.monitoring.service import advance, monitor
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +54,17 @@ def replay(
     on_audit: Callable[[AuditRecord], None] | None = None,
     on_withdrawal: Callable[[Withdrawal], None] | None = None,
 ) -> ReplaySummary:
-    """The clock is the greatest event time seen so far, and finally `until`. Withdrawals
-    (alerts taken back by a later fact) go to `on_withdrawal` right after their cause."""
+    """The clock is the greatest event time seen so far (`EventTime`), and finally `until`.
+    Withdrawals (alerts taken back by a later fact) go to `on_withdrawal` right after their
+    cause. This is the transport: lines in, callbacks out; `monitor` is the step."""
     summary = ReplaySummary()
+    quiet_audit_records = 0  # the usual event's: counted here, added to the summary at the end
 
-    def emit(decisions: Decisions) -> None:
+    def emit(decisions: Decisions, _event: Event | None = None) -> None:
+        nonlocal quiet_audit_records
+        if not (decisions.alerts or decisions.withdrawals or on_audit is not None):
+            quiet_audit_records += len(decisions.audit)  # nothing to hand on, kept by no one
+            return
         for alert in decisions.alerts:
             on_alert(alert)
         summary.alerts += len(decisions.alerts)
@@ -68,39 +77,28 @@ def replay(
                 on_audit(record)
         summary.audit_records += len(decisions.audit)
 
-    # The usual event's counts are kept in locals and added to the summary at the end.
-    accepted = duplicates = quiet_audit_records = 0
-    handle = engine.handle
+    accepted = duplicates = 0
+    clock, started_at = EventTime(), engine.clock
     with _bulk_collection():
         for number, line in enumerate(command.lines, start=1):
             if not line or line.isspace():  # a blank line (`isspace` copies nothing)
                 continue
             event = decode_event(line)
-            if isinstance(event, Rejection):
+            refused = event if isinstance(event, Rejection) else None
+            source = "" if refused is None else f"line:{number}"  # formatted only when used
+            decisions = monitor(engine, event, source, clock, emit)
+            rejection = refused or decisions.rejection
+            if rejection is not None:
                 summary.rejected += 1
-                on_rejected(number, event)
-                emit(engine.reject(event, source=f"line:{number}"))
-                continue
-            decisions = handle(event)
-            if decisions.rejection is not None:
-                summary.rejected += 1
-                on_rejected(number, decisions.rejection)
+                on_rejected(number, rejection)
             elif decisions.outcome == "duplicate":
                 duplicates += 1
             else:
                 accepted += 1
-            if decisions.alerts or decisions.withdrawals or on_audit is not None:
-                emit(decisions)
-            else:  # the usual event: nothing to hand on but its audit records, kept by no one
-                quiet_audit_records += len(decisions.audit)
-            clock = engine.clock
-            if clock is None or event.occurred_at > clock:
-                due = engine.advance_to(event.occurred_at)
-                if due.alerts or due.withdrawals or due.audit:
-                    emit(due)
-                summary.last_event_at = event.occurred_at
+        if engine.clock != started_at:
+            summary.last_event_at = engine.clock
         if command.until is not None:
-            emit(engine.advance_to(command.until))
+            advance(engine, command.until, emit)
     summary.accepted += accepted
     summary.duplicates += duplicates
     summary.audit_records += quiet_audit_records

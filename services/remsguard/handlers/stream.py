@@ -50,6 +50,8 @@ from remsguard.domain.events import AssessmentRecorded, Event, VitalsRecorded
 from remsguard.domain.session import Session
 from remsguard.handlers.stored_session import decode_stored_session, encode_stored_session
 from remsguard.handlers.stream_topics import StreamTopics
+from remsguard.monitoring.clocks import Watermark
+from remsguard.monitoring.service import monitor
 
 __all__ = [
     "DEAD_LETTER_MAX_BYTES",
@@ -227,7 +229,7 @@ class StreamProcessor:
         self._key_hash = key_hash
         self._key_partition: dict[bytes, int] = {}
         self._partitions: dict[int, _Partition] = {}
-        self._watermark: dict[tuple[str, int], datetime] = {}
+        self._watermarks: dict[tuple[str, int], Watermark] = {}  # per input topic-partition
         self._consumed: dict[tuple[str, int], int] = {}  # next offset to process
         self._last_message: dict[tuple[str, int], float] = {}  # monotonic time of the last
         self._active_at: dict[str, float] = {}  # session -> monotonic time of its last event
@@ -293,8 +295,8 @@ class StreamProcessor:
         self.store.forget(partitions)
         for partition in partitions:
             self._partitions.pop(partition, None)
-        for key in [k for k in self._watermark if k[1] in partitions]:
-            del self._watermark[key]
+        for key in [k for k in self._watermarks if k[1] in partitions]:
+            del self._watermarks[key]
         for key in [k for k in self._consumed if k[1] in partitions]:
             del self._consumed[key]
         for key in [k for k in self._last_message if k[1] in partitions]:
@@ -375,20 +377,18 @@ class StreamProcessor:
                     or self.bounds.check(event, self._received_at(timestamp))
                     or event
                 )
-            if isinstance(event, Rejection):
-                decisions = self.engine.reject(event, source=source)
-            else:
+            if not isinstance(event, Rejection):
                 session_id = event.session_id
                 result.event = event
-                decisions = self.engine.handle(event)
-                tp = (topic, partition)
-                seen = self._watermark.get(tp)
-                if seen is None or event.occurred_at > seen:
-                    self._watermark[tp] = event.occurred_at
-                if decisions.outcome == Outcome.ACCEPTED:
-                    may_come_sooner = not isinstance(event, VitalsRecorded | AssessmentRecorded)
-                    self._reschedule(partition, session_id, force=may_come_sooner)
-            self._emit(decisions, result)
+            watermark = self._watermarks.get((topic, partition))
+            if watermark is None:
+                watermark = self._watermarks[(topic, partition)] = Watermark()
+            decisions = monitor(
+                self.engine, event, source, watermark, lambda step, _: self._emit(step, result)
+            )
+            if session_id is not None and decisions.outcome == Outcome.ACCEPTED:
+                may_come_sooner = not isinstance(event, VitalsRecorded | AssessmentRecorded)
+                self._reschedule(partition, session_id, force=may_come_sooner)
             if decisions.rejection is not None:
                 rejection = decisions.rejection
                 self._dead_letter(result, key, raw, rejection.reason, rejection.detail, source)
@@ -534,7 +534,8 @@ class StreamProcessor:
             caught_up = True  # every input processed up to its end offset
             for topic in self.topics.inputs:
                 tp = (topic, partition)
-                mark = self._watermark.get(tp)
+                watermark = self._watermarks.get(tp)
+                mark = None if watermark is None else watermark.mark
                 if mark is not None:
                     seen.append(mark)
                 end = ends.get(tp)
