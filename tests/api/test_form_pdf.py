@@ -98,6 +98,11 @@ def test_every_field_value_of_a_known_session_is_printed(seeded: World) -> None:
     accepted = {r.subject_id: r.record_id for r in records if r.kind == "event.accepted"}
     for ident in form["fields"]["bp_at_40_minutes"]["evidence"]:
         assert accepted[ident] in text
+    # What the REMS gate relied on (nothing is on record for this clinic): marked missing.
+    assert form["rems"]["certification"] == "missing"
+    assert "REMS certification of the setting" in text
+    assert "REMS enrollment of the patient" in text
+    assert text.count("missing: none on record") == 2  # (columns are read apart)
 
 
 def test_a_session_without_a_40_minute_bp_says_missing(seeded: World) -> None:

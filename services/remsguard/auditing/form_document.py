@@ -150,6 +150,34 @@ def _esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _rems_rows(rems: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """What the REMS gate relied on: the setting's certification and the patient's
+    enrollment as recorded, and whether each covered the first dose's date."""
+    if rems is None:
+        return []
+    if not rems.get("required"):
+        return [("REMS gate", "not required by this protocol")]
+
+    def covered(item: Any, what: str) -> str:
+        if not isinstance(item, dict):
+            return f"{MISSING}: none on record"
+        cover = item.get("covers_dose_date")
+        verdict = {True: "covers", False: "does NOT cover", None: "no dose yet for"}[cover]
+        return f"{what} ({verdict} the dose date {rems.get('dose_date') or '?'})"
+
+    cert, enrollment = rems.get("certification"), rems.get("enrollment")
+    cert_text = (
+        f"{cert['certification_id']}, valid {cert['valid_from']} to {cert['valid_to'] or 'open'}"
+        if isinstance(cert, dict)
+        else ""
+    )
+    enrolled = f"enrolled {enrollment['enrolled_on']}" if isinstance(enrollment, dict) else ""
+    return [
+        ("REMS certification of the setting", covered(cert, cert_text)),
+        ("REMS enrollment of the patient", covered(enrollment, enrolled)),
+    ]
+
+
 def form_pdf(doc: MonitoringFormDoc, evidence: FormEvidence, printed_at: datetime) -> bytes:
     """The form as a one- or two-page PDF (US Letter)."""
     from reportlab.lib import colors
@@ -199,6 +227,7 @@ def form_pdf(doc: MonitoringFormDoc, evidence: FormEvidence, printed_at: datetim
             else ("not submitted, OVERDUE" if submission.get("overdue") else "not submitted"),
         ),
     ]
+    meta += _rems_rows(data.get("rems"))
     table = Table(
         [[p(k, strong), p(_esc(v))] for k, v in meta], colWidths=[55 * mm, 125 * mm], hAlign="LEFT"
     )
