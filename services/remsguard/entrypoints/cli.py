@@ -1,5 +1,9 @@
 """The `remsguard` command: one subcommand per service.
 
+Subcommands are registered by name (`COMMANDS`, see `lazy.py`) and imported only when run, so
+`remsguard --help` and a small `remsguard replay` start at once: a command brings in FastAPI,
+alembic or faust only if it uses them.
+
 Expected failures (a broker out of reach, a topic laid out wrongly, bad settings) end in one
 or two lines on stderr and exit 2 (configuration or usage) or 1 (runtime); `--debug` shows
 the traceback instead.
@@ -13,50 +17,94 @@ from typing import Annotated
 import typer
 
 from remsguard import __version__
-from remsguard.adapters.logs import configure_logging, set_debug
-from remsguard.alerting.notifier import notifier_command
-from remsguard.config import UnsetDatabase, get_settings
-from remsguard.contract.schemas import schemas_app
-from remsguard.entrypoints.api import api_command, principals_app
-from remsguard.entrypoints.audit import audit_app, audit_sink_command
-from remsguard.entrypoints.forms import forms_app
-from remsguard.entrypoints.hl7_gateway import hl7_gateway_command
-from remsguard.entrypoints.registry import registry_app
-from remsguard.entrypoints.replay import replay_command
-from remsguard.entrypoints.simulate import simulate_command
-from remsguard.entrypoints.streaming import (
-    alerts_app,
-    deadletter_app,
-    processor_command,
-    publish_command,
-    topics_app,
+from remsguard.entrypoints.lazy import LazyCommand, lazy_group
+
+_E = "remsguard.entrypoints"
+
+# In the order `remsguard --help` lists them; each help line is its command's docstring's first
+# paragraph (a test holds them together).
+COMMANDS: tuple[LazyCommand, ...] = (
+    LazyCommand(
+        "replay",
+        f"{_E}.replay:replay_command",
+        'Run the engine over a file; print each alert, and each withdrawal of one (`"kind": '
+        '"alert.withdrawn"`), as one JSON line on stdout, as the alerts stream carries them.',
+    ),
+    LazyCommand(
+        "simulate",
+        f"{_E}.simulate:simulate_command",
+        "Generate realistic clinic days with injected violations and transport faults.",
+    ),
+    LazyCommand(
+        "audit-sink",
+        f"{_E}.audit:audit_sink_command",
+        "Consume rems.audit.v1 (and rems.alerts.v1) into the compliance log, batched, "
+        "at-least-once with idempotent inserts; offsets are committed after the DB commit.",
+    ),
+    LazyCommand(
+        "processor",
+        f"{_E}.streaming:processor_command",
+        "Run a stream-processor worker (faust-streaming); stops cleanly on SIGTERM.",
+    ),
+    LazyCommand(
+        "publish",
+        f"{_E}.streaming:publish_command",
+        "Publish each event of a JSON-lines file to the topic of its type (acks=all), and "
+        "wait for every acknowledgement. Exit 1 if a line was refused or not delivered.",
+    ),
+    LazyCommand(
+        "hl7-gateway",
+        f"{_E}.hl7_gateway:hl7_gateway_command",
+        "Take HL7 v2 (ORU^R01 vitals, RAS^O17 doses) over MLLP and publish the events to "
+        "Kafka; each message is acknowledged once Kafka has acknowledged its events.",
+    ),
+    LazyCommand(
+        "up",
+        f"{_E}.up:up_command",
+        "Run everything in one process: device ingest, engine, compliance log, API, metrics.",
+    ),
+    LazyCommand(
+        "notifier",
+        "remsguard.alerting.notifier:notifier_command",
+        "Consume the alerts topic: store, notify (SSE, signed webhook), escalate unacknowledged.",
+    ),
+    LazyCommand(
+        "api",
+        f"{_E}.api:api_command",
+        "Serve the auditor API over the compliance log (no ingest); with "
+        "REMSGUARD_API_STAFF_CONSOLE, the staff console over the processor's state too.",
+    ),
+    LazyCommand("version", f"{_E}.cli:version", "Print the installed version."),
+    LazyCommand(
+        "schemas",
+        "remsguard.contract.schemas:schemas_app",
+        "JSON Schema files of the event, alert, audit-record and rejection contracts.",
+    ),
+    LazyCommand("audit", f"{_E}.audit:audit_app", "Tamper evidence of the compliance log."),
+    LazyCommand("topics", f"{_E}.streaming:topics_app", "Kafka topics of the production path."),
+    LazyCommand("alerts", f"{_E}.streaming:alerts_app", "Read the alerts stream."),
+    LazyCommand(
+        "deadletter", f"{_E}.streaming:deadletter_app", "Read and replay the dead-letter topic."
+    ),
+    LazyCommand(
+        "principals", f"{_E}.principals:principals_app", "API principals and their tokens."
+    ),
+    LazyCommand("forms", f"{_E}.forms:forms_app", "Patient Monitoring Forms as documents."),
+    LazyCommand(
+        "registry",
+        f"{_E}.registry:registry_app",
+        "The REMS registry: clinics' certifications and patients' enrollments.",
+    ),
 )
-from remsguard.entrypoints.up import up_command
 
 app = typer.Typer(
     name="remsguard",
+    cls=lazy_group(COMMANDS),
     help="REMS-style monitoring compliance for esketamine and ketamine sessions.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals may hold secrets
 )
-app.add_typer(schemas_app, name="schemas")
-app.command("replay")(replay_command)
-app.command("simulate")(simulate_command)
-app.add_typer(audit_app, name="audit")
-app.command("audit-sink")(audit_sink_command)
-app.add_typer(topics_app, name="topics")
-app.add_typer(alerts_app, name="alerts")
-app.add_typer(deadletter_app, name="deadletter")
-app.command("processor")(processor_command)
-app.command("publish")(publish_command)
-app.command("hl7-gateway")(hl7_gateway_command)
-app.command("up")(up_command)
-app.command("notifier")(notifier_command)
-app.command("api")(api_command)
-app.add_typer(principals_app, name="principals")
-app.add_typer(forms_app, name="forms")
-app.add_typer(registry_app, name="registry")
 
 
 _debug = {"on": False}
@@ -67,13 +115,15 @@ def root(
     debug: Annotated[bool, typer.Option("--debug", help="show the traceback of a failure")] = False,
 ) -> None:
     """REMS-style monitoring compliance for esketamine and ketamine sessions."""
+    from remsguard.adapters.logs import configure_logging, set_debug
+    from remsguard.config import get_settings
+
     _debug["on"] = debug
     set_debug(debug)
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
 
 
-@app.command()
 def version() -> None:
     """Print the installed version."""
     typer.echo(__version__)
@@ -96,6 +146,7 @@ def explain(exc: BaseException) -> tuple[str, int] | None:
     from pydantic import ValidationError
 
     from remsguard.adapters.kafka.errors import translate
+    from remsguard.config import UnsetDatabase, get_settings
 
     if isinstance(exc, ValidationError) and exc.title == "Settings":  # bad REMSGUARD_* values
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": str(exc)}
