@@ -72,6 +72,9 @@ from remsguard.embedded.journal import (
     JournaledEvent,
     JournaledRejection,
 )
+from remsguard.monitoring.clocks import Recorded, WallClock
+from remsguard.monitoring.ports import DecisionSink
+from remsguard.monitoring.service import advance, monitor
 
 __all__ = [
     "EmbeddedRuntime",
@@ -142,6 +145,7 @@ class _Batch:
     received: float  # unix seconds
 
 
+_WALL_CLOCK: Final = WallClock()  # events never move the clock; `_step` moves it to now
 _APPLY: Final = "apply"
 _DUPLICATE: Final = "duplicate"
 
@@ -162,6 +166,22 @@ class _Planned:
     event: Event | None = None
     rejection: Rejection | None = None
     source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class _Collect:
+    """The step's sink: decisions gathered for the compliance log, counted as they come."""
+
+    decisions: Decisions
+    telemetry: Telemetry
+    topic: str | None = None
+    ingested_at: float | None = None
+
+    def __call__(self, step: Decisions, event: Event | None, /) -> None:
+        self.telemetry.observe_decisions(
+            step, topic=self.topic, event=event, ingested_at=self.ingested_at
+        )
+        self.decisions.extend(step)
 
 
 @dataclass(slots=True)
@@ -299,26 +319,30 @@ class EmbeddedRuntime:
                 summary.audit_records += len(pending.audit)
                 pending, pending_events = Decisions(), []
 
-        now = self._now()
+        def record(decisions: Decisions, _event: Event | None = None) -> None:
+            pending.extend(decisions)
+
+        def drop(decisions: Decisions, _event: Event | None = None) -> None:
+            """Decisions of rows the log holds already (`recorded_through`)."""
+
+        clock = Recorded(self._now())
         for row in self.journal.events():
-            step = Decisions()
+            sink = record if row.seq > recorded.events else drop
             try:
-                if row.clock is not None:  # never past now: a clock is not an input to obey
-                    step.extend(engine.advance_to(min(row.clock, now)))
                 decoded = decode_event(row.raw)
-                if not isinstance(decoded, Rejection):
-                    step.extend(engine.handle(decoded))
+                if isinstance(decoded, Rejection):  # the contract changed since it was accepted
+                    if row.clock is not None:  # its clock moves on all the same
+                        advance(engine, min(row.clock, clock.now), sink)
+                    self._quarantine(row, decoded.reason, decoded.detail)
+                    summary.quarantined += 1
+                    continue
+                monitor(engine, decoded, "", clock, sink, recorded=row.clock)
             except Exception as exc:  # one record must never stop the service starting
                 self._quarantine(row, PROCESSING_ERROR, f"{type(exc).__name__}: {exc}")
                 summary.quarantined += 1
                 continue
-            if isinstance(decoded, Rejection):  # the contract changed since it was accepted
-                self._quarantine(row, decoded.reason, decoded.detail)
-                summary.quarantined += 1
-                continue
             summary.events += 1
-            if row.seq > recorded.events:  # older rows' decisions are recorded already
-                pending.extend(step)
+            if sink is record:  # older rows' decisions are recorded already
                 pending_events.append(decoded)
                 flush()
         for rejected in self.journal.rejections(after=recorded.rejections):
@@ -329,9 +353,9 @@ class EmbeddedRuntime:
                 session_id=rejected.session_id,
                 clinic_id=rejected.clinic_id,
             )
-            pending.extend(engine.reject(rejection, source=rejected.source))
+            monitor(engine, rejection, rejected.source, clock, record)
             summary.rejections += 1
-        pending.extend(engine.advance_to(self._now()))
+        advance(engine, self._now(), record)
         flush(final=True)
         # A crash may have come between records and their summaries' refresh: refresh every
         # session once (in the background, after start).
@@ -433,17 +457,14 @@ class EmbeddedRuntime:
     async def _step(self, batches: list[_Batch]) -> None:
         decisions, events = self._unrecorded, self._unrecorded_events
         self._unrecorded, self._unrecorded_events = Decisions(), []
-        ticked = self.engine.advance_to(self._now())
-        self.telemetry.observe_decisions(ticked)
-        decisions.extend(ticked)
+        ticked = _Collect(decisions, self.telemetry)
+        advance(self.engine, self._now(), ticked)  # the live clock: the wall clock, per step
         answers: list[tuple[_Batch, list[EventResult]]] = []
         if batches:
             answers = await self._ingest(batches, decisions, events)
             # Deadlines already past for what just arrived are decided now, not at the next
             # tick, so the requests' answers come after the alerts are in the log.
-            caught_up = self.engine.advance_to(self._now())
-            self.telemetry.observe_decisions(caught_up)
-            decisions.extend(caught_up)
+            advance(self.engine, self._now(), ticked)
         if decisions.alerts or decisions.audit:
             try:
                 await asyncio.to_thread(self._record_now, decisions, events)
@@ -527,32 +548,29 @@ class EmbeddedRuntime:
         answers: list[tuple[_Batch, list[EventResult]]] = []
         for batch, plan in zip(batches, plans, strict=True):
             results: list[EventResult] = []
-            received = batch.received
+            decided = _Collect(decisions, telemetry, HTTP_TOPIC, batch.received)
             for planned in plan:
                 event = planned.event
                 if planned.kind == "rejected":
                     rejection = planned.rejection
                     assert rejection is not None
-                    step = engine.reject(rejection, source=planned.source)
-                    telemetry.observe_decisions(step, topic=HTTP_TOPIC, ingested_at=received)
-                    decisions.extend(step)
+                    monitor(engine, rejection, planned.source, _WALL_CLOCK, decided)
                     results.append(_rejected(rejection))
                     continue
                 assert event is not None
-                if planned.kind == "duplicate":
-                    step = Decisions(outcome=Outcome.DUPLICATE)
+                if planned.kind == "duplicate":  # answered, never applied
+                    duplicate = Decisions(outcome=Outcome.DUPLICATE)
+                    telemetry.observe_decisions(
+                        duplicate, topic=HTTP_TOPIC, event=event, ingested_at=batch.received
+                    )
                     results.append(EventResult(Outcome.DUPLICATE, event.event_id, event.session_id))
+                    continue
+                step = self._apply(event, decided)
+                if step.rejection is not None:
+                    results.append(_rejected(step.rejection))
                 else:
-                    step = self._apply(event)
-                    decisions.extend(step)
-                    if step.rejection is not None:
-                        results.append(_rejected(step.rejection))
-                    else:
-                        accepted.append(event)
-                        results.append(EventResult(step.outcome, event.event_id, event.session_id))
-                telemetry.observe_decisions(
-                    step, topic=HTTP_TOPIC, event=event, ingested_at=received
-                )
+                    accepted.append(event)
+                    results.append(EventResult(step.outcome, event.event_id, event.session_id))
             answers.append((batch, results))
         return answers
 
@@ -593,11 +611,12 @@ class EmbeddedRuntime:
         group.owners.setdefault(session_id, event.clinic_id)
         return _APPLY
 
-    def _apply(self, event: Event) -> Decisions:
-        """`engine.handle`, but an event the engine fails on is quarantined and answered as
-        rejected (`processing_error`), so it can neither stop this step nor a restart."""
+    def _apply(self, event: Event, decided: DecisionSink) -> Decisions:
+        """The one step (`monitor`), but an event the engine fails on is quarantined and
+        answered as rejected (`processing_error`), so it can neither stop this step nor a
+        restart."""
         try:
-            return self.engine.handle(event)
+            return monitor(self.engine, event, "", _WALL_CLOCK, decided)
         except Exception as exc:
             detail = f"{type(exc).__name__}: {exc}"[:200]
             self.journal.quarantine_event(
@@ -608,7 +627,9 @@ class EmbeddedRuntime:
                 "ingest.event_quarantined", session_id=event.session_id, event_id=event.event_id
             )
             rejection = rejection_of(event, PROCESSING_ERROR, detail)
-            return Decisions(outcome=Outcome.REJECTED, rejection=rejection)
+            step = Decisions(outcome=Outcome.REJECTED, rejection=rejection)
+            decided(step, event)
+            return step
 
     def _journaled_event(self, session_id: str, event_id: str) -> Event | None:
         raw = self.journal.raw_event(session_id, event_id)
