@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "services" / "remsguard"
 # `__init__` is the package itself (its `__version__`).
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"domain", "__init__"}),
-    frozenset({"contract", "protocols", "simulation", "config"}),
+    frozenset({"contract", "protocols", "simulation", "config", "identity"}),
     frozenset({"monitoring", "handlers"}),
     frozenset({"adapters"}),
     frozenset({"client", "alerting", "auditing", "embedded", "hl7v2", "fhir", "doors"}),

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +48,7 @@ from remsguard.domain.engine import MonitoringEngine
 from remsguard.handlers.stream import (
     FLUSH,
     PROCESSING_ERROR,
+    Result,
     SessionStore,
     StreamProcessor,
 )
@@ -152,6 +153,34 @@ class _Pending:
         stages = (self.sealed, self.written)
         return sorted({p for stage in stages for p, batches in stage.items() if batches})
 
+    def seal(self, partition: int, blobs: list[tuple[bytes, bytes]]) -> None:
+        """The partition's state now, to be written once every output sent before it is
+        acknowledged (`settle`, which never blocks the stream)."""
+        sends, events = self.sends.pop(partition, []), self.events.pop(partition, [])
+        self.sealed[partition].append(_Sealed(blobs, sends, events))
+
+    async def settle(
+        self,
+        partition: int,
+        write: Callable[[bytes, bytes], Awaitable[Any]],
+        ack: Callable[[Any], Awaitable[Any]],
+    ) -> int:
+        """Write the sealed states whose outputs are acknowledged (`write` sends one to the
+        changelog), then ack the messages whose state the changelog acknowledged; returns
+        how many states were written."""
+        written = 0
+        batches = self.sealed.get(partition)
+        while batches and _delivered(batches[0].sends):
+            batch = batches.popleft()
+            sent = [await write(key, blob) for key, blob in batch.blobs]
+            self.written[partition].append(_Written(sent, batch.events))
+            written += 1
+        done = self.written.get(partition)
+        while done and _delivered(done[0].sends):
+            for event in done.popleft().events:
+                await ack(event)
+        return written
+
 
 class _KeyPartitions:
     """The partition the producer's partitioner gives a key, worked out once per topic and
@@ -211,6 +240,36 @@ class _LeanMonitor(Monitor):
         return None
 
 
+class _MessageCounts:
+    """Counts one processed message: the processor's own families and the shared telemetry
+    (topics labelled without the environment's prefix, `logical` characters)."""
+
+    def __init__(self, metrics: ProcessorMetrics, telemetry: Telemetry, logical: int) -> None:
+        self._metrics = metrics
+        self._messages = Series(metrics.messages)
+        self._telemetry = telemetry
+        self._logical = logical
+
+    def __call__(self, kind: str, message: Any, result: Result) -> None:
+        metrics, telemetry = self._metrics, self._telemetry
+        self._messages(kind, result.outcome).inc()
+        for rule in result.alerts:
+            metrics.alerts.labels(rule).inc()
+        if result.dead_letter_reason is not None:
+            metrics.dead_letters.labels(result.dead_letter_reason).inc()
+        topic = message.topic[self._logical :]
+        if result.outcome == PROCESSING_ERROR:
+            telemetry.dead_letter(topic, PROCESSING_ERROR)
+        elif result.decisions is not None:
+            telemetry.observe_decisions(
+                result.decisions,
+                topic=topic if kind == "input" else None,
+                event=result.event,
+                ingested_at=message.timestamp if kind == "input" else None,
+                dead_lettered=True,
+            )
+
+
 def _delivered(sends: list[Any]) -> bool:
     """Whether every send is acknowledged; raises if one failed (crash and redo, never skip)."""
     if not all(fut.done() for fut in sends):
@@ -254,21 +313,17 @@ def _rems_gate(settings: Settings, engine: MonitoringEngine) -> Callable[[], Non
     return refresh
 
 
-def create_app(
-    settings: Settings,
-    registry: CollectorRegistry,
-    protocol_files: list[Path] | None = None,
-) -> faust.App:
-    topics = Topics.from_settings(settings)
-    partitions = settings.topic_partitions
+def _faust_app(settings: Settings) -> faust.App:
+    """The worker's faust app: raw bytes, a memory store behind changelog topics, acks=all,
+    no web server, our lean monitor."""
     brokers = ";".join(f"kafka://{b.strip()}" for b in settings.kafka_bootstrap.split(","))
     Path(settings.processor_data_dir).mkdir(parents=True, exist_ok=True)  # faust won't
-    app = faust.App(
+    return faust.App(
         settings.processor_app_id,
         broker=brokers,
         store="memory://",
         datadir=f"{settings.processor_data_dir}/{settings.processor_app_id}",
-        topic_partitions=partitions,
+        topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,
         table_standby_replicas=0,
         processing_guarantee=settings.processing_guarantee,
@@ -285,6 +340,16 @@ def create_app(
         stream_buffer_maxsize=16384,
         monitor=_LeanMonitor(),
     )
+
+
+def create_app(
+    settings: Settings,
+    registry: CollectorRegistry,
+    protocol_files: list[Path] | None = None,
+) -> faust.App:
+    topics = Topics.from_settings(settings)
+    partitions = settings.topic_partitions
+    app = _faust_app(settings)
     metrics = ProcessorMetrics(registry)
     telemetry = Telemetry(registry, ClinicLabels(settings.metrics_max_clinics))
     logical = len(settings.topic_prefix)  # telemetry labels topics without the env prefix
@@ -324,7 +389,7 @@ def create_app(
     kinds = {name: "input" for name in topics.inputs} | {topics.ticks: "tick"}
     assigned: dict[str, Any] = {"count": -1}
     sessions_scanned = [0.0]
-    message_counts = Series(metrics.messages)
+    counted = _MessageCounts(metrics, telemetry, logical)
     key_partitions = _KeyPartitions(app)
 
     # A plain coroutine, not a generator: faust formats a debug line for every value an agent
@@ -372,49 +437,19 @@ def create_app(
                 )
                 pending.sends[partition].append(fut)
             pending.events[partition].append(event)
-            kind = kinds.get(message.topic, "other")
             metrics.latency.observe(time.perf_counter() - started)
-            message_counts(kind, result.outcome).inc()
-            for rule in result.alerts:
-                metrics.alerts.labels(rule).inc()
-            if result.dead_letter_reason is not None:
-                metrics.dead_letters.labels(result.dead_letter_reason).inc()
-            if result.outcome == PROCESSING_ERROR:
-                telemetry.dead_letter(message.topic[logical:], PROCESSING_ERROR)
-            elif result.decisions is not None:
-                telemetry.observe_decisions(
-                    result.decisions,
-                    topic=message.topic[logical:] if kind == "input" else None,
-                    event=result.event,
-                    ingested_at=message.timestamp if kind == "input" else None,
-                    dead_lettered=True,
-                )
+            counted(kinds.get(message.topic, "other"), message, result)
             if not processor.owns(partition):  # revoked while we sent: its new owner redoes it
                 pending.drop({partition})
                 continue
             if processor.should_flush(partition):  # a flush request only brings us here
-                # Seal the partition's state now; write it once every output sent before it
-                # is acknowledged (checked below, without blocking the stream).
-                pending.sealed[partition].append(
-                    _Sealed(
-                        processor.flush(partition),
-                        pending.sends.pop(partition, []),
-                        pending.events.pop(partition, []),
-                    )
-                )
-            batches = pending.sealed.get(partition)
-            while batches and _delivered(batches[0].sends):
-                batch = batches.popleft()
-                sent = []
-                for key, blob in batch.blobs:
-                    table.data[key] = blob  # the local copy; the changelog's is sent here:
-                    sent.append(await producer.send(changelog, key, blob, partition, None, None))
-                pending.written[partition].append(_Written(sent, batch.events))
-                metrics.flushes.inc()
-            written = pending.written.get(partition)
-            while written and _delivered(written[0].sends):
-                for done in written.popleft().events:
-                    await manual.ack(done)
+                pending.seal(partition, processor.flush(partition))
+
+            async def write(key: bytes, blob: bytes, partition: int = partition) -> Any:
+                table.data[key] = blob  # the local copy; the changelog's is sent here:
+                return await producer.send(changelog, key, blob, partition, None, None)
+
+            metrics.flushes.inc(await pending.settle(partition, write, manual.ack))
 
     @app.timer(interval=settings.clock_tick_seconds)  # type: ignore[untyped-decorator]
     async def clock() -> None:
