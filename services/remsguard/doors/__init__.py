@@ -22,7 +22,7 @@ from remsguard.contract.decode import decode_event
 from remsguard.domain.admission import CLINIC_NOT_PERMITTED, EventTimeBounds, rejection_of
 from remsguard.domain.decisions import Rejection
 from remsguard.domain.events import Event
-from remsguard.embedded.compliance import Principal
+from remsguard.identity import Principal
 
 __all__ = ["Answer", "DoorUnavailable", "EventDoor", "admit", "rejected"]
 

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from remsguard.contract.decode import decode_event
 from remsguard.domain.decisions import Rejection
 from remsguard.doors import Answer, DoorUnavailable, admit, rejected
-from remsguard.embedded.compliance import Principal
 from remsguard.embedded.ingest import Incoming
 from remsguard.embedded.runtime import EmbeddedRuntime, Unavailable
+from remsguard.identity import Principal
 
 __all__ = ["EmbeddedEventDoor"]
 

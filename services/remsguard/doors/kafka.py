@@ -22,7 +22,7 @@ from remsguard.adapters.kafka.topics import Topics
 from remsguard.client import route
 from remsguard.domain.admission import EventTimeBounds
 from remsguard.doors import Answer, DoorUnavailable, admit, rejected
-from remsguard.embedded.compliance import Principal
+from remsguard.identity import Principal
 
 __all__ = ["KafkaEventDoor", "Send"]
 

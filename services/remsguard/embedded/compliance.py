@@ -2,51 +2,20 @@
 
 The compliance log itself is `remsguard.adapters.storage.ComplianceLog` on SQLite
 (`DIR/remsguard.db`): the same models, migrations and hash chain as on PostgreSQL. This module
-only adds what embedded mode needs on top: principals as plain values for the HTTP layer, and
-the first-run principals. Roles are the storage's `PrincipalRole` (`device` may only post
-events; the HTTP layer's `require` enforces it).
+only adds what embedded mode needs on top: the first-run principals.
+`Principal` and `Role` live in `remsguard.identity` (both API modes own them); they are
+re-exported here for the modules that still import them from this one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from remsguard.adapters.storage import ComplianceLog, PrincipalRole
-from remsguard.adapters.storage.principals import PrincipalInfo, PrincipalStore
+from remsguard.adapters.storage.principals import PrincipalStore
+from remsguard.identity import Principal, Role
 
-__all__ = ["Principal", "Role", "authenticate", "create_principal", "has_principals"]
-
-
-Role = PrincipalRole  # one set of roles for storage and HTTP
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    principal_id: str
-    name: str
-    role: Role
-    clinics: frozenset[str] = frozenset()  # empty: every clinic
-
-    def may_see(self, clinic_id: str) -> bool:
-        return not self.clinics or clinic_id in self.clinics
-
-    @property
-    def clinic_scope(self) -> frozenset[str] | None:
-        """For queries: None means every clinic."""
-        return self.clinics or None
-
-    @classmethod
-    def of(cls, info: PrincipalInfo) -> Principal:
-        return cls(info.principal_id, info.name, info.role, frozenset(info.clinics))
-
-
-def authenticate(log: ComplianceLog, token: str) -> Principal | None:
-    """The principal a bearer token belongs to (None: unknown, rotated away, revoked,
-    expired or malformed). Reads the database every time: a revocation by another process
-    holds from the next request on."""
-    info = PrincipalStore(log).for_token(token)
-    return None if info is None else Principal.of(info)
+__all__ = ["Principal", "Role", "create_principal", "has_principals"]
 
 
 def has_principals(log: ComplianceLog) -> bool:
@@ -63,5 +32,5 @@ def create_principal(
 ) -> str:
     """Create a principal (recorded in the hash chain) and return its token (shown once;
     only its hash is stored)."""
-    _, token = PrincipalStore(log).create(name, role, expires_at=expires_at, by=by)
+    _, token = PrincipalStore(log).create(name, PrincipalRole(role), expires_at=expires_at, by=by)
     return token

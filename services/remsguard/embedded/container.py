@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,21 +25,22 @@ from typing import TYPE_CHECKING
 import structlog
 from prometheus_client import CollectorRegistry
 
-from remsguard.adapters.metrics import new_registry
 from remsguard.adapters.storage import ComplianceLog
 from remsguard.adapters.storage.registry import RegistryStore
-from remsguard.adapters.telemetry import ClinicLabels, Telemetry
+from remsguard.adapters.telemetry import Telemetry
 from remsguard.alerting.factory import NotifyingLog, build_alerting
 from remsguard.alerting.service import AlertingService
 from remsguard.auditing.deadlines import FormDeadlineTask
-from remsguard.bootstrap import load_protocols
+from remsguard.bootstrap import build_telemetry, event_time_bounds, load_protocols
 from remsguard.config import Settings
-from remsguard.domain.admission import EventTimeBounds
 from remsguard.domain.engine import MonitoringEngine
-from remsguard.embedded.compliance import Role, create_principal, has_principals
+from remsguard.domain.protocol import MonitoringProtocol
+from remsguard.doors.embedded import EmbeddedEventDoor
+from remsguard.embedded.compliance import create_principal, has_principals
 from remsguard.embedded.head_signing import HeadSigningTask, signing_key
 from remsguard.embedded.journal import EventJournal
 from remsguard.embedded.runtime import EmbeddedRuntime, RecoverySummary
+from remsguard.identity import Role
 
 if TYPE_CHECKING:
     from remsguard.hl7v2.listener import MLLPListener
@@ -76,6 +77,7 @@ def _utc_now() -> datetime:
 @dataclass
 class EmbeddedContainer:
     """Everything the embedded HTTP app serves from; `start`/`stop` run in its lifespan.
+    It offers every capability of `entrypoints.http.capabilities.ServedProcess`.
 
     Other components of embedded mode (the notifier, the console's SSE feed) add themselves
     here and to `start`/`stop`.
@@ -92,6 +94,7 @@ class EmbeddedContainer:
     deadlines: FormDeadlineTask | None = field(default=None)
     hl7: MLLPListener | None = field(default=None)  # `--hl7-port`: devices' HL7 v2 over MLLP
     heads: HeadSigningTask | None = field(default=None)  # signed tree heads (head_signing.py)
+    protocols: Mapping[str, MonitoringProtocol] = field(default_factory=dict)
 
     @classmethod
     def open(
@@ -101,17 +104,18 @@ class EmbeddedContainer:
         protocol_files: list[Path] | None = None,
         *,
         clock: Callable[[], datetime] | None = None,
+        telemetry: Telemetry | None = None,
     ) -> EmbeddedContainer:
         """`clock` is the process's clock (default: the wall clock in UTC); `--simulate`
-        gives its simulated clock instead."""
+        gives its simulated clock instead. `bootstrap.embedded_container` is the usual way in."""
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o700)
-        telemetry = Telemetry(new_registry(), ClinicLabels(settings.metrics_max_clinics))
+        telemetry = telemetry or build_telemetry(settings)
         protocols = load_protocols(protocol_files)
         journal = EventJournal(data_dir / JOURNAL_FILE)
         compliance = ComplianceLog.open(f"sqlite:///{data_dir / COMPLIANCE_FILE}")
         # The REMS gate: the registry as recorded, replaced on every change made through the
-        # API (`refresh_rems_registry`); None when REMSGUARD_REMS_GATE=false.
+        # API (`registry_changed`); None when REMSGUARD_REMS_GATE=false.
         registry = RegistryStore(compliance).load() if settings.rems_gate else None
         engine = MonitoringEngine(
             protocols, default_protocol=settings.default_protocol, registry=registry
@@ -122,9 +126,7 @@ class EmbeddedContainer:
             journal,
             NotifyingLog(compliance, alerting),
             telemetry,
-            bounds=EventTimeBounds.of(
-                settings.event_max_future_seconds, settings.event_max_age_days
-            ),
+            bounds=event_time_bounds(settings),
             summaries=compliance,
             now=clock or _utc_now,
         )
@@ -162,13 +164,40 @@ class EmbeddedContainer:
             deadlines=deadlines,
             heads=heads,
             hl7=hl7,
+            protocols=protocols,
         )
 
     @property
     def registry(self) -> CollectorRegistry:
         return self.telemetry.registry
 
-    def refresh_rems_registry(self) -> None:
+    # What the HTTP app serves from (`ServedProcess`): every capability.
+
+    def now(self) -> datetime:
+        """The API's time: the wall clock (the engine's clock is `runtime.current_time`)."""
+        return _utc_now()
+
+    @property
+    def ingest(self) -> EmbeddedRuntime:
+        return self.runtime
+
+    @property
+    def event_door(self) -> EmbeddedEventDoor:
+        return EmbeddedEventDoor(self.runtime)
+
+    @property
+    def staff_alerting(self) -> AlertingService | None:
+        return self.alerting
+
+    @property
+    def live_sessions(self) -> MonitoringEngine:
+        return self.runtime.engine
+
+    @property
+    def taking_events(self) -> bool:
+        return self.runtime.running
+
+    def registry_changed(self) -> None:
         """Re-read the REMS registry (after a change through the API): the engine judges
         doses by it from the next event on. A dose already judged is not judged again."""
         if self.settings.rems_gate:

@@ -18,7 +18,7 @@ compliance log, where the notifier's escalation sees them. Without it those rout
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -28,16 +28,14 @@ from prometheus_client import CollectorRegistry
 
 from remsguard.adapters.kafka.session_view import SessionView
 from remsguard.adapters.kafka.topics import Topics
-from remsguard.adapters.metrics import new_registry
 from remsguard.adapters.storage import ComplianceLog
-from remsguard.adapters.telemetry import ClinicLabels, Telemetry
+from remsguard.adapters.telemetry import Telemetry
 from remsguard.alerting.factory import build_console_alerting
 from remsguard.alerting.feed import AlertFeed
 from remsguard.alerting.service import AlertingService
 from remsguard.auditing.deadlines import FormDeadlineTask
-from remsguard.bootstrap import load_protocols
+from remsguard.bootstrap import build_telemetry, event_time_bounds, load_protocols
 from remsguard.config import Settings, compliance_log_url, get_settings
-from remsguard.domain.admission import EventTimeBounds
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.protocol import MonitoringProtocol, ProtocolError
 from remsguard.doors.kafka import KafkaEventDoor
@@ -84,7 +82,8 @@ class StaffConsole:
 
 @dataclass
 class ApiContainer:
-    """What the HTTP app serves from in `remsguard api`; `runtime` is None (no ingest)."""
+    """What the HTTP app serves from in `remsguard api` (`ServedProcess`): no JSON ingest;
+    FHIR writes onto Kafka; staff alerting and live sessions only with the staff console."""
 
     settings: Settings
     compliance: ComplianceLog
@@ -93,22 +92,40 @@ class ApiContainer:
     clock: Callable[[], datetime] = _wall_clock
     deadlines: FormDeadlineTask | None = None
     console: StaffConsole | None = None
-    runtime: None = field(default=None)
     # FHIR ingest onto Kafka (`/fhir/r4/...`); its producer is made on the first write.
     fhir_door: KafkaEventDoor | None = None
 
+    def now(self) -> datetime:
+        return self.clock()
+
     @property
-    def alerting(self) -> AlertingService | None:
-        """Acknowledge/resolve and the SSE hub (the staff routes look for it)."""
+    def ingest(self) -> None:
+        """No JSON ingest here (`POST /v1/events` answers 404): devices publish to Kafka."""
+        return None
+
+    @property
+    def event_door(self) -> KafkaEventDoor | None:
+        return self.fhir_door
+
+    @property
+    def staff_alerting(self) -> AlertingService | None:
+        """Acknowledge/resolve and the SSE hub: only with the staff console."""
         return None if self.console is None else self.console.alerting
 
     @property
-    def engine(self) -> MonitoringEngine | None:
+    def live_sessions(self) -> MonitoringEngine | None:
         """The read-only engine over the processor's sessions, once the view has caught up
         with the changelog (before that a session could look unknown)."""
         if self.console is None or not self.console.sessions.caught_up:
             return None
         return self.console.engine
+
+    @property
+    def taking_events(self) -> bool:
+        return True  # nothing to recover before answering
+
+    def registry_changed(self) -> None:
+        """The processor re-reads the registry itself (`registry_refresh_seconds`)."""
 
     @classmethod
     def open(
@@ -121,7 +138,7 @@ class ApiContainer:
     ) -> ApiContainer:
         log = compliance or ComplianceLog.open(compliance_log_url(settings))
         protocols = load_protocols(list(settings.protocol_files))
-        telemetry = Telemetry(new_registry(), ClinicLabels(settings.metrics_max_clinics))
+        telemetry = build_telemetry(settings)
         deadlines = (
             FormDeadlineTask(
                 log,
@@ -165,11 +182,10 @@ def _fhir_door(settings: Settings) -> KafkaEventDoor:
     (acks=all) is made on the first write, so an auditor-only API needs no broker."""
     from remsguard.client import make_producer
 
-    bounds = EventTimeBounds.of(settings.event_max_future_seconds, settings.event_max_age_days)
     return KafkaEventDoor(
         lambda: make_producer(settings.kafka_bootstrap, settings.kafka_connect_timeout_seconds),
         Topics.from_settings(settings),
-        bounds,
+        event_time_bounds(settings),
     )
 
 

@@ -23,8 +23,8 @@ def hl7_gateway_command(
     each message is acknowledged once Kafka has acknowledged its events."""
     from remsguard.adapters.kafka.topics import Topics
     from remsguard.adapters.metrics import new_registry, serve_metrics
+    from remsguard.bootstrap import event_time_bounds
     from remsguard.client import make_producer
-    from remsguard.domain.admission import EventTimeBounds
     from remsguard.hl7v2.kafka import KafkaDoor
     from remsguard.hl7v2.setup import HL7ConfigError, build_listener
 
@@ -32,7 +32,7 @@ def hl7_gateway_command(
     if host is not None:
         settings = settings.model_copy(update={"hl7_host": host})
     producer = make_producer(settings.kafka_bootstrap)
-    bounds = EventTimeBounds.of(settings.event_max_future_seconds, settings.event_max_age_days)
+    bounds = event_time_bounds(settings)
     door = KafkaDoor(producer, Topics.from_settings(settings), bounds)
     registry = new_registry()
     try:

@@ -118,14 +118,14 @@ def publish_command(
     wait for every acknowledgement. Exit 1 if a line was refused or not delivered."""
     from remsguard.adapters.kafka.publish import LinePublisher
     from remsguard.adapters.kafka.topics import Topics
+    from remsguard.bootstrap import event_time_bounds
     from remsguard.client import DeviceClient
-    from remsguard.domain.admission import EventTimeBounds
 
     _quiet_kafka_clients()
     settings = get_settings()
     _ensure_topics()  # never let the broker auto-create an input topic un-co-partitioned
     handle = sys.stdin.buffer if file == "-" else Path(file).open("rb")  # noqa: SIM115
-    bounds = EventTimeBounds.of(settings.event_max_future_seconds, settings.event_max_age_days)
+    bounds = event_time_bounds(settings)
     topics = Topics.from_settings(settings)
     client = DeviceClient(
         settings.kafka_bootstrap,
@@ -259,8 +259,8 @@ def deadletter_replay(
     from remsguard.adapters.kafka.deadletters import read_dead_letters
     from remsguard.adapters.kafka.publish import LinePublisher
     from remsguard.adapters.kafka.topics import Topics
+    from remsguard.bootstrap import event_time_bounds
     from remsguard.client import DeviceClient
-    from remsguard.domain.admission import EventTimeBounds
 
     if not reason and not at:
         typer.echo("remsguard deadletter replay: choose with --reason or --at", err=True)
@@ -295,7 +295,7 @@ def deadletter_replay(
             typer.echo(f"{letter.partition}:{letter.offset}\t{letter.reason}\twould be replayed")
         typer.echo(f"{len(chosen)} dead letters would be replayed", err=True)
         return
-    bounds = EventTimeBounds.of(settings.event_max_future_seconds, settings.event_max_age_days)
+    bounds = event_time_bounds(settings)
     client = DeviceClient(
         settings.kafka_bootstrap,
         topics,

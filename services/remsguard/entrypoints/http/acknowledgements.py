@@ -11,19 +11,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Path, Request
+from fastapi import APIRouter, Body, Depends, Path
 from fastapi.responses import Response
 
 from remsguard.alerting.service import (
-    AlertingService,
     AlertNotFound,
     NotShelvable,
     Transition,
     alert_row_dict,
 )
-from remsguard.embedded.compliance import Principal, Role
 from remsguard.entrypoints.http.auth import require
+from remsguard.entrypoints.http.capabilities import StaffAlerting
 from remsguard.entrypoints.http.errors import ApiError
+from remsguard.identity import Principal, Role
 
 __all__ = ["router"]
 
@@ -34,14 +34,6 @@ _RESPONSES: dict[int | str, dict[str, str]] = {
     403: {"description": "Not a staff or admin token."},
     404: {"description": "No such alert, or not one of this principal's clinics."},
 }
-
-
-def _service(request: Request) -> AlertingService:
-    service = getattr(request.app.state.container, "alerting", None)
-    if service is None:
-        raise ApiError(503, "no_alerting", "staff alerting is not running in this process")
-    assert isinstance(service, AlertingService)
-    return service
 
 
 def _answer(result: Transition) -> Response:
@@ -70,11 +62,12 @@ async def _transition(
     responses=_RESPONSES,
 )
 async def acknowledge(
-    request: Request,
     alert_id: str = Path(min_length=1, max_length=64),
     principal: Principal = Depends(require(Role.STAFF, Role.ADMIN)),
+    *,
+    service: StaffAlerting,
 ) -> Response:
-    return await _transition(_service(request).acknowledge, alert_id, principal)
+    return await _transition(service.acknowledge, alert_id, principal)
 
 
 @router.post(
@@ -83,11 +76,12 @@ async def acknowledge(
     responses=_RESPONSES,
 )
 async def resolve(
-    request: Request,
     alert_id: str = Path(min_length=1, max_length=64),
     principal: Principal = Depends(require(Role.STAFF, Role.ADMIN)),
+    *,
+    service: StaffAlerting,
 ) -> Response:
-    return await _transition(_service(request).resolve, alert_id, principal)
+    return await _transition(service.resolve, alert_id, principal)
 
 
 @router.post(
@@ -99,16 +93,17 @@ async def resolve(
     },
 )
 async def shelve(
-    request: Request,
     alert_id: str = Path(min_length=1, max_length=64),
     minutes: int = Body(ge=1, le=24 * 60),
     reason: str = Body(min_length=1, max_length=500),
     principal: Principal = Depends(require(Role.STAFF, Role.ADMIN)),
+    *,
+    service: StaffAlerting,
 ) -> Response:
     """The alert leaves the open list until the shelf expires, then is notified again; the
     shelf (who, until when, why) is a chained `alert.shelved` record."""
     try:
-        result = await _service(request).shelve(
+        result = await service.shelve(
             alert_id,
             principal.principal_id,
             principal.name,

@@ -19,9 +19,9 @@ from remsguard.adapters.storage import AlertQuery, AlertRow, ComplianceLog, Curs
 from remsguard.adapters.storage.log import MAX_LIMIT as STORAGE_PAGE
 from remsguard.adapters.storage.models import utc
 from remsguard.contract.outbound import alert_to_json
-from remsguard.embedded.compliance import Principal, Role
 from remsguard.entrypoints.http.auth import require
 from remsguard.entrypoints.http.errors import ApiError
+from remsguard.identity import Principal, Role
 
 __all__ = ["MAX_PAGE", "alert_row_json", "router"]
 

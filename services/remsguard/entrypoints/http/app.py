@@ -2,7 +2,8 @@
 
 Adding endpoints (auditor API, console, SSE, discharge readiness): write a module with an
 `APIRouter` named `router`, protect each route with `Depends(require(Role....))` from
-`auth.py`, read what you need from `request.app.state.container`, and add the router to
+`auth.py`, ask for what the process offers with the dependencies of `capabilities.py`
+(`Process`, `Compliance`, `Ingest`, `StaffAlerting`, `LiveSessions`), and add the router to
 `ROUTERS` below (or pass it in `create_app(container, routers=[...])`). Background work
 (a notifier, an SSE hub) starts and stops with the container's `start`/`stop`.
 
@@ -16,9 +17,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp
@@ -27,14 +27,11 @@ from remsguard import __version__
 from remsguard.config import Settings
 from remsguard.entrypoints.http import alerts, events, fhir, rems_registry
 from remsguard.entrypoints.http.auditor_routes import AUDITOR_ROUTERS
+from remsguard.entrypoints.http.capabilities import Process, ServedProcess
 from remsguard.entrypoints.http.docs import OPENAPI_URL, docs_router, swagger_ui_files
 from remsguard.entrypoints.http.errors import install_error_handlers
 from remsguard.entrypoints.http.security import SecurityHeaders, require_metrics_token
 from remsguard.entrypoints.http.staff_routes import STAFF_ROUTERS
-
-if TYPE_CHECKING:
-    from remsguard.embedded.container import EmbeddedContainer
-    from remsguard.entrypoints.api import ApiContainer
 
 __all__ = ["ROUTERS", "create_app", "surface_line"]
 
@@ -51,9 +48,8 @@ _ops = APIRouter(tags=["operations"])
 
 
 @_ops.get("/healthz", summary="Liveness: 200 once recovered and taking events")
-async def healthz(request: Request) -> Response:
-    runtime = getattr(request.app.state.container, "runtime", None)
-    if runtime is not None and not runtime.running:
+async def healthz(process: Process) -> Response:
+    if not process.taking_events:
         return Response(b'{"status":"starting"}', 503, media_type="application/json")
     return Response(b'{"status":"ok"}', media_type="application/json")
 
@@ -64,8 +60,8 @@ async def healthz(request: Request) -> Response:
     include_in_schema=False,
     dependencies=[Depends(require_metrics_token)],
 )
-def metrics(request: Request) -> Response:
-    registry = request.app.state.container.telemetry.registry
+def metrics(process: Process) -> Response:
+    registry = process.telemetry.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -92,9 +88,7 @@ def _metrics_protected(settings: Settings) -> bool:
     return settings.metrics_token is not None and bool(settings.metrics_token.get_secret_value())
 
 
-def create_app(
-    container: EmbeddedContainer | ApiContainer, routers: Sequence[APIRouter] = ()
-) -> FastAPI:
+def create_app(container: ServedProcess, routers: Sequence[APIRouter] = ()) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await container.start()

@@ -19,7 +19,6 @@ from pydantic import BaseModel, Field
 from remsguard.adapters.storage import AlertQuery, AlertRow, AuditQuery, AuditRow, CursorError
 from remsguard.adapters.storage.log import MAX_LIMIT, head_json
 from remsguard.adapters.storage.models import utc
-from remsguard.embedded.compliance import Principal, Role
 from remsguard.entrypoints.http.auth import require
 from remsguard.entrypoints.http.common import (
     COMMON_ERRORS,
@@ -35,6 +34,7 @@ from remsguard.entrypoints.http.common import (
     wants_csv,
 )
 from remsguard.entrypoints.http.errors import ApiError
+from remsguard.identity import Principal, Role
 
 __all__ = ["alert_json", "record_json", "router"]
 

@@ -18,12 +18,22 @@ from typing import Final
 
 from fastapi import Request
 
-from remsguard.embedded.compliance import Principal, Role, authenticate
+from remsguard.adapters.storage import ComplianceLog
+from remsguard.adapters.storage.principals import PrincipalStore
 from remsguard.entrypoints.http.errors import ApiError
+from remsguard.identity import Principal, Role, principal_from_record
 
 __all__ = ["current_principal", "require"]
 
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="remsguard"'}
+
+
+def authenticate(log: ComplianceLog, token: str) -> Principal | None:
+    """The principal a bearer token belongs to (None: unknown, rotated away, revoked,
+    expired or malformed). Reads the database every time: a revocation by another process
+    holds from the next request on."""
+    info = PrincipalStore(log).for_token(token)
+    return None if info is None else principal_from_record(info)
 
 
 def current_principal(request: Request) -> Principal:

@@ -3,7 +3,7 @@
 `sessions_board` lists the clinic's sessions under monitoring with the engine's own
 discharge readiness (`MonitoringEngine.readiness`) and next checks: nothing is recomputed
 here. The engine is embedded mode's own, or in `remsguard api` a read-only one over the
-stream processor's session state (`console_engine`). Call it on the event loop's thread
+stream processor's session state (`ServedProcess.live_sessions`). Call it on the event loop's thread
 (the embedded runtime and the API's session view change the sessions there).
 """
 
@@ -23,7 +23,6 @@ from remsguard.domain.session import Session
 __all__ = [
     "ACTIVE_FOR",
     "board_now",
-    "console_engine",
     "open_alerts",
     "open_critical_rules",
     "readiness_json",
@@ -38,18 +37,6 @@ _MAX_ALERTS: Final = 500
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else utc(value).isoformat().replace("+00:00", "Z")
-
-
-def console_engine(container: Any) -> MonitoringEngine | None:
-    """The engine whose sessions the console shows: the embedded runtime's, else the
-    container's read-only one (`remsguard api` with the staff console); None: no sessions
-    here (or not yet read)."""
-    runtime = getattr(container, "runtime", None)
-    if runtime is not None:
-        engine: MonitoringEngine = runtime.engine
-        return engine
-    found = getattr(container, "engine", None)
-    return found if isinstance(found, MonitoringEngine) else None
 
 
 def board_now(engine: MonitoringEngine | None) -> datetime:

@@ -18,11 +18,11 @@ from pydantic import BeforeValidator
 
 from remsguard.adapters.storage import ComplianceLog
 from remsguard.adapters.storage.chain import API_QUERY
-from remsguard.bootstrap import load_protocols
 from remsguard.domain.decisions import AuditKind, AuditRecord
 from remsguard.domain.protocol import MonitoringProtocol
-from remsguard.embedded.compliance import Principal
+from remsguard.entrypoints.http.capabilities import ServedProcess
 from remsguard.entrypoints.http.errors import ApiError
+from remsguard.identity import Principal
 
 __all__ = [
     "CSV_CONTENT",
@@ -74,29 +74,24 @@ class Format(StrEnum):
     CSV = "csv"
 
 
+def _process(request: Request) -> ServedProcess:
+    process: ServedProcess = request.app.state.container
+    return process
+
+
 def compliance(request: Request) -> ComplianceLog:
-    log: ComplianceLog = request.app.state.container.compliance
-    return log
+    return _process(request).compliance
 
 
 def now(request: Request) -> datetime:
-    """The container's clock if it has one (tests, the API container), else the wall clock."""
-    clock = getattr(request.app.state.container, "clock", None)
-    return clock() if clock is not None else datetime.now(UTC)
+    """The process's time for the API (the API container's clock; embedded: the wall clock)."""
+    return _process(request).now()
 
 
 def protocols(request: Request) -> tuple[Mapping[str, MonitoringProtocol], str]:
     """The protocols forms are judged by, and the default protocol."""
-    container = request.app.state.container
-    settings = container.settings
-    found = getattr(container, "protocols", None)
-    if found is None:
-        found = getattr(request.app.state, "auditor_protocols", None)
-        if found is None:
-            found = request.app.state.auditor_protocols = load_protocols(
-                list(settings.protocol_files)
-            )
-    return found, settings.default_protocol
+    process = _process(request)
+    return process.protocols, process.settings.default_protocol
 
 
 def aware(name: str, value: datetime | None) -> datetime | None:

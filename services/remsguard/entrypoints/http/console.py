@@ -14,13 +14,14 @@ from importlib import resources
 from typing import Final
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from remsguard.embedded.compliance import Principal, Role
 from remsguard.entrypoints.http.auth import require
+from remsguard.entrypoints.http.capabilities import Process
 from remsguard.entrypoints.http.errors import ApiError
 from remsguard.entrypoints.http.sse import snapshot
+from remsguard.identity import Principal, Role
 
 __all__ = ["router"]
 
@@ -62,10 +63,10 @@ async def static(name: str) -> Response:
     summary="The console's state: who is signed in, sessions board, unresolved alerts",
 )
 async def state(
-    request: Request,
+    process: Process,
     principal: Principal = Depends(require(Role.STAFF, Role.ADMIN, Role.AUDITOR)),
 ) -> Response:
-    body = await snapshot(request.app.state.container, principal)
+    body = await snapshot(process, principal)
     body["me"] = {
         "principal_id": principal.principal_id,
         "name": principal.name,

@@ -23,12 +23,12 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from remsguard.embedded.compliance import Principal, Role
-from remsguard.embedded.container import EmbeddedContainer
 from remsguard.embedded.ingest import SUPPORTED_TYPES, Incoming, body_kind, decode_body
 from remsguard.embedded.runtime import EventResult, Unavailable
 from remsguard.entrypoints.http.auth import require
+from remsguard.entrypoints.http.capabilities import Ingest, Process
 from remsguard.entrypoints.http.errors import ApiError
+from remsguard.identity import Principal, Role
 
 __all__ = ["router"]
 
@@ -50,13 +50,14 @@ _OFFLOAD_BYTES: Final = 256 * 1024  # decode bigger bodies off the event loop
     },
 )
 async def post_events(
-    request: Request, principal: Principal = Depends(require(Role.DEVICE, Role.ADMIN))
+    request: Request,
+    principal: Principal = Depends(require(Role.DEVICE, Role.ADMIN)),
+    *,
+    ingest: Ingest,
+    process: Process,
 ) -> Response:
-    container = request.app.state.container
-    if not isinstance(container, EmbeddedContainer):
-        raise ApiError(404, "not_found", "this service does not ingest events")
     kind = body_kind(request.headers.get("content-type"))
-    settings = container.settings
+    settings = process.settings
     limit: int = settings.ingest_max_body_bytes
     too_large = ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
     declared = request.headers.get("content-length", "")
@@ -76,7 +77,7 @@ async def post_events(
         items = decode_body(raw, kind, max_events)
     del raw
     try:
-        results = await container.runtime.submit(items, principal)
+        results = await ingest.submit(items, principal)
     except Unavailable as exc:
         raise ApiError(503, "unavailable", str(exc), {"Retry-After": "1"}) from None
     return Response(orjson.dumps(answer(items, results)), media_type="application/json")

@@ -18,26 +18,22 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from remsguard.doors import DoorUnavailable, EventDoor
-from remsguard.doors.embedded import EmbeddedEventDoor
-from remsguard.embedded.compliance import Principal, Role
-from remsguard.embedded.container import EmbeddedContainer
 from remsguard.entrypoints.http.auth import current_principal
+from remsguard.entrypoints.http.capabilities import ServedProcess
 from remsguard.entrypoints.http.errors import ApiError
 from remsguard.fhir.capability import capability_statement
 from remsguard.fhir.context import Reader
 from remsguard.fhir.ingest import Reply, post_bundle, post_resource
 from remsguard.fhir.outcome import error, operation_outcome
 from remsguard.fhir.setup import FhirConfigError, tables_of
-
-if TYPE_CHECKING:
-    from remsguard.entrypoints.api import ApiContainer
+from remsguard.identity import Principal, Role
 
 __all__ = ["router"]
 
@@ -213,11 +209,10 @@ def _writer(request: Request) -> Principal:
 
 
 def _door(request: Request) -> EventDoor:
-    container: EmbeddedContainer | ApiContainer = request.app.state.container
-    if isinstance(container, EmbeddedContainer):
-        return EmbeddedEventDoor(container.runtime)
-    if container.fhir_door is not None:  # `remsguard api`: onto Kafka
-        return container.fhir_door
+    process: ServedProcess = request.app.state.container
+    door = process.event_door  # embedded: the journal; `remsguard api`: Kafka
+    if door is not None:
+        return door
     raise _Refusal(_problem(404, "not-supported", "this service does not ingest FHIR"))
 
 

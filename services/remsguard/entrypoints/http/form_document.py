@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from remsguard.auditing.form_document import form_evidence, form_pdf
-from remsguard.embedded.compliance import Principal
 from remsguard.entrypoints.http.audit import READERS
 from remsguard.entrypoints.http.auth import require
 from remsguard.entrypoints.http.common import COMMON_ERRORS, compliance, log_query, now, protocols
@@ -20,6 +19,7 @@ from remsguard.entrypoints.http.sessions import (
     monitoring_form,
     session_clinic,
 )
+from remsguard.identity import Principal
 
 __all__ = ["router"]
 

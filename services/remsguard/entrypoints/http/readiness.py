@@ -12,14 +12,15 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
 
 from remsguard.adapters.storage import AlertQuery, AlertStatus
-from remsguard.embedded.compliance import Principal, Role
 from remsguard.entrypoints.http.auth import require
-from remsguard.entrypoints.http.board import board_now, console_engine, readiness_json
+from remsguard.entrypoints.http.board import board_now, readiness_json
+from remsguard.entrypoints.http.capabilities import Compliance, LiveSessions
 from remsguard.entrypoints.http.errors import ApiError
+from remsguard.identity import Principal, Role
 
 __all__ = ["router"]
 
@@ -38,18 +39,15 @@ router = APIRouter(tags=["staff"])
     },
 )
 async def discharge_readiness(
-    request: Request,
     session_id: str = Path(min_length=1, max_length=128),
     principal: Principal = Depends(require(Role.STAFF, Role.ADMIN, Role.AUDITOR)),
+    *,
+    engine: LiveSessions,
+    log: Compliance,
 ) -> Response:
-    container = request.app.state.container
-    engine = console_engine(container)
-    if engine is None:
-        raise ApiError(503, "no_engine", "discharge readiness is served where the engine runs")
     session = engine.sessions.get(session_id)
     if session is None or not principal.may_see(session.clinic_id):
         raise ApiError(404, "not_found", f"no session {session_id!r}")
-    log = container.compliance
     page = await asyncio.to_thread(
         log.alerts, AlertQuery(session_id=session_id, severity="critical", limit=1000)
     )

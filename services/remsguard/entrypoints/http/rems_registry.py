@@ -22,9 +22,10 @@ from remsguard.adapters.storage.registry import (
     certification_dict,
     enrollment_dict,
 )
-from remsguard.embedded.compliance import Principal, Role
 from remsguard.entrypoints.http.auth import require
+from remsguard.entrypoints.http.capabilities import ServedProcess
 from remsguard.entrypoints.http.errors import ApiError
+from remsguard.identity import Principal, Role
 
 __all__ = ["router"]
 
@@ -58,9 +59,8 @@ def _scoped(principal: Principal, clinic: str) -> None:
 
 def _changed(request: Request) -> None:
     """Tell the engine of this process (embedded mode) that the registry changed."""
-    refresh = getattr(request.app.state.container, "refresh_rems_registry", None)
-    if refresh is not None:
-        refresh()
+    process: ServedProcess = request.app.state.container
+    process.registry_changed()
 
 
 @router.get("/v1/clinics/{clinic}/certification", summary="The clinic's REMS certification")

@@ -14,7 +14,6 @@ from fastapi.responses import Response
 
 from remsguard.auditing.report import compliance_report, month_of
 from remsguard.auditing.report_document import REPORT_CSS, report_charts, report_html, report_pdf
-from remsguard.embedded.compliance import Principal
 from remsguard.entrypoints.http.audit import READERS
 from remsguard.entrypoints.http.auth import require
 from remsguard.entrypoints.http.common import (
@@ -26,6 +25,7 @@ from remsguard.entrypoints.http.common import (
     protocols,
 )
 from remsguard.entrypoints.http.errors import ApiError
+from remsguard.identity import Principal
 
 __all__ = ["router"]
 

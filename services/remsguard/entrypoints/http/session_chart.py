@@ -23,12 +23,12 @@ from remsguard.adapters.storage import AlertQuery, AlertRow, ComplianceLog
 from remsguard.adapters.storage.log import MAX_LIMIT
 from remsguard.adapters.storage.models import utc
 from remsguard.auditing.session_chart import ChartAlert, session_chart
-from remsguard.embedded.compliance import Principal
 from remsguard.entrypoints.http.audit import READERS
 from remsguard.entrypoints.http.auth import require
 from remsguard.entrypoints.http.common import compliance, protocols
 from remsguard.entrypoints.http.errors import ApiError
 from remsguard.entrypoints.http.sessions import SessionId, session_clinic, vouched_events
+from remsguard.identity import Principal
 
 __all__ = ["router"]
 

@@ -22,7 +22,6 @@ from remsguard.contract.decode import decode_event
 from remsguard.domain.decisions import AuditKind, stable_id
 from remsguard.domain.events import Event
 from remsguard.domain.protocol import MonitoringProtocol
-from remsguard.embedded.compliance import Principal, Role
 from remsguard.entrypoints.http.audit import (
     READERS,
     AlertOut,
@@ -44,6 +43,7 @@ from remsguard.entrypoints.http.common import (
     wants_csv,
 )
 from remsguard.entrypoints.http.errors import ApiError
+from remsguard.identity import Principal, Role
 
 __all__ = ["monitoring_form", "router", "session_clinic", "vouched_events"]
 

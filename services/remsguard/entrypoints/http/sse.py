@@ -19,20 +19,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
-from remsguard.alerting.service import AlertingService
 from remsguard.alerting.sse import format_event
-from remsguard.embedded.compliance import Principal, Role
 from remsguard.entrypoints.http.auth import require
-from remsguard.entrypoints.http.board import (
-    board_now,
-    console_engine,
-    open_alerts,
-    sessions_board,
-)
-from remsguard.entrypoints.http.errors import ApiError
+from remsguard.entrypoints.http.board import board_now, open_alerts, sessions_board
+from remsguard.entrypoints.http.capabilities import Process, ServedProcess, StaffAlerting
+from remsguard.identity import Principal, Role
 
 __all__ = ["SNAPSHOT_SECONDS", "router", "snapshot"]
 
@@ -42,11 +36,11 @@ ALERT_REFRESH_SECONDS: Final = 0.25
 MIN_SNAPSHOT_SECONDS: Final = 1.0
 
 
-async def snapshot(container: Any, principal: Principal) -> dict[str, Any]:
+async def snapshot(process: ServedProcess, principal: Principal) -> dict[str, Any]:
     """The console's state: sessions board and unresolved alerts, for this principal."""
-    engine = console_engine(container)
+    engine = process.live_sessions
     now = board_now(engine)
-    alerts = await asyncio.to_thread(open_alerts, container.compliance, principal.clinic_scope, now)
+    alerts = await asyncio.to_thread(open_alerts, process.compliance, principal.clinic_scope, now)
     sessions = [] if engine is None else sessions_board(engine, principal.clinic_scope, now, alerts)
     return {"as_of": now, "sessions": sessions, "alerts": alerts}
 
@@ -61,13 +55,11 @@ async def snapshot(container: Any, principal: Principal) -> dict[str, Any]:
     },
 )
 async def stream(
-    request: Request,
+    process: Process,
     principal: Principal = Depends(require(Role.STAFF, Role.ADMIN, Role.AUDITOR)),
+    *,
+    service: StaffAlerting,
 ) -> StreamingResponse:
-    container = request.app.state.container
-    service = getattr(container, "alerting", None)
-    if not isinstance(service, AlertingService):
-        raise ApiError(503, "no_alerting", "staff alerting is not running in this process")
     hub = service.hub
     subscriber = hub.subscribe(principal.clinic_scope)
 
@@ -86,7 +78,7 @@ async def stream(
             while True:
                 wait = next_snapshot - time.monotonic()
                 if wait <= 0:
-                    yield format_event("sessions", await snapshot(container, principal))
+                    yield format_event("sessions", await snapshot(process, principal))
                     last_snapshot = time.monotonic()
                     next_snapshot = last_snapshot + SNAPSHOT_SECONDS
                     continue

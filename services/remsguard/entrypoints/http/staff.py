@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
 from remsguard.adapters.storage import PrincipalRole
-from remsguard.embedded.compliance import Principal, Role
 from remsguard.entrypoints.http.auth import require
 from remsguard.entrypoints.http.errors import ApiError
+from remsguard.identity import Principal, Role
 
 __all__ = ["router"]
 

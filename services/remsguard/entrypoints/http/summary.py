@@ -12,7 +12,6 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 
 from remsguard.auditing.summary import daily_summary
-from remsguard.embedded.compliance import Principal
 from remsguard.entrypoints.http.audit import READERS
 from remsguard.entrypoints.http.auth import require
 from remsguard.entrypoints.http.common import (
@@ -28,6 +27,7 @@ from remsguard.entrypoints.http.common import (
     wants_csv,
 )
 from remsguard.entrypoints.http.errors import ApiError
+from remsguard.identity import Principal
 
 __all__ = ["router"]
 

@@ -1,0 +1,137 @@
+"""What a process offers the HTTP app, and the FastAPI dependencies that hand it to a route.
+
+`create_app` serves one `ServedProcess`: embedded mode's `EmbeddedContainer` (every capability)
+or `remsguard api`'s `ApiContainer` (no JSON ingest; FHIR writes onto Kafka; staff alerting and
+live sessions only with its staff console). A capability a process lacks is None, and the
+dependency that asks for it answers for the route: 404 where the process has no such door,
+503 where the part is off or not ready yet. Routes never look at the container's class.
+
+    @router.post("/v1/things")
+    async def things(ingest: Ingest, principal: Principal = Depends(require(Role.DEVICE))): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Protocol
+
+from fastapi import Depends, Request
+
+from remsguard.adapters.storage import ComplianceLog
+from remsguard.adapters.telemetry import Telemetry
+from remsguard.alerting.service import AlertingService
+from remsguard.config import Settings
+from remsguard.domain.engine import MonitoringEngine
+from remsguard.domain.protocol import MonitoringProtocol
+from remsguard.doors import EventDoor
+from remsguard.embedded.ingest import Incoming
+from remsguard.embedded.runtime import EventResult
+from remsguard.entrypoints.http.errors import ApiError
+from remsguard.identity import Principal
+
+__all__ = [
+    "Compliance",
+    "EventIngest",
+    "Ingest",
+    "LiveSessions",
+    "Process",
+    "ServedProcess",
+    "StaffAlerting",
+]
+
+
+class EventIngest(Protocol):
+    """JSON ingest (`POST /v1/events`): decoded items in, one result each, durable on 2xx."""
+
+    @property
+    def running(self) -> bool: ...
+
+    async def submit(
+        self, items: list[Incoming], principal: Principal | None
+    ) -> list[EventResult]: ...
+
+
+class ServedProcess(Protocol):
+    """A process the HTTP app serves from (`EmbeddedContainer`, `ApiContainer`)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def compliance(self) -> ComplianceLog: ...
+    @property
+    def telemetry(self) -> Telemetry: ...
+    @property
+    def protocols(self) -> Mapping[str, MonitoringProtocol]:
+        """The protocols this process judges by (forms, readiness)."""
+        ...
+
+    def now(self) -> datetime:
+        """The time the API stamps queries and judges deadlines with."""
+        ...
+
+    @property
+    def ingest(self) -> EventIngest | None:
+        """JSON event ingest; None: this process takes no JSON events."""
+        ...
+
+    @property
+    def event_door(self) -> EventDoor | None:
+        """Where FHIR writes go (journal or Kafka); None: no FHIR ingest."""
+        ...
+
+    @property
+    def staff_alerting(self) -> AlertingService | None:
+        """Acknowledge, resolve, shelve and the SSE hub; None: not running here."""
+        ...
+
+    @property
+    def live_sessions(self) -> MonitoringEngine | None:
+        """The engine whose sessions the console shows; None: none here, or not read yet."""
+        ...
+
+    @property
+    def taking_events(self) -> bool:
+        """False while the process is still starting (recovering); `/healthz` says 503."""
+        ...
+
+    def registry_changed(self) -> None:
+        """The REMS registry changed through the API: re-read it where an engine judges."""
+        ...
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+def _process(request: Request) -> ServedProcess:
+    process: ServedProcess = request.app.state.container
+    return process
+
+
+def _compliance(process: Annotated[ServedProcess, Depends(_process)]) -> ComplianceLog:
+    return process.compliance
+
+
+def _ingest(process: Annotated[ServedProcess, Depends(_process)]) -> EventIngest:
+    if process.ingest is None:
+        raise ApiError(404, "not_found", "this service does not ingest events")
+    return process.ingest
+
+
+def _staff_alerting(process: Annotated[ServedProcess, Depends(_process)]) -> AlertingService:
+    if process.staff_alerting is None:
+        raise ApiError(503, "no_alerting", "staff alerting is not running in this process")
+    return process.staff_alerting
+
+
+def _live_sessions(process: Annotated[ServedProcess, Depends(_process)]) -> MonitoringEngine:
+    if process.live_sessions is None:
+        raise ApiError(503, "no_engine", "discharge readiness is served where the engine runs")
+    return process.live_sessions
+
+
+Process = Annotated[ServedProcess, Depends(_process)]
+Compliance = Annotated[ComplianceLog, Depends(_compliance)]
+Ingest = Annotated[EventIngest, Depends(_ingest)]
+StaffAlerting = Annotated[AlertingService, Depends(_staff_alerting)]
+LiveSessions = Annotated[MonitoringEngine, Depends(_live_sessions)]
