@@ -1,16 +1,12 @@
-"""The compliance log's storage: sqlmodel tables, alembic migrations, the repository
-(``ComplianceLog``), Ed25519 signed tree heads and the verifier."""
+"""The compliance log's storage: sqlmodel tables, alembic migrations, one repository per
+user (``AuditLog``, ``AlertStore``, ``SessionSummaries``, ``MonitoringForms``,
+``SessionEvents``, ``PrincipalStore``, ``RegistryStore``), the ``ComplianceLog`` façade over
+them, Ed25519 signed tree heads and the verifier."""
 
+from remsguard.adapters.storage.alert_store import AlertStore
+from remsguard.adapters.storage.audit_log import AppendResult, AuditLog, InclusionProof
 from remsguard.adapters.storage.db import make_engine, migrate
-from remsguard.adapters.storage.log import (
-    AlertQuery,
-    AppendResult,
-    AuditQuery,
-    ComplianceLog,
-    CursorError,
-    InclusionProof,
-    Page,
-)
+from remsguard.adapters.storage.log import ComplianceLog
 from remsguard.adapters.storage.models import (
     AlertRow,
     AlertStatus,
@@ -21,6 +17,10 @@ from remsguard.adapters.storage.models import (
     SessionSummary,
     TreeHead,
 )
+from remsguard.adapters.storage.monitoring_forms import MonitoringForms
+from remsguard.adapters.storage.queries import AlertQuery, AuditQuery, CursorError, Page
+from remsguard.adapters.storage.session_events import SessionEvents
+from remsguard.adapters.storage.session_summaries import SessionSummaries
 from remsguard.adapters.storage.signing import HeadSigner
 from remsguard.adapters.storage.verify import VerifyReport, verify_log
 
@@ -28,8 +28,10 @@ __all__ = [
     "AlertQuery",
     "AlertRow",
     "AlertStatus",
+    "AlertStore",
     "ApiPrincipal",
     "AppendResult",
+    "AuditLog",
     "AuditQuery",
     "AuditRow",
     "ComplianceLog",
@@ -37,8 +39,11 @@ __all__ = [
     "HeadSigner",
     "InclusionProof",
     "MonitoringForm",
+    "MonitoringForms",
     "Page",
     "PrincipalRole",
+    "SessionEvents",
+    "SessionSummaries",
     "SessionSummary",
     "TreeHead",
     "VerifyReport",

@@ -15,11 +15,16 @@ Creating, rotating and revoking a principal each append a record to the hash cha
 ``principal.revoked``): who the principal is (name, role, clinics, expiry), who did it
 (``by``) and, when a token is issued, its SHA-256 (never the token), which ``audit verify``
 holds the ``api_principals`` row to. The row change and its record commit in one transaction
-(``ComplianceLog.recorded_change``): never one without the other.
+(``AuditLog.recorded_change``): never one without the other.
+
+``create_row``/``row_for_token`` are the log's first principal path (no expiry, no ``by``;
+``ComplianceLog.create_principal``/``principal_for_token``), kept for the staff API; new
+callers use ``create``/``for_token``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
@@ -28,12 +33,13 @@ from datetime import UTC, datetime
 from typing import Final, Protocol
 
 import orjson
-from sqlalchemy import Table, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from remsguard.adapters.storage.log import ComplianceLog, hash_token
-from remsguard.adapters.storage.models import ApiPrincipal, PrincipalRole, utc
+from remsguard.adapters.storage.audit_log import RecordsChanges
+from remsguard.adapters.storage.models import ApiPrincipal, PrincipalRole, utc, utc_text
+from remsguard.adapters.storage.tables import AUDIT, PRINCIPALS
 from remsguard.domain.decisions import AuditKind, AuditRecord, stable_id
 
 __all__ = [
@@ -41,10 +47,12 @@ __all__ = [
     "PrincipalError",
     "PrincipalInfo",
     "PrincipalStore",
+    "hash_token",
     "new_token",
+    "principal_created",
+    "unvouched_principal_records",
 ]
 
-PRINCIPALS: Final[Table] = ApiPrincipal.__table__  # type: ignore[attr-defined]
 MAX_TOKEN_LENGTH: Final = 512  # longer bearer values are refused without a lookup
 _ROLES: Final = frozenset(r.value for r in PrincipalRole)
 _INFO_COLUMNS: Final = tuple(
@@ -57,6 +65,10 @@ _INFO_COLUMNS: Final = tuple(
 
 def new_token() -> str:
     return "rg_" + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _wall_clock() -> datetime:
@@ -118,7 +130,7 @@ class PrincipalInfo:
 class PrincipalStore:
     """Create, look up, list, rotate and revoke principals; ``now`` is the wall clock."""
 
-    def __init__(self, log: ComplianceLog, now: Callable[[], datetime] = _wall_clock) -> None:
+    def __init__(self, log: RecordsChanges, now: Callable[[], datetime] = _wall_clock) -> None:
         self.log = log
         self._now = now
 
@@ -149,6 +161,16 @@ class PrincipalStore:
             rows = s.scalars(select(ApiPrincipal).order_by(PRINCIPALS.c.name)).all()
         return [PrincipalInfo.of(r) for r in rows if r.role in _ROLES]
 
+    def row_for_token(self, token: str) -> ApiPrincipal | None:
+        """The unrevoked principal row of a token, whatever its expiry or role."""
+        with Session(self.log.engine) as s:
+            return s.scalars(
+                select(ApiPrincipal).where(
+                    PRINCIPALS.c.token_hash == hash_token(token),
+                    PRINCIPALS.c.revoked_at.is_(None),
+                )
+            ).first()
+
     def get(self, name: str) -> PrincipalInfo:
         with Session(self.log.engine) as s:
             row = s.scalars(select(ApiPrincipal).where(PRINCIPALS.c.name == name)).first()
@@ -171,25 +193,29 @@ class PrincipalStore:
         now = utc(self._now())
         if expires_at is not None and utc(expires_at) <= now:
             raise PrincipalError(f"expiry {utc(expires_at).isoformat()} is not in the future")
-        token = new_token()
-        row = ApiPrincipal(
-            principal_id=uuid.uuid4().hex,
-            name=name,
-            token_hash=hash_token(token),
-            role=PrincipalRole(role).value,
-            clinics=orjson.dumps(sorted(set(clinics))).decode(),
-            created_at=now,
-            expires_at=None if expires_at is None else utc(expires_at),
-        )
+        row, token = _new_row(name, role, clinics, now, expires_at)
         info = PrincipalInfo.of(row)
         record = _record(AuditKind.PRINCIPAL_CREATED, "created", info, by, now, row.token_hash)
         try:
-            with self.log.recorded_change() as change:
-                change.conn.execute(PRINCIPALS.insert(), [row.model_dump()])
-                change.append([record])
+            self._insert(row, record)
         except IntegrityError:
             raise PrincipalError(f"a principal named {name!r} exists") from None
         return info, token
+
+    def create_row(
+        self, name: str, role: PrincipalRole, clinics: Sequence[str] = ()
+    ) -> tuple[ApiPrincipal, str]:
+        """A new principal row and its token (shown once; only a hash is kept), with its
+        chained ``principal_created`` record (name, role, clinics, the token's hash)."""
+        principal, token = _new_row(name, role, clinics, utc(self._now()))
+        self._insert(principal, principal_created(principal))
+        return principal, token
+
+    def _insert(self, row: ApiPrincipal, record: AuditRecord) -> None:
+        """Insert a principal's row with its record, in one transaction."""
+        with self.log.recorded_change() as change:
+            change.conn.execute(PRINCIPALS.insert(), [row.model_dump()])
+            change.append([record])
 
     def revoke(self, name: str, *, by: str) -> PrincipalInfo:
         """Revoke a principal: its token is refused from the next request on."""
@@ -241,6 +267,80 @@ class PrincipalStore:
             if not changed:
                 raise PrincipalError(f"principal {info.name!r} was revoked meanwhile")
             change.append([record])
+
+
+def _new_row(
+    name: str,
+    role: PrincipalRole,
+    clinics: Sequence[str],
+    created_at: datetime,
+    expires_at: datetime | None = None,
+) -> tuple[ApiPrincipal, str]:
+    """A principal row with a new token's hash, and the token."""
+    token = new_token()
+    row = ApiPrincipal(
+        principal_id=uuid.uuid4().hex,
+        name=name,
+        token_hash=hash_token(token),
+        role=PrincipalRole(role).value,
+        clinics=orjson.dumps(sorted(set(clinics))).decode(),
+        created_at=created_at,
+        expires_at=None if expires_at is None else utc(expires_at),
+    )
+    return row, token
+
+
+def principal_created(principal: ApiPrincipal) -> AuditRecord:
+    """The chained record of a row made by ``create_row`` (what verify holds the row to)."""
+    return AuditRecord(
+        record_id=stable_id(AuditKind.PRINCIPAL_CREATED, principal.principal_id),
+        kind=AuditKind.PRINCIPAL_CREATED,
+        subject_id=principal.principal_id,
+        session_id=None,
+        clinic_id=None,
+        occurred_at=utc(principal.created_at),
+        detail={
+            "principal_id": principal.principal_id,
+            "name": principal.name,
+            "role": principal.role,
+            "clinics": orjson.loads(principal.clinics),
+            "token_sha256": principal.token_hash,
+            "expires_at": utc_text(principal.expires_at),
+        },
+    )
+
+
+def unvouched_principal_records(conn: Connection) -> list[AuditRecord]:
+    """The ``principal.created`` records for rows stored before the log chained them
+    (migration 0005), vouching for the rows as they are now."""
+    created = set(
+        conn.execute(
+            select(AUDIT.c.subject_id).where(AUDIT.c.kind == AuditKind.PRINCIPAL_CREATED)
+        ).scalars()
+    )
+    return [
+        principal_created(
+            ApiPrincipal(
+                principal_id=r.principal_id,
+                name=r.name,
+                token_hash=r.token_hash,
+                role=r.role,
+                clinics=r.clinics,
+                created_at=utc(r.created_at),
+            )
+        )
+        for r in conn.execute(
+            select(
+                PRINCIPALS.c.principal_id,
+                PRINCIPALS.c.name,
+                PRINCIPALS.c.token_hash,
+                PRINCIPALS.c.role,
+                PRINCIPALS.c.clinics,
+                PRINCIPALS.c.created_at,
+            ).order_by(PRINCIPALS.c.created_at, PRINCIPALS.c.principal_id)
+        )
+        if r.principal_id not in created
+    ]
 
 
 def _record(

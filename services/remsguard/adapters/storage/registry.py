@@ -1,7 +1,7 @@
 """The REMS registry in the compliance log: ``rems_certifications`` and ``rems_enrollments``.
 
 ``RegistryStore.certify`` and ``enroll`` write a row and, in the same transaction
-(``ComplianceLog.recorded_change``), a chained record in the clinic's chain
+(``AuditLog.recorded_change``), a chained record in the clinic's chain
 (``rems.certification.recorded`` / ``rems.enrollment.recorded``) saying what was recorded
 and by whom; recording the same values again changes nothing and records nothing.
 ``load`` reads the whole registry as the engine's pure ``RemsRegistry``. ``check_registry``
@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import Connection, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from remsguard.adapters.storage.log import ComplianceLog
+from remsguard.adapters.storage.audit_log import RecordsChanges
 from remsguard.adapters.storage.models import (
     AuditRow,
     RemsCertificationRow,
@@ -64,7 +64,7 @@ def _checked(name: str, value: str) -> str:
 class RegistryStore:
     """Record and read certifications and enrollments; ``now`` is the wall clock."""
 
-    def __init__(self, log: ComplianceLog, now: Callable[[], datetime] = _wall_clock) -> None:
+    def __init__(self, log: RecordsChanges, now: Callable[[], datetime] = _wall_clock) -> None:
         self.log = log
         self._now = now
 

@@ -51,6 +51,7 @@ from remsguard.adapters.storage.models import (
     utc,
     utc_text,
 )
+from remsguard.adapters.storage.registry import check_registry
 from remsguard.adapters.storage.signing import verify_head_signature
 from remsguard.domain import merkle
 from remsguard.domain.decisions import AuditKind
@@ -252,8 +253,6 @@ def _same_time(a: datetime | None, b: datetime | None) -> bool:
 
 def check_tables(conn: Connection) -> str | None:
     """The first table row that disagrees with the chained records, or None."""
-    from remsguard.adapters.storage.registry import check_registry  # it imports the log
-
     for check in (_check_events, _check_alerts, _check_forms, _check_principals, check_registry):
         if (problem := check(conn)) is not None:
             return problem
