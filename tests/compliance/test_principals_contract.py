@@ -1,0 +1,55 @@
+"""``PrincipalStore``'s storage contract, on SQLite and PostgreSQL: only token hashes are
+kept, each principal row is vouched for by its record (the token tests are in
+``tests/security/test_tokens.py``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from remsguard.adapters.storage import AuditLog, PrincipalRole, verify_log
+from remsguard.adapters.storage.principals import PrincipalStore
+
+from .backends import Backend, PostgresBackend, SQLiteBackend
+
+
+class PrincipalStoreContract(Backend):
+    @pytest.fixture
+    def principals(self, audit: AuditLog) -> PrincipalStore:
+        return PrincipalStore(audit)
+
+    def test_principals_store_only_token_hashes(self, principals: PrincipalStore) -> None:
+        principal, token = principals.create_row("aud", PrincipalRole.AUDITOR, ["clinic-1"])
+        assert token not in principal.token_hash
+        found = principals.row_for_token(token)
+        assert found is not None and found.name == "aud" and found.clinics == '["clinic-1"]'
+        assert principals.row_for_token(token + "x") is None
+        assert verify_log(principals.log.engine).ok
+
+    def test_device_principals_are_a_storage_role(self, principals: PrincipalStore) -> None:
+        """Embedded mode's device tokens go through the same principal rows."""
+        principal, token = principals.create_row("chair-1", PrincipalRole.DEVICE, ["clinic-1"])
+        assert principal.role == "device"
+        found = principals.row_for_token(token)
+        assert found is not None and PrincipalRole(found.role) is PrincipalRole.DEVICE
+        assert found.clinics == '["clinic-1"]' and token not in found.token_hash
+
+    def test_created_rotated_and_revoked_principals_stay_vouched_for(
+        self, principals: PrincipalStore
+    ) -> None:
+        info, token = principals.create("rn", PrincipalRole.STAFF, ["clinic-1"], by="admin")
+        assert principals.for_token(token) == info
+        _, rotated = principals.rotate("rn", by="admin")
+        assert principals.for_token(token) is None and principals.for_token(rotated) is not None
+        principals.revoke("rn", by="admin")
+        assert principals.for_token(rotated) is None
+        assert principals.row_for_token(rotated) is None
+        assert verify_log(principals.log.engine).ok
+
+
+class TestSQLite(SQLiteBackend, PrincipalStoreContract):
+    pass
+
+
+@pytest.mark.postgres
+class TestPostgres(PostgresBackend, PrincipalStoreContract):
+    pass
