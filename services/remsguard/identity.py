@@ -3,17 +3,16 @@
 Every door that takes events or answers requests names its caller with these, in embedded mode
 and in `remsguard api` alike; they depend on nothing else in the package. The compliance log
 stores principals and their tokens (`adapters/storage/principals.py`, whose `PrincipalRole`
-has the same values); `principal_from_record` turns a stored one into this value.
+has the same values); the HTTP layer's token check (`entrypoints/http/auth.py`) turns a
+stored one into a `Principal`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
 
-__all__ = ["Principal", "Role", "principal_from_record"]
+__all__ = ["Principal", "Role"]
 
 
 class Role(StrEnum):
@@ -39,20 +38,3 @@ class Principal:
     def clinic_scope(self) -> frozenset[str] | None:
         """For queries: None means every clinic."""
         return self.clinics or None
-
-
-class PrincipalRecord(Protocol):
-    """A stored principal, as the compliance log's principal store returns it."""
-
-    @property
-    def principal_id(self) -> str: ...
-    @property
-    def name(self) -> str: ...
-    @property
-    def role(self) -> str: ...
-    @property
-    def clinics(self) -> Iterable[str]: ...
-
-
-def principal_from_record(record: PrincipalRecord) -> Principal:
-    return Principal(record.principal_id, record.name, Role(record.role), frozenset(record.clinics))

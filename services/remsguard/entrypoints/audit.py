@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import signal
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import structlog
@@ -26,8 +25,10 @@ from remsguard.adapters.storage.signing import (
 from remsguard.config import Settings, compliance_log_url, get_settings
 from remsguard.domain import merkle
 
+if TYPE_CHECKING:
+    from remsguard.adapters.telemetry import Telemetry
+
 audit_app = typer.Typer(help="Tamper evidence of the compliance log.", no_args_is_help=True)
-log = structlog.get_logger("remsguard.audit")
 
 DbOption = Annotated[str | None, typer.Option("--db", help="database URL (default: settings)")]
 
@@ -232,83 +233,48 @@ def audit_sink_command(
     at-least-once with idempotent inserts; offsets are committed after the DB commit."""
     from kafka import KafkaConsumer
 
-    from remsguard.handlers.audit_sink import decode_batch, store
+    from remsguard.adapters.kafka.topics import Topics
+    from remsguard.handlers.audit_sink import SinkBatch, Stored, store
+    from remsguard.handlers.audit_sink_consumer import AuditSinkLoop, SinkTopics
 
     settings = get_settings()
-    prefix = str(getattr(settings, "topic_prefix", ""))
-    audit_topic = topic or f"{prefix}rems.audit.v1"
-    alert_topic = alerts_topic or f"{prefix}rems.alerts.v1"
+    named = Topics.from_settings(settings)
+    topics = SinkTopics(
+        audit=topic or named.audit,
+        alerts=alerts_topic or named.alerts,
+        inputs=named.inputs if events else (),
+        lag_name=(topic or named.audit).removeprefix(settings.topic_prefix),
+    )
     signer = load_signer(settings)
     clog = ComplianceLog.open(db or compliance_log_url(settings))
-    from remsguard.adapters.kafka.topics import Topics
-
-    inputs = Topics.named(prefix).inputs if events else ()
     consumer = KafkaConsumer(
-        audit_topic,
-        alert_topic,
-        *inputs,
+        *topics.all,
         bootstrap_servers=bootstrap or settings.kafka_bootstrap,
-        group_id=group or f"{prefix}remsguard-audit-sink",  # one group per environment
+        group_id=group or f"{settings.topic_prefix}remsguard-audit-sink",  # one per environment
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=batch,
         fetch_max_bytes=64 * 1024 * 1024,
     )
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     telemetry, metrics_server = _sink_telemetry(settings.metrics_port)
-    lag_topic = audit_topic.removeprefix(prefix)
-    last_message = last_sign = time.monotonic()
+
+    def store_batch(decoded: SinkBatch) -> Stored:
+        return store(clog, decoded)
+
+    loop = AuditSinkLoop(
+        consumer,
+        topics,
+        store_batch,
+        telemetry,
+        sign_head=None if signer is None else lambda: clog.sign_head(signer),
+        batch=batch,
+        sign_every=sign_every,
+        idle_timeout=idle_timeout,
+    )
+    signal.signal(signal.SIGTERM, loop.stop)
+    signal.signal(signal.SIGINT, loop.stop)
     try:
-        while not stopping:
-            polled = consumer.poll(timeout_ms=500, max_records=batch)
-            messages = [
-                (
-                    "audit"
-                    if tp.topic == audit_topic
-                    else "alert"
-                    if tp.topic == alert_topic
-                    else "event",
-                    m.value,
-                    f"{tp.topic}/{tp.partition}@{m.offset}",
-                )
-                for tp, ms in polled.items()
-                for m in ms
-            ]
-            now = time.monotonic()
-            if messages:
-                decoded = decode_batch(messages)
-                for where, why in decoded.malformed:
-                    log.error("audit_sink.malformed", where=where, reason=why)
-                stored = store(clog, decoded)
-                consumer.commit()
-                telemetry.audit_batch(stored.records, stored.duplicates, time.monotonic() - now)
-                last_message = now
-                log.info(
-                    "audit_sink.batch",
-                    messages=len(messages),
-                    inserted=stored.records,
-                    duplicates=stored.duplicates,
-                    alerts=stored.alerts,
-                )
-            for tp in consumer.assignment():
-                end = consumer.highwater(tp) if tp.topic == audit_topic else None
-                if end is not None:
-                    telemetry.set_consumer_lag(lag_topic, tp.partition, end - consumer.position(tp))
-            telemetry.up("audit-sink")
-            if signer is not None and sign_every > 0 and now - last_sign >= sign_every:
-                clog.sign_head(signer)
-                last_sign = now
-            if idle_timeout is not None and now - last_message >= idle_timeout:
-                break
-        if signer is not None:
-            clog.sign_head(signer)
+        loop.run()
     finally:
         telemetry.up("audit-sink", False)
         if metrics_server is not None:
@@ -317,7 +283,7 @@ def audit_sink_command(
         clog.close()
 
 
-def _sink_telemetry(port: int) -> tuple[Any, Any]:
+def _sink_telemetry(port: int) -> tuple[Telemetry, Any]:
     """The sink's metrics on `port` (/metrics, /healthz); without a server if the port is taken."""
     from remsguard.adapters.metrics import new_registry, serve_metrics
     from remsguard.adapters.telemetry import Telemetry

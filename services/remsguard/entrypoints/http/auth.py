@@ -21,7 +21,7 @@ from fastapi import Request
 from remsguard.adapters.storage import ComplianceLog
 from remsguard.adapters.storage.principals import PrincipalStore
 from remsguard.entrypoints.http.errors import ApiError
-from remsguard.identity import Principal, Role, principal_from_record
+from remsguard.identity import Principal, Role
 
 __all__ = ["current_principal", "require"]
 
@@ -33,7 +33,9 @@ def authenticate(log: ComplianceLog, token: str) -> Principal | None:
     expired or malformed). Reads the database every time: a revocation by another process
     holds from the next request on."""
     info = PrincipalStore(log).for_token(token)
-    return None if info is None else principal_from_record(info)
+    if info is None:
+        return None
+    return Principal(info.principal_id, info.name, Role(info.role), frozenset(info.clinics))
 
 
 def current_principal(request: Request) -> Principal:
