@@ -31,10 +31,11 @@ import uvicorn
 from remsguard.adapters.heap import settle_heap
 from remsguard.config import get_settings
 from remsguard.domain.protocol import ProtocolError
-from remsguard.embedded.compliance import Role, create_principal
+from remsguard.embedded.compliance import create_principal
 from remsguard.embedded.container import EmbeddedContainer, ensure_first_run_tokens
 from remsguard.entrypoints.http import create_app
 from remsguard.entrypoints.http.app import ROUTERS, surface_line
+from remsguard.identity import Role
 from remsguard.simulation.clock import SimulatedClock
 
 # A demo should show alerts within a minute: more violations than the simulator's defaults.
