@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlmodel import Session
 
 from remsguard.adapters.storage.models import AlertRow, AuditRow, SessionSummary, utc
@@ -61,80 +61,16 @@ class SessionSummaries:
         with self.engine.begin() as conn:
             for start in range(0, len(ids), _REFRESH_CHUNK):
                 chunk = ids[start : start + _REFRESH_CHUNK]
-                stats: dict[str, dict[str, Any]] = {}
-                for row in conn.execute(
-                    select(
-                        AUDIT.c.session_id,
-                        AUDIT.c.kind,
-                        func.min(AUDIT.c.occurred_at),
-                        func.max(AUDIT.c.occurred_at),
-                        func.count(),
-                        func.min(AUDIT.c.clinic_id),
+                stats = _record_stats(conn, chunk)
+                _name_sessions(conn, chunk, stats)
+                alerts = _alerts_of(conn, chunk)
+                rows = [
+                    _summary_row(
+                        sid, st, alerts.get(sid, []), patient_refs.get(sid), protocols.get(sid), now
                     )
-                    .where(AUDIT.c.session_id.in_(chunk))
-                    .group_by(AUDIT.c.session_id, AUDIT.c.kind)
-                ):
-                    sid, kind, first, last, count, clinic = row
-                    s = stats.setdefault(sid, {"clinic_id": clinic, "kinds": {}, "last": None})
-                    s["kinds"][kind] = (_utc_or_none(first), count)
-                    if kind == AuditKind.EVENT_ACCEPTED and last is not None:
-                        s["last"] = utc(last)
-                for sid, detail in conn.execute(
-                    select(AUDIT.c.session_id, AUDIT.c.detail).where(
-                        AUDIT.c.session_id.in_(chunk), AUDIT.c.kind == AuditKind.SESSION_OPENED
-                    )
-                ):
-                    opened = orjson.loads(detail)
-                    found_stats = stats.get(sid)
-                    if found_stats is not None:
-                        found_stats.setdefault("patient_ref", opened.get("patient_ref"))
-                        found_stats.setdefault("protocol", opened.get("protocol"))
-                # The session.opened event itself (stored by the writers for the forms) names
-                # the patient and protocol when the audit record's detail does not.
-                for sid, payload in conn.execute(
-                    select(EVENTS.c.session_id, EVENTS.c.payload)
-                    .where(EVENTS.c.session_id.in_(chunk), EVENTS.c.type == "session.opened")
-                    .order_by(EVENTS.c.session_id, EVENTS.c.occurred_at, EVENTS.c.event_id)
-                ):
-                    data = orjson.loads(payload).get("data") or {}
-                    found_stats = stats.get(sid)
-                    if found_stats is not None:
-                        if found_stats.get("patient_ref") is None:
-                            found_stats["patient_ref"] = data.get("patient_ref")
-                        if found_stats.get("protocol") is None:
-                            found_stats["protocol"] = data.get("protocol")
-                alerts: dict[str, list[tuple[str, str]]] = {}
-                for sid, rule, severity in conn.execute(
-                    select(ALERTS.c.session_id, ALERTS.c.rule, ALERTS.c.severity).where(
-                        ALERTS.c.session_id.in_(chunk)
-                    )
-                ):
-                    alerts.setdefault(sid, []).append((rule, severity))
-                rows = []
-                for sid in chunk:
-                    st = stats.get(sid)
-                    if st is None:
-                        continue
-                    kinds = st["kinds"]
-                    found = alerts.get(sid, [])
-                    rows.append(
-                        {
-                            "session_id": sid,
-                            "clinic_id": st["clinic_id"] or "",
-                            "patient_ref": patient_refs.get(sid) or st.get("patient_ref"),
-                            "protocol": protocols.get(sid) or st.get("protocol"),
-                            "opened_at": kinds.get(AuditKind.SESSION_OPENED, (None,))[0],
-                            "first_dose_at": kinds.get(AuditKind.SESSION_DOSED, (None,))[0],
-                            "discharged_at": kinds.get(AuditKind.SESSION_DISCHARGED, (None,))[0],
-                            "last_event_at": st["last"],
-                            "events_accepted": kinds.get(AuditKind.EVENT_ACCEPTED, (None, 0))[1],
-                            "alerts_total": len(found),
-                            "alerts_critical": sum(1 for _, sev in found if sev == "critical"),
-                            "alerts_warning": sum(1 for _, sev in found if sev == "warning"),
-                            "rules": orjson.dumps(sorted({r for r, _ in found})).decode(),
-                            "updated_at": now,
-                        }
-                    )
+                    for sid in chunk
+                    if (st := stats.get(sid)) is not None
+                ]
                 if not rows:
                     continue
                 insert = insert_for(conn)(SUMMARIES)
@@ -203,6 +139,97 @@ class SessionSummaries:
     def timeline(self, session_id: str) -> tuple[list[AuditRow], list[AlertRow]]:
         """Every audit record and alert of a session, each in event-time order."""
         return session_timeline(self.engine, session_id)
+
+
+def _record_stats(conn: Connection, chunk: list[str]) -> dict[str, dict[str, Any]]:
+    """Per session: its clinic, per record kind (first time, count), the last accepted
+    event's time, and the patient and protocol its ``session.opened`` record names."""
+    stats: dict[str, dict[str, Any]] = {}
+    for row in conn.execute(
+        select(
+            AUDIT.c.session_id,
+            AUDIT.c.kind,
+            func.min(AUDIT.c.occurred_at),
+            func.max(AUDIT.c.occurred_at),
+            func.count(),
+            func.min(AUDIT.c.clinic_id),
+        )
+        .where(AUDIT.c.session_id.in_(chunk))
+        .group_by(AUDIT.c.session_id, AUDIT.c.kind)
+    ):
+        sid, kind, first, last, count, clinic = row
+        s = stats.setdefault(sid, {"clinic_id": clinic, "kinds": {}, "last": None})
+        s["kinds"][kind] = (_utc_or_none(first), count)
+        if kind == AuditKind.EVENT_ACCEPTED and last is not None:
+            s["last"] = utc(last)
+    for sid, detail in conn.execute(
+        select(AUDIT.c.session_id, AUDIT.c.detail).where(
+            AUDIT.c.session_id.in_(chunk), AUDIT.c.kind == AuditKind.SESSION_OPENED
+        )
+    ):
+        opened = orjson.loads(detail)
+        found_stats = stats.get(sid)
+        if found_stats is not None:
+            found_stats.setdefault("patient_ref", opened.get("patient_ref"))
+            found_stats.setdefault("protocol", opened.get("protocol"))
+    return stats
+
+
+def _name_sessions(conn: Connection, chunk: list[str], stats: dict[str, dict[str, Any]]) -> None:
+    """The session.opened event itself (stored by the writers for the forms) names the
+    patient and protocol when the audit record's detail does not."""
+    for sid, payload in conn.execute(
+        select(EVENTS.c.session_id, EVENTS.c.payload)
+        .where(EVENTS.c.session_id.in_(chunk), EVENTS.c.type == "session.opened")
+        .order_by(EVENTS.c.session_id, EVENTS.c.occurred_at, EVENTS.c.event_id)
+    ):
+        data = orjson.loads(payload).get("data") or {}
+        found_stats = stats.get(sid)
+        if found_stats is not None:
+            if found_stats.get("patient_ref") is None:
+                found_stats["patient_ref"] = data.get("patient_ref")
+            if found_stats.get("protocol") is None:
+                found_stats["protocol"] = data.get("protocol")
+
+
+def _alerts_of(conn: Connection, chunk: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """Per session: (rule, severity) of each of its alerts."""
+    alerts: dict[str, list[tuple[str, str]]] = {}
+    for sid, rule, severity in conn.execute(
+        select(ALERTS.c.session_id, ALERTS.c.rule, ALERTS.c.severity).where(
+            ALERTS.c.session_id.in_(chunk)
+        )
+    ):
+        alerts.setdefault(sid, []).append((rule, severity))
+    return alerts
+
+
+def _summary_row(
+    sid: str,
+    st: dict[str, Any],
+    found: list[tuple[str, str]],
+    patient_ref: str | None,
+    protocol: str | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """A summary row; a patient or protocol the caller knows wins over the records'."""
+    kinds = st["kinds"]
+    return {
+        "session_id": sid,
+        "clinic_id": st["clinic_id"] or "",
+        "patient_ref": patient_ref or st.get("patient_ref"),
+        "protocol": protocol or st.get("protocol"),
+        "opened_at": kinds.get(AuditKind.SESSION_OPENED, (None,))[0],
+        "first_dose_at": kinds.get(AuditKind.SESSION_DOSED, (None,))[0],
+        "discharged_at": kinds.get(AuditKind.SESSION_DISCHARGED, (None,))[0],
+        "last_event_at": st["last"],
+        "events_accepted": kinds.get(AuditKind.EVENT_ACCEPTED, (None, 0))[1],
+        "alerts_total": len(found),
+        "alerts_critical": sum(1 for _, sev in found if sev == "critical"),
+        "alerts_warning": sum(1 for _, sev in found if sev == "warning"),
+        "rules": orjson.dumps(sorted({r for r, _ in found})).decode(),
+        "updated_at": now,
+    }
 
 
 def _utc_or_none(value: datetime | None) -> datetime | None:
