@@ -1,38 +1,24 @@
 """Wires the engine and its adapters for every entry point (CLI, worker, API).
 
-The pieces every process builds the same way live here: protocols, the engine, telemetry, the
-event-time bounds of the live doors. Heavy adapters are imported inside the builders, so a
-command that only needs protocols (replay) does not pay for the rest.
+The pieces every process builds the same way live here: telemetry and the event-time bounds
+of the live doors. Protocols and the engine are built by `remsguard.protocols` (they need
+nothing but the domain); `load_protocols` and `build_engine` are re-exported here for the
+callers that still import them from bootstrap. Heavy adapters are imported inside the
+builders, so a command that only needs protocols (replay) does not pay for the rest.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from remsguard.domain.admission import EventTimeBounds
-from remsguard.domain.engine import MonitoringEngine
-from remsguard.domain.protocol import MonitoringProtocol
-from remsguard.protocols import bundled_protocols, load_protocol_file
+from remsguard.protocols import build_engine, load_protocols
 
 if TYPE_CHECKING:
     from remsguard.adapters.telemetry import Telemetry
     from remsguard.config import Settings
 
-
-def load_protocols(extra_files: list[Path] | None = None) -> dict[str, MonitoringProtocol]:
-    """The bundled protocols plus a clinic's own files (which may replace a bundled one)."""
-    protocols = bundled_protocols()
-    for path in extra_files or []:
-        protocol = load_protocol_file(path)
-        protocols[protocol.name] = protocol
-    return protocols
-
-
-def build_engine(
-    default_protocol: str, extra_protocol_files: list[Path] | None = None
-) -> MonitoringEngine:
-    return MonitoringEngine(load_protocols(extra_protocol_files), default_protocol=default_protocol)
+__all__ = ["build_engine", "build_telemetry", "event_time_bounds", "load_protocols"]
 
 
 def build_telemetry(settings: Settings) -> Telemetry:

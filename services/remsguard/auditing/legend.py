@@ -175,7 +175,7 @@ def main() -> None:
     from pathlib import Path
 
     from remsguard.auditing.deadlines import RULE
-    from remsguard.bootstrap import load_protocols
+    from remsguard.protocols import load_protocols
 
     protocol = load_protocols()["spravato-rems"]
     rules = {name: r.severity.value for name, r in protocol.rules.items()}

@@ -73,8 +73,8 @@ def export_command(
 
     from remsguard.adapters.storage import ComplianceLog
     from remsguard.auditing.form_document import form_evidence, form_pdf
-    from remsguard.bootstrap import load_protocols
     from remsguard.entrypoints.http.sessions import monitoring_form
+    from remsguard.protocols import load_protocols
 
     settings = get_settings()
     known = load_protocols(list(settings.protocol_files))

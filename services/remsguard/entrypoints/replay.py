@@ -11,7 +11,6 @@ from typing import Annotated, BinaryIO
 
 import typer
 
-from remsguard.bootstrap import build_engine
 from remsguard.config import get_settings
 from remsguard.contract.decode import decode_event
 from remsguard.contract.outbound import alert_to_json, withdrawal_to_json
@@ -21,6 +20,7 @@ from remsguard.domain.events import Event
 from remsguard.domain.protocol import ProtocolError
 from remsguard.domain.registry import RemsRegistry
 from remsguard.handlers.replay import ReplayEvents, replay
+from remsguard.protocols import build_engine
 
 
 def _parse_until(value: str | None) -> datetime | None:

@@ -23,9 +23,9 @@ import httpx
 import orjson
 import typer
 
-from remsguard.bootstrap import load_protocols
 from remsguard.config import get_settings
 from remsguard.domain.protocol import ProtocolError
+from remsguard.protocols import load_protocols
 from remsguard.simulation import (
     ConfigError,
     Delivery,
@@ -156,7 +156,7 @@ class PostSink:
 
 class KafkaSink:
     """Publishes with `remsguard.client.DeviceClient` under `publish`'s policy
-    (`adapters/kafka/publish.py`): topic by event type, key = session id; a malformed line
+    (`doors/lines.py`): topic by event type, key = session id; a malformed line
     the contract rejects is published for the processor to dead-letter with its reason, one
     no input topic can take (not JSON) goes to the dead-letter topic directly, and with
     `skip_invalid` both are skipped and counted instead.
@@ -171,9 +171,9 @@ class KafkaSink:
         skip_invalid: bool = False,
     ) -> None:
         from remsguard.adapters.kafka.errors import KafkaPathError
-        from remsguard.adapters.kafka.publish import LinePublisher
         from remsguard.adapters.kafka.topics import Topics, create_topics
         from remsguard.client import DeviceClient
+        from remsguard.doors.lines import LinePublisher
 
         logging.getLogger("kafka").setLevel(logging.WARNING)  # its info chatter is noise here
         settings = get_settings()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
+from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.protocol import MonitoringProtocol, ProtocolError, parse_protocol
 
 DEFAULT_PROTOCOL = "spravato-rems"
@@ -25,3 +26,19 @@ def bundled_protocols() -> dict[str, MonitoringProtocol]:
 def load_protocol_file(path: Path) -> MonitoringProtocol:
     """A clinic's own protocol file."""
     return parse_protocol(path.read_text(encoding="utf-8"), source=str(path))
+
+
+def load_protocols(extra_files: list[Path] | None = None) -> dict[str, MonitoringProtocol]:
+    """The bundled protocols plus a clinic's own files (which may replace a bundled one)."""
+    protocols = bundled_protocols()
+    for path in extra_files or []:
+        protocol = load_protocol_file(path)
+        protocols[protocol.name] = protocol
+    return protocols
+
+
+def build_engine(
+    default_protocol: str, extra_protocol_files: list[Path] | None = None
+) -> MonitoringEngine:
+    """An engine that knows the bundled protocols and a clinic's own files."""
+    return MonitoringEngine(load_protocols(extra_protocol_files), default_protocol=default_protocol)
