@@ -9,6 +9,9 @@ sessions and duplicates at once, the Kafka path leaves those to the processor.
 
 `check` answers what can be decided before anything is written (contract, clinics, times),
 so an all-or-nothing request (a FHIR transaction) can be refused whole.
+
+`doors.lines` is the batch door onto Kafka for a file of JSON lines (`remsguard publish`,
+`simulate --kafka`): through the device client (`remsguard.client`), each line's fate counted.
 """
 
 from __future__ import annotations

@@ -116,10 +116,10 @@ def publish_command(
 ) -> None:
     """Publish each event of a JSON-lines file to the topic of its type (acks=all), and
     wait for every acknowledgement. Exit 1 if a line was refused or not delivered."""
-    from remsguard.adapters.kafka.publish import LinePublisher
     from remsguard.adapters.kafka.topics import Topics
     from remsguard.bootstrap import event_time_bounds
     from remsguard.client import DeviceClient
+    from remsguard.doors.lines import LinePublisher
 
     _quiet_kafka_clients()
     settings = get_settings()
@@ -257,10 +257,10 @@ def deadletter_replay(
     session, routed by type), once their cause is fixed. The processor ignores an event it
     has already applied, so a replay never doubles anything."""
     from remsguard.adapters.kafka.deadletters import read_dead_letters
-    from remsguard.adapters.kafka.publish import LinePublisher
     from remsguard.adapters.kafka.topics import Topics
     from remsguard.bootstrap import event_time_bounds
     from remsguard.client import DeviceClient
+    from remsguard.doors.lines import LinePublisher
 
     if not reason and not at:
         typer.echo("remsguard deadletter replay: choose with --reason or --at", err=True)

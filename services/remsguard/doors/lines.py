@@ -1,4 +1,5 @@
-"""`publish` and `simulate --kafka`: lines in, each one's fate accounted for.
+"""The door from a file of JSON lines onto the Kafka path (`publish`, `simulate --kafka`),
+through the device client: lines in, each one's fate accounted for.
 
 One policy for both, stated in the summary they print:
 - a line the client can route is published, whether or not the contract accepts it: the
@@ -19,9 +20,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from remsguard.adapters.kafka.deadletters import dead_letter
 from remsguard.adapters.kafka.errors import DeliveryFailed
 from remsguard.client import DeviceClient, RefusedEvent, UnroutableEvent
+from remsguard.contract.dead_letters import dead_letter
 
 __all__ = ["LinePublisher", "PublishReport"]
 
