@@ -4,16 +4,19 @@ and store it in the compliance log, idempotently.
 At-least-once: the caller commits consumer offsets only after ``store`` returns, so a crash
 re-delivers the batch and ``append_audit``/``save_alerts`` skip what is already stored (by
 ``record_id``/``alert_id``, which the engine derives deterministically).
+
+The store is a port (`SinkStore`): the compliance log (`adapters.storage.ComplianceLog`)
+fills it; nothing here imports storage.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pydantic import ValidationError
 
-from remsguard.adapters.storage import ComplianceLog
 from remsguard.contract.decode import decode_event
 from remsguard.contract.outbound import AuditRecordPublic, alert_from_json
 from remsguard.domain.decisions import Alert, AuditRecord
@@ -72,7 +75,25 @@ class Stored:
     sessions: int
 
 
-def store(log: ComplianceLog, batch: SinkBatch) -> Stored:
+class Appended(Protocol):
+    """What an append of audit records reports."""
+
+    @property
+    def inserted(self) -> int: ...
+    @property
+    def duplicates(self) -> int: ...
+
+
+class SinkStore(Protocol):
+    """Where the sink stores a batch, idempotently (the compliance log)."""
+
+    def append_audit(self, records: Iterable[AuditRecord]) -> Appended: ...
+    def save_alerts(self, alerts: Iterable[Alert]) -> int: ...
+    def save_events(self, events: Iterable[Event]) -> int: ...
+    def refresh_sessions(self, session_ids: Iterable[str]) -> int: ...
+
+
+def store(log: SinkStore, batch: SinkBatch) -> Stored:
     appended = log.append_audit(batch.records)
     alerts = log.save_alerts(batch.alerts)
     if batch.events:
