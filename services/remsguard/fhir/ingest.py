@@ -27,12 +27,12 @@ from typing import Any, Final, Literal
 import orjson
 
 from remsguard.doors import Answer, EventDoor
-from remsguard.embedded.compliance import Principal
 from remsguard.fhir.context import BundleIndex, Reader, Source
 from remsguard.fhir.encounters import session_id_of
 from remsguard.fhir.outcome import Issue, error, information, operation_outcome, warning
 from remsguard.fhir.translate import TAKEN, translate
 from remsguard.fhir.translated import Translated
+from remsguard.identity import Principal
 
 __all__ = ["Reply", "post_bundle", "post_resource"]
 

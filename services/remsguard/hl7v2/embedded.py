@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 from remsguard.domain.decisions import Rejection
 from remsguard.doors.embedded import EmbeddedEventDoor
-from remsguard.embedded.compliance import Principal, Role
 from remsguard.embedded.runtime import EmbeddedRuntime
 from remsguard.hl7v2.listener import Answer
 from remsguard.hl7v2.messages import Header, Refusal
+from remsguard.identity import Principal, Role
 
 __all__ = ["HL7_REFUSED", "EmbeddedDoor"]
 
