@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     metrics_max_clinics: int = Field(default=1_000, ge=1)  # clinic label values, at most
     # Embedded mode signs a tree head this often (and at shutdown) with its own key.
     tree_head_interval_seconds: float = Field(default=300.0, gt=0)
+    # Restart (issue 19): embedded mode snapshots engine state every snapshot_interval_seconds,
+    # or sooner after snapshot_every_events journaled events (eviction: session_retention_*).
+    snapshot_interval_seconds: float = Field(default=300.0, gt=0)
+    snapshot_every_events: int = Field(default=100_000, ge=1)
 
     # Stream processor (`remsguard topics create`, `processor`, `publish`, `alerts tail`).
     topic_prefix: str = ""  # prepended to every topic name: isolates environments and tests
@@ -58,6 +62,12 @@ class Settings(BaseSettings):
     clock_tick_seconds: float = Field(default=0.5, gt=0)  # how often the deadline timer runs
     clock_idle_grace_seconds: float = Field(default=3.0, ge=0)  # caught-up and quiet this long
     state_flush_seconds: float = Field(default=1.0, gt=0)  # session state write-behind period
+    # A finished session (discharged, every check decided) leaves the engine this long after
+    # its discharge (`MonitoringEngine.evict_finished`): late events within it are judged with
+    # the session; after it they are recorded and judged by no rule. The processor evicts
+    # every `session_eviction_seconds` and writes the removal to its changelog.
+    session_retention_hours: float = Field(default=24.0, gt=0)
+    session_eviction_seconds: float = Field(default=60.0, gt=0)
     protocol_files: list[Path] = Field(default_factory=list)  # a clinic's own protocol files
     # How long a Kafka command waits for a broker to answer before it says so and exits.
     kafka_connect_timeout_seconds: float = Field(default=15.0, gt=0)

@@ -33,9 +33,9 @@ from __future__ import annotations
 import heapq
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any, Final
 
@@ -45,10 +45,9 @@ from remsguard.contract.outbound import alert_to_json, audit_record_to_json, wit
 from remsguard.domain import admission
 from remsguard.domain.admission import EventTimeBounds, rejection_of
 from remsguard.domain.decisions import Decisions, Outcome, Rejection
-from remsguard.domain.engine import MonitoringEngine
+from remsguard.domain.engine import DEFAULT_RETENTION, MonitoringEngine
 from remsguard.domain.events import AssessmentRecorded, Event, VitalsRecorded
-from remsguard.domain.session import Session
-from remsguard.handlers.stored_session import decode_stored_session, encode_stored_session
+from remsguard.handlers.session_store import SessionStore, keep_tombstones_in
 from remsguard.handlers.stream_topics import StreamTopics
 from remsguard.monitoring.clocks import Watermark
 from remsguard.monitoring.service import monitor
@@ -100,85 +99,6 @@ def decode_tick(value: bytes) -> tuple[str, datetime] | None:
     return None
 
 
-class SessionStore(MutableMapping[str, Session]):
-    """The engine's `sessions`: live objects in memory, persisted as pickles in `backing`.
-
-    `backing` is the faust table (bytes key -> pickled `(partition, Session)`), or a dict in
-    tests. Reads go to memory first; writes only mark the session dirty in the partition
-    being processed; `flush(p)` returns the pickles to write for partition p.
-    """
-
-    def __init__(self, backing: Mapping[bytes, bytes]) -> None:
-        self.backing = backing
-        self.partition = 0  # the partition of the message being processed
-        self._live: dict[str, Session] = {}
-        self._partition_of: dict[str, int] = {}
-        self._dirty: dict[int, set[str]] = {}
-
-    def __getitem__(self, session_id: str) -> Session:
-        session = self._live.get(session_id)
-        if session is None:
-            blob = self.backing.get(session_id.encode("utf-8"))
-            if blob is None:
-                raise KeyError(session_id)
-            partition, session = decode_stored_session(blob)
-            self._live[session_id] = session
-            self._partition_of[session_id] = partition
-        return session
-
-    def __setitem__(self, session_id: str, session: Session) -> None:
-        self._live[session_id] = session
-        self._partition_of[session_id] = self.partition
-        self._dirty.setdefault(self.partition, set()).add(session_id)
-
-    def __delitem__(self, session_id: str) -> None:
-        raise NotImplementedError("sessions are never deleted by the engine")
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._live)
-
-    def __len__(self) -> int:
-        return len(self._live)
-
-    def partition_of(self, session_id: str) -> int | None:
-        return self._partition_of.get(session_id)
-
-    def dirty(self, partition: int) -> bool:
-        return bool(self._dirty.get(partition))
-
-    def flush(self, partition: int) -> list[tuple[bytes, bytes]]:
-        """Pickles of the sessions of `partition` changed since its last flush."""
-        names = self._dirty.pop(partition, ())
-        return [
-            (name.encode("utf-8"), encode_stored_session(partition, self._live[name]))
-            for name in sorted(names)
-        ]
-
-    def load(self, partitions: set[int]) -> list[str]:
-        """Load every stored session of `partitions` into memory; returns their ids."""
-        loaded = []
-        for key, blob in list(self.backing.items()):
-            name = key.decode("utf-8") if isinstance(key, bytes) else str(key)
-            if name in self._live:
-                if self._partition_of.get(name) in partitions:
-                    loaded.append(name)
-                continue
-            partition, session = decode_stored_session(blob)
-            if partition in partitions:
-                self._live[name] = session
-                self._partition_of[name] = partition
-                loaded.append(name)
-        return loaded
-
-    def forget(self, partitions: set[int]) -> None:
-        """Drop memory (and unflushed changes) of partitions this worker no longer owns."""
-        for name in [n for n, p in self._partition_of.items() if p in partitions]:
-            self._live.pop(name, None)
-            self._partition_of.pop(name, None)
-        for partition in partitions:
-            self._dirty.pop(partition, None)
-
-
 @dataclass(slots=True)
 class _Partition:
     """Clock and write-behind bookkeeping for one partition number."""
@@ -208,9 +128,12 @@ class StreamProcessor:
         wall: Callable[[], datetime] = lambda: datetime.now(UTC),
         partition_count: int | None = None,
         key_hash: Callable[[bytes], int] | None = None,
+        retention: timedelta = DEFAULT_RETENTION,
     ) -> None:
         if engine.sessions is not store:
             raise ValueError("the engine must use the store as its sessions")
+        keep_tombstones_in(engine, store)
+        self.retention = retention
         if partition_count is not None and key_hash is None:
             raise ValueError("checking partitions needs the producer partitioner's key hash")
         self.engine = engine
@@ -609,20 +532,52 @@ class StreamProcessor:
                 heapq.heappush(heap, entry)
         return ticks
 
+    # -- eviction --------------------------------------------------------------------------
+
+    def eviction_clock(self) -> datetime | None:
+        """The clock finished sessions are evicted at (after `clocks`): the earliest of the
+        owned partitions' clocks, each the wall clock while every input of it is idle, else
+        its event-time clock; None while one has none (nothing read yet). A backlog being
+        read holds eviction back, so its late readings are judged with their sessions."""
+        if not self._partitions:
+            return None
+        times: list[datetime] = []
+        for state in self._partitions.values():
+            at = self._wall if state.idle else state.clock
+            if at is None:
+                return None
+            times.append(at)
+        return min(times)
+
+    def evict(self) -> list[str]:
+        """Evict the sessions finished more than `retention` before `eviction_clock()`
+        (`MonitoringEngine.evict_finished`); their removal, and their tombstones, are written
+        with each partition's next flush. Returns the evicted ids."""
+        now = self.eviction_clock()
+        if now is None:
+            return []
+        gone = self.engine.evict_finished(now, self.retention)
+        for session_id in gone:
+            self._active_at.pop(session_id, None)
+            self._due.pop(session_id, None)
+        return gone
+
     # -- write-behind --------------------------------------------------------------------
 
     def should_flush(self, partition: int) -> bool:
         state = self._partitions.get(partition)
         return state is not None and (
-            state.unflushed > 0 and self._monotonic() - state.last_flush >= self.flush_seconds
+            (state.unflushed > 0 or self.store.dirty(partition))
+            and self._monotonic() - state.last_flush >= self.flush_seconds
         )
 
     def stale_partitions(self) -> list[int]:
         """Partitions with processed-but-unflushed messages older than the flush period."""
         return [p for p in self._partitions if self.should_flush(p)]
 
-    def flush(self, partition: int) -> list[tuple[bytes, bytes]]:
-        """Session pickles to write for `partition`; call once its outputs are acknowledged."""
+    def flush(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        """What to write for `partition` (`SessionStore.flush`: None deletes a key); call once
+        its outputs are acknowledged."""
         state = self._state(partition)
         state.unflushed = 0
         state.last_flush = self._monotonic()
@@ -631,6 +586,7 @@ class StreamProcessor:
     def stats(self) -> dict[str, Any]:
         return {
             "sessions": len(self.store),
+            "evicted": len(self.store.evicted),
             "queued_deadlines": len(self._due),
             "partitions": {
                 p: {

@@ -23,7 +23,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from time import monotonic
 from typing import Any
@@ -107,6 +107,11 @@ class ProcessorMetrics:
             ["partition"],
             registry=registry,
         )
+        self.evictions = Counter(
+            "remsguard_processor_sessions_evicted_total",
+            "Finished sessions evicted from memory and the changelog after the retention.",
+            registry=registry,
+        )
         self.partitions = Gauge(
             "remsguard_processor_partitions",
             "Partitions actively owned by this worker.",
@@ -118,7 +123,7 @@ class ProcessorMetrics:
 class _Sealed:
     """A partition's state as of one flush, written once the outputs before it are acked."""
 
-    blobs: list[tuple[bytes, bytes]]
+    blobs: list[tuple[bytes, bytes | None]]  # None: delete the key (a Kafka tombstone)
     sends: list[Any]
     events: list[Any]
 
@@ -153,7 +158,7 @@ class _Pending:
         stages = (self.sealed, self.written)
         return sorted({p for stage in stages for p, batches in stage.items() if batches})
 
-    def seal(self, partition: int, blobs: list[tuple[bytes, bytes]]) -> None:
+    def seal(self, partition: int, blobs: list[tuple[bytes, bytes | None]]) -> None:
         """The partition's state now, to be written once every output sent before it is
         acknowledged (`settle`, which never blocks the stream)."""
         sends, events = self.sends.pop(partition, []), self.events.pop(partition, [])
@@ -162,7 +167,7 @@ class _Pending:
     async def settle(
         self,
         partition: int,
-        write: Callable[[bytes, bytes], Awaitable[Any]],
+        write: Callable[[bytes, bytes | None], Awaitable[Any]],
         ack: Callable[[Any], Awaitable[Any]],
     ) -> int:
         """Write the sealed states whose outputs are acknowledged (`write` sends one to the
@@ -382,6 +387,7 @@ def create_app(
         bounds=EventTimeBounds.of(settings.event_max_future_seconds, settings.event_max_age_days),
         partition_count=partitions,
         key_hash=murmur2,
+        retention=timedelta(hours=settings.session_retention_hours),
     )
     health = WorkerHealth(settings.processor_stall_seconds)
     pending = _Pending()
@@ -389,6 +395,7 @@ def create_app(
     kinds = {name: "input" for name in topics.inputs} | {topics.ticks: "tick"}
     assigned: dict[str, Any] = {"count": -1}
     sessions_scanned = [0.0]
+    evicted_at = [time.monotonic()]
     counted = _MessageCounts(metrics, telemetry, logical)
     key_partitions = _KeyPartitions(app)
 
@@ -445,8 +452,12 @@ def create_app(
             if processor.should_flush(partition):  # a flush request only brings us here
                 pending.seal(partition, processor.flush(partition))
 
-            async def write(key: bytes, blob: bytes, partition: int = partition) -> Any:
-                table.data[key] = blob  # the local copy; the changelog's is sent here:
+            async def write(key: bytes, blob: bytes | None, partition: int = partition) -> Any:
+                # The local copy; the changelog's is sent here (None: a Kafka tombstone).
+                if blob is None:
+                    table.data.pop(key, None)
+                else:
+                    table.data[key] = blob
                 return await producer.send(changelog, key, blob, partition, None, None)
 
             metrics.flushes.inc(await pending.settle(partition, write, manual.ack))
@@ -492,6 +503,10 @@ def create_app(
             telemetry.observe_sessions(engine.sessions.values(), engine.protocol_of)
         wall = datetime.now(UTC)
         processor.clocks(ends, wall)
+        if time.monotonic() - evicted_at[0] >= settings.session_eviction_seconds:
+            evicted_at[0] = time.monotonic()
+            gone = processor.evict()  # written with each partition's next flush
+            metrics.evictions.inc(len(gone))
         for partition, lag in processor.clock_lags(wall).items():
             metrics.clock_lag.labels(str(partition)).set(lag)
         if time.monotonic() - assigned.get("logged", 0.0) >= 10:

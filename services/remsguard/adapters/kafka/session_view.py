@@ -10,7 +10,10 @@ state, never recomputed. The view never writes anything and never runs the engin
 
 It lags the processor by its state flush (`state_flush_seconds`) plus a poll. Sessions whose
 latest activity (dose, vitals, assessment, discharge) is older than `retention` are dropped,
-so the view's memory stays bounded by the clinics' recent days, not their history.
+and so are sessions the processor evicted (their changelog value becomes an `Evicted`
+record, then a Kafka tombstone), so the view's memory stays bounded by the clinics' recent
+days, not their history. A session with no activity yet (opened only) is kept from when the
+view first saw it, and dropped `retention` after that if still silent.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import structlog
 from remsguard.adapters.kafka.follow import TopicFollower
 from remsguard.config import Settings
 from remsguard.domain.session import Session
-from remsguard.handlers.stored_session import decode_stored_session
+from remsguard.handlers.stored_session import Evicted, decode_stored
 
 __all__ = ["SessionView", "changelog_topic", "last_activity"]
 
@@ -63,6 +66,7 @@ class SessionView:
         self.retention = retention
         self.clock = clock
         self.undecodable = 0
+        self._first_seen: dict[str, datetime] = {}  # sessions with no activity yet
         self._pruned_at: datetime | None = None
         self._follower = TopicFollower(bootstrap, topic, self._on_batch, from_beginning=True)
 
@@ -97,18 +101,30 @@ class SessionView:
             return
         name = key.decode("utf-8", errors="replace")
         if value is None:
-            self.sessions.pop(name, None)
+            self._drop(name)
             return
         try:
-            _partition, session = decode_stored_session(value)
+            _partition, stored = decode_stored(value)
         except Exception as exc:  # a format from another version: skip it, do not stop
             self.undecodable += 1
             log.warning("session_view.undecodable", session=name, error=repr(exc)[:200])
             return
-        if self._expired(session, self.clock() - self.retention):
-            self.sessions.pop(name, None)
+        if isinstance(stored, Evicted):  # the processor evicted it: finished long ago
+            self._drop(name)
+            return
+        now = self.clock()
+        if last_activity(stored) is None:
+            self._first_seen.setdefault(name, now)
         else:
-            self.sessions[name] = session
+            self._first_seen.pop(name, None)
+        if self._expired(name, stored, now - self.retention):
+            self._drop(name)
+        else:
+            self.sessions[name] = stored
+
+    def _drop(self, name: str) -> None:
+        self.sessions.pop(name, None)
+        self._first_seen.pop(name, None)
 
     def prune(self) -> int:
         """Drop sessions idle past the retention (at most once a minute); returns how many."""
@@ -117,12 +133,13 @@ class SessionView:
             return 0
         self._pruned_at = now
         horizon = now - self.retention
-        old = [name for name, s in self.sessions.items() if self._expired(s, horizon)]
+        old = [name for name, s in self.sessions.items() if self._expired(name, s, horizon)]
         for name in old:
-            del self.sessions[name]
+            self._drop(name)
         return len(old)
 
-    @staticmethod
-    def _expired(session: Session, horizon: datetime) -> bool:
+    def _expired(self, name: str, session: Session, horizon: datetime) -> bool:
         last = last_activity(session)
+        if last is None:  # opened only: judged by when the view first saw it
+            last = self._first_seen.get(name)
         return last is not None and last < horizon
