@@ -7,11 +7,23 @@ form), then by its code alone (for tables with bare keys, like UCUM units).
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar, cast
+from typing import Final, Literal, TypeVar
+
+from remsguard.contract.code_tables import (
+    BOOLEAN,
+    TEXT,
+    Check,
+    CodeError,
+    drug_of,
+    one_of,
+    read_files,
+    section,
+    typed,
+    unit_factors,
+)
 
 __all__ = [
     "DEFAULT_FILES",
@@ -39,10 +51,6 @@ _VITALS: Final = frozenset(
 _ASSESSMENTS: Final = frozenset({"sedation_moaas", "dissociation", "respiratory_depression"})
 _DRUGS: Final = frozenset({"esketamine", "ketamine"})
 _ROUTES: Final = frozenset({"intranasal", "iv", "im", "sublingual", "oral"})
-
-
-class CodeError(ValueError):
-    """A code file is not usable (said with the file and the key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,60 +89,27 @@ class FhirCodes:
     def load(cls, files: Iterable[Path] = ()) -> FhirCodes:
         """The default tables, then each of `files` added to them in order."""
         table = cls()
-        for path in (*DEFAULT_FILES, *files):
-            try:
-                data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise CodeError(f"{path}: {exc}") from None
-            table._add(data, str(path))
+        for data, where in read_files((*DEFAULT_FILES, *files)):
+            table._add(data, where)
         return table
 
     def _add(self, data: Mapping[str, object], where: str) -> None:
-        def read(name: str, check: Callable[[object], bool], what: str) -> dict[str, object]:
-            section = data.get(name, {})
-            if not isinstance(section, dict):
-                raise CodeError(f"{where}: [{name}] must be a table")
-            for key, value in section.items():
-                if not check(value):
-                    raise CodeError(f"{where}: {name}.{key} must be {what}")
-            return section
+        def read(name: str, check: Check) -> dict[str, T]:
+            return typed(section(data, name, where, check))
 
-        def one_of(allowed: frozenset[str]) -> Callable[[object], bool]:
-            return lambda value: isinstance(value, str) and value in allowed
-
-        def choices(allowed: frozenset[str]) -> str:
-            return "one of " + ", ".join(sorted(allowed))
-
-        boolean = (lambda value: isinstance(value, bool), "true or false")
-        text = (lambda value: isinstance(value, str) and bool(value), "a string")
-        unit = (
-            lambda value: (
-                isinstance(value, list)
-                and len(value) == 2
-                and isinstance(value[0], str)
-                and isinstance(value[1], int | float)
-                and not isinstance(value[1], bool)
-            ),
-            "[unit, factor]",
-        )
-        self.vital_sign_categories.update(_typed(read("vital_sign_categories", *boolean)))
-        self.observations.update(_typed(read("observations", one_of(_VITALS), choices(_VITALS))))
-        units: dict[str, list[Any]] = _typed(read("units", *unit))
-        self.units.update({k: (v[0], float(v[1])) for k, v in units.items()})
-        self.field_units.update(_typed(read("field_units", *text)))
-        self.drugs.update(_typed(read("drugs", one_of(_DRUGS), choices(_DRUGS))))
-        words: dict[str, Drug] = _typed(read("drug_words", one_of(_DRUGS), choices(_DRUGS)))
+        self.vital_sign_categories.update(read("vital_sign_categories", BOOLEAN))
+        self.observations.update(read("observations", one_of(_VITALS)))
+        self.units.update(unit_factors(data, where))
+        self.field_units.update(read("field_units", TEXT))
+        self.drugs.update(read("drugs", one_of(_DRUGS)))
+        words: dict[str, Drug] = read("drug_words", one_of(_DRUGS))
         self.drug_words.update({k.lower(): v for k, v in words.items()})
-        routes: dict[str, Route] = _typed(read("routes", one_of(_ROUTES), choices(_ROUTES)))
+        routes: dict[str, Route] = read("routes", one_of(_ROUTES))
         self.routes.update({k.lower(): v for k, v in routes.items()})
-        self.default_routes.update(
-            _typed(read("default_routes", one_of(_ROUTES), choices(_ROUTES)))
-        )
-        self.discharge_dispositions.update(_typed(read("discharge_dispositions", *boolean)))
-        self.assessments.update(
-            _typed(read("assessments", one_of(_ASSESSMENTS), choices(_ASSESSMENTS)))
-        )
-        self.answers.update(_typed(read("answers", *boolean)))
+        self.default_routes.update(read("default_routes", one_of(_ROUTES)))
+        self.discharge_dispositions.update(read("discharge_dispositions", BOOLEAN))
+        self.assessments.update(read("assessments", one_of(_ASSESSMENTS)))
+        self.answers.update(read("answers", BOOLEAN))
 
     def lookup(self, table: Mapping[str, T], tokens: Iterable[Token]) -> T | None:
         """The first of `tokens` the table knows (by "system|code", then by code)."""
@@ -155,20 +130,5 @@ class FhirCodes:
 
     def drug(self, tokens: Iterable[Token], text: str) -> Drug | None:
         """By code (an NDC also by its labeler-product prefix), then by words in the text."""
-        for token in tokens:
-            for key in token.lookup_keys():
-                parts = key.split("-")
-                for end in range(len(parts), 0, -1):
-                    found = self.drugs.get("-".join(parts[:end]))
-                    if found is not None:
-                        return found
-        lowered = text.lower()
-        for word, drug in self.drug_words.items():
-            if word in lowered:
-                return drug
-        return None
-
-
-def _typed(section: Mapping[str, object]) -> dict[str, T]:
-    """A section whose values `read` has checked, typed as what they were checked to be."""
-    return cast(dict[str, T], dict(section))
+        keys = (key for token in tokens for key in token.lookup_keys())
+        return drug_of(self.drugs, self.drug_words, keys, text)

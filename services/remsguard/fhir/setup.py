@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from remsguard.config import Settings
+from remsguard.contract.code_tables import clinic_map
 from remsguard.fhir.codes import CodeError, FhirCodes
 
 __all__ = ["FhirConfigError", "FhirTables", "tables_of"]
@@ -31,24 +31,9 @@ def tables_of(settings: Settings) -> FhirTables:
 
 @lru_cache(maxsize=8)
 def _load(code_files: tuple[Path, ...], organizations: Path | None) -> FhirTables:
+    """The code files, and `[organizations]` "Organization/id" (or "id") = "clinic id"."""
     try:
         codes = FhirCodes.load(code_files)
+        return FhirTables(codes, clinic_map(organizations, "organizations", "organizations"))
     except CodeError as exc:
         raise FhirConfigError(str(exc)) from None
-    return FhirTables(codes, _organizations(organizations))
-
-
-def _organizations(path: Path | None) -> dict[str, str] | None:
-    """`[organizations]` "Organization/id" (or "id") = "clinic id", from a TOML file."""
-    if path is None:
-        return None
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise FhirConfigError(f"{path}: {exc}") from None
-    table = data.get("organizations")
-    if not isinstance(table, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and v for k, v in table.items()
-    ):
-        raise FhirConfigError(f"{path}: [organizations] must map organizations to clinic ids")
-    return dict(table)

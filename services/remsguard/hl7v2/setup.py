@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -10,6 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from prometheus_client import CollectorRegistry
 
 from remsguard.config import Settings
+from remsguard.contract.code_tables import clinic_map
 from remsguard.hl7v2.codes import CodeError, CodeTable
 from remsguard.hl7v2.listener import Door, ListenerSettings, MLLPListener, tls_context
 from remsguard.hl7v2.messages import Reader
@@ -24,18 +24,10 @@ class HL7ConfigError(ValueError):
 def facilities_of(path: Path | None) -> dict[str, str] | None:
     """MSH-4 (sending facility) -> clinic id, from `[facilities]` of a TOML file; None when
     no file is configured (then MSH-4 itself is the clinic id)."""
-    if path is None:
-        return None
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise HL7ConfigError(f"{path}: {exc}") from None
-    table = data.get("facilities")
-    if not isinstance(table, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and v for k, v in table.items()
-    ):
-        raise HL7ConfigError(f"{path}: [facilities] must map facility names to clinic ids")
-    return dict(table)
+        return clinic_map(path, "facilities", "facility names")
+    except CodeError as exc:
+        raise HL7ConfigError(str(exc)) from None
 
 
 def build_listener(
