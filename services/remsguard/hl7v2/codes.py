@@ -12,16 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal, TypeVar
 
-from remsguard.contract.code_tables import (
-    TEXT,
-    CodeError,
-    drug_of,
-    one_of,
-    read_files,
-    section,
-    typed,
-    unit_factors,
-)
+from remsguard.contract import code_tables as tables
+from remsguard.contract.code_tables import CodeError
 
 __all__ = ["DEFAULT_CODES", "CodeError", "CodeTable", "Coded", "Drug", "VitalField"]
 
@@ -54,6 +46,9 @@ class Coded:
         return (f"{system}:{code}", code) if system else (code,)
 
 
+T = TypeVar("T")
+
+
 @dataclass(slots=True)
 class CodeTable:
     observations: dict[str, VitalField] = field(default_factory=dict)
@@ -67,18 +62,22 @@ class CodeTable:
     def load(cls, files: Iterable[Path] = ()) -> CodeTable:
         """The default table, then each of `files` added to it in order."""
         table = cls()
-        for data, where in read_files((DEFAULT_CODES, *files)):
+        for data, where in tables.read_files((DEFAULT_CODES, *files)):
             table._add(data, where)
         return table
 
     def _add(self, data: Mapping[str, object], where: str) -> None:
-        self.observations.update(typed(section(data, "observations", where, one_of(_FIELDS))))
-        self.units.update(unit_factors(data, where))
-        self.field_units.update(typed(section(data, "field_units", where, TEXT)))
-        self.drugs.update(typed(section(data, "drugs", where, one_of(_DRUGS))))
-        words: dict[str, Drug] = typed(section(data, "drug_words", where, one_of(_DRUGS)))
+        def read(name: str, allowed: frozenset[str] | None) -> dict[str, T]:
+            check = tables.TEXT if allowed is None else tables.one_of(allowed)
+            return tables.typed(tables.section(data, name, where, check))
+
+        self.observations.update(read("observations", _FIELDS))
+        self.units.update(tables.unit_factors(data, where))
+        self.field_units.update(read("field_units", None))
+        self.drugs.update(read("drugs", _DRUGS))
+        words: dict[str, Drug] = read("drug_words", _DRUGS)
         self.drug_words.update({k.lower(): v for k, v in words.items()})
-        routes: dict[str, str] = typed(section(data, "routes", where, one_of(_ROUTES)))
+        routes: dict[str, str] = read("routes", _ROUTES)
         self.routes.update({k.upper(): v for k, v in routes.items()})
 
     def observation(self, coded: Coded) -> VitalField | None:
@@ -89,7 +88,7 @@ class CodeTable:
 
     def drug(self, coded: Coded) -> Drug | None:
         """By code (an NDC also by its labeler-product prefix), then by words in the text."""
-        return drug_of(
+        return tables.drug_of(
             self.drugs, self.drug_words, coded.lookup_keys(), f"{coded.text} {coded.code}"
         )
 
@@ -99,9 +98,6 @@ class CodeTable:
             if found is not None:
                 return found
         return None
-
-
-T = TypeVar("T")
 
 
 def _first(table: Mapping[str, T], keys: Iterable[str]) -> T | None:
