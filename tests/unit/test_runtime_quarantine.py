@@ -6,7 +6,6 @@ The journal is the real SQLite one; the compliance log is a small in-memory fake
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,35 +15,16 @@ from remsguard.adapters.metrics import new_registry
 from remsguard.adapters.telemetry import Telemetry
 from remsguard.bootstrap import load_protocols
 from remsguard.contract.decode import decode_event
-from remsguard.domain.decisions import Alert, AuditRecord, Decisions
+from remsguard.domain.decisions import Decisions
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.events import Event
 from remsguard.embedded.ingest import Incoming
 from remsguard.embedded.journal import EventJournal
 from remsguard.embedded.runtime import EmbeddedRuntime
 
+from .runtime_kit import MemoryLog
+
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-class _Log:
-    def __init__(self) -> None:
-        self.alerts: list[Alert] = []
-        self.audit: list[AuditRecord] = []
-        self.events: list[Event] = []
-
-    def append_audit(self, records: Iterable[AuditRecord]) -> object:
-        self.audit.extend(records)
-        return None
-
-    def save_alerts(self, alerts: Iterable[Alert]) -> int:
-        batch = list(alerts)
-        self.alerts.extend(batch)
-        return len(batch)
-
-    def save_events(self, events: Iterable[Event]) -> int:
-        batch = list(events)
-        self.events.extend(batch)
-        return len(batch)
 
 
 class _FailingEngine(MonitoringEngine):
@@ -70,7 +50,7 @@ def _item(event_id: str, minutes_ago: int) -> Incoming:
     return Incoming(raw, decode_event(raw))
 
 
-def _runtime(path: Path, log: _Log) -> EmbeddedRuntime:
+def _runtime(path: Path, log: MemoryLog) -> EmbeddedRuntime:
     engine = _FailingEngine(load_protocols())
     return EmbeddedRuntime(engine, EventJournal(path), log, Telemetry(new_registry()))
 
@@ -79,7 +59,7 @@ def test_an_event_the_engine_fails_on_is_quarantined_live_and_skipped_at_restart
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "journal.db"
-    log = _Log()
+    log = MemoryLog()
 
     async def live() -> list[tuple[str, str | None]]:
         runtime = _runtime(path, log)
@@ -99,7 +79,7 @@ def test_an_event_the_engine_fails_on_is_quarantined_live_and_skipped_at_restart
     ]
     assert [e.event_id for e in log.events] == ["a", "b"]
 
-    restarted = _runtime(path, _Log())
+    restarted = _runtime(path, MemoryLog())
     summary = restarted.recover()  # the poison event is not applied again
     assert (summary.events, summary.quarantined) == (2, 0)
     assert restarted.engine.sessions["s1"].seen == {"a", "b"}

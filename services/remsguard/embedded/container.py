@@ -3,6 +3,8 @@
 Files in the data directory:
 - `journal.db` (+ `-wal`, `-shm`): the event journal (see `journal.py`).
 - `first-run-tokens.txt` (0600): the admin and device tokens made on the first start.
+- `engine.snapshot`: the engine's state at a journal position (see `snapshot.py`), so a
+  restart replays only the journal after it.
 - `remsguard.db` (+ `-wal`, `-shm`): the compliance log (`remsguard.adapters.storage`), with
   the API principals.
 
@@ -18,7 +20,7 @@ import asyncio
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +42,12 @@ from remsguard.embedded.compliance import create_principal, has_principals
 from remsguard.embedded.head_signing import HeadSigningTask, signing_key
 from remsguard.embedded.journal import EventJournal
 from remsguard.embedded.runtime import EmbeddedRuntime, RecoverySummary
+from remsguard.embedded.snapshot import (
+    SNAPSHOT_FILE,
+    SnapshotStore,
+    engine_version,
+    protocols_version,
+)
 from remsguard.identity import Role
 
 if TYPE_CHECKING:
@@ -129,6 +137,13 @@ class EmbeddedContainer:
             bounds=event_time_bounds(settings),
             summaries=compliance,
             now=clock or _utc_now,
+            retention=timedelta(hours=settings.session_retention_hours),
+            eviction_interval=settings.session_eviction_seconds,
+            snapshots=SnapshotStore(
+                data_dir / SNAPSHOT_FILE, engine_version(), protocols_version(engine)
+            ),
+            snapshot_interval=settings.snapshot_interval_seconds,
+            snapshot_every_events=settings.snapshot_every_events,
         )
         deadlines = FormDeadlineTask(
             compliance,
@@ -215,6 +230,7 @@ class EmbeddedContainer:
         log.info(
             "embedded.recovered",
             events=self.recovery.events,
+            from_snapshot=self.recovery.snapshot is not None,
             rejections=self.recovery.rejections,
             alerts=self.recovery.alerts,
             seconds=round(self.recovery.seconds, 3),

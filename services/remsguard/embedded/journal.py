@@ -28,11 +28,17 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
-__all__ = ["Checkpoint", "EventJournal", "JournaledEvent", "JournaledRejection"]
+__all__ = [
+    "Checkpoint",
+    "EventJournal",
+    "JournaledEvent",
+    "JournaledEviction",
+    "JournaledRejection",
+]
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS events (
@@ -60,6 +66,13 @@ CREATE TABLE IF NOT EXISTS quarantine (
     reason      TEXT    NOT NULL,
     detail      TEXT    NOT NULL,
     at_us       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evictions (
+    seq         INTEGER PRIMARY KEY,
+    after_event INTEGER NOT NULL,  -- applied after this events row (0: before any)
+    clock_us    INTEGER NOT NULL,  -- the engine clock it was called with
+    retention_s REAL    NOT NULL,
+    forget_s    REAL    NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -118,6 +131,19 @@ class JournaledRejection:
     session_id: str | None
     clinic_id: str | None
     clock: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class JournaledEviction:
+    """One `MonitoringEngine.evict_finished` call, made after the events row `after_event`:
+    eviction changes engine state, so recovery repeats it at the same point in the journal
+    (a session evicted live is evicted after a full replay too)."""
+
+    after_event: int
+    clock: datetime
+    retention: timedelta
+    forget_after: timedelta
+    seq: int = 0
 
 
 class EventJournal:
@@ -216,9 +242,9 @@ class EventJournal:
             rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         return Checkpoint(rows.get("recorded_events", 0), rows.get("recorded_rejections", 0))
 
-    def events(self, batch: int = 10_000) -> Iterator[JournaledEvent]:
-        """Every journaled event in arrival order, except the quarantined ones."""
-        last = 0
+    def events(self, batch: int = 10_000, after: int = 0) -> Iterator[JournaledEvent]:
+        """Every journaled event after `after` in arrival order, except the quarantined ones."""
+        last = after
         while True:
             with self._lock:
                 rows = self._db.execute(
@@ -234,6 +260,57 @@ class EventJournal:
                     str(session_id), str(event_id), _clock(clock_us), _bytes(raw), seq
                 )
             last = rows[-1][0]
+
+    def append_eviction(self, eviction: JournaledEviction) -> int:
+        """Journal one eviction call (durable on return, like `append`); its sequence number."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO evictions (after_event, clock_us, retention_s, forget_s) "
+                    "VALUES (?,?,?,?)",
+                    (
+                        eviction.after_event,
+                        to_us(eviction.clock),
+                        eviction.retention.total_seconds(),
+                        eviction.forget_after.total_seconds(),
+                    ),
+                )
+                seq = self._db.execute("SELECT max(seq) FROM evictions").fetchone()[0]
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(seq)
+
+    def evictions(self, after: int = 0) -> list[JournaledEviction]:
+        """The eviction calls journaled after the evictions row `after`, in order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, after_event, clock_us, retention_s, forget_s FROM evictions "
+                "WHERE seq > ? ORDER BY seq",
+                (after,),
+            ).fetchall()
+        found: list[JournaledEviction] = []
+        for seq, after_event, clock_us, retention_s, forget_s in rows:
+            clock = _clock(clock_us)
+            if clock is not None:
+                found.append(
+                    JournaledEviction(
+                        int(after_event),
+                        clock,
+                        timedelta(seconds=retention_s),
+                        timedelta(seconds=forget_s),
+                        int(seq),
+                    )
+                )
+        return found
+
+    def last_eviction(self) -> int:
+        """The sequence number of the last journaled eviction call (0: none)."""
+        with self._lock:
+            row = self._db.execute("SELECT coalesce(max(seq), 0) FROM evictions").fetchone()
+        return int(row[0])
 
     def latest_clock(self) -> datetime | None:
         """The latest clock any journaled row was taken at (where a simulated run stopped)."""

@@ -28,7 +28,20 @@ Every change to engine state happens in `_run`, one step at a time:
    about one interval. Every session is marked again on recovery (a crash may come between
    records and their refresh), and `stop` refreshes what is still marked.
 
-**Restart recovery** (`recover`) replays the journal in arrival order, advancing the engine
+5. **Bounded state.** Every `eviction_interval` seconds the runtime journals an eviction call
+   and then makes it (`MonitoringEngine.evict_finished` at the engine's clock, `retention`):
+   finished sessions leave memory (`remsguard_sessions_evicted_total`). Journaled, because it
+   changes engine state: recovery repeats it at the same point, so a full replay ends where
+   the live process was.
+6. **Snapshots** (`snapshot.py`). Every `snapshot_interval` seconds, or sooner once
+   `snapshot_every_events` events were journaled since the last one, and on a graceful stop,
+   the engine's state is pickled between two steps, with the journal position it covers, and
+   written atomically in the background. Only when the compliance log holds every decision
+   up to that position.
+
+**Restart recovery** (`recover`) loads the snapshot if there is a usable one (else says why
+in `recovery.full_replay` and starts from an empty engine) and replays the journal after it
+in arrival order, advancing the engine
 to each event's recorded clock (never past now) before applying it, so deadlines are decided
 where they were decided live; then it advances to now, so a deadline that came due while the
 process was down fires once. A journaled event that cannot be applied (the contract changed,
@@ -41,11 +54,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import pickle
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final, Literal, Protocol
 
 import structlog
@@ -62,7 +76,11 @@ from remsguard.domain.admission import (
     rejection_of,
 )
 from remsguard.domain.decisions import Alert, AuditRecord, Decisions, Outcome, Rejection
-from remsguard.domain.engine import MonitoringEngine
+from remsguard.domain.engine import (
+    DEFAULT_FORGET_AFTER,
+    DEFAULT_RETENTION,
+    MonitoringEngine,
+)
 from remsguard.domain.events import Event
 from remsguard.embedded.compliance import Principal
 from remsguard.embedded.ingest import Incoming
@@ -70,8 +88,10 @@ from remsguard.embedded.journal import (
     Checkpoint,
     EventJournal,
     JournaledEvent,
+    JournaledEviction,
     JournaledRejection,
 )
+from remsguard.embedded.snapshot import EngineImage, Position, Snapshot, SnapshotStore
 from remsguard.monitoring.clocks import Recorded, WallClock
 from remsguard.monitoring.ports import DecisionSink
 from remsguard.monitoring.service import advance, monitor
@@ -134,6 +154,8 @@ class RecoverySummary:
     alerts: int = 0
     audit_records: int = 0
     seconds: float = 0.0
+    snapshot: Position | None = None  # where the snapshot it started from reached
+    evictions: int = 0  # journaled eviction calls repeated
 
 
 @dataclass(slots=True)
@@ -196,6 +218,9 @@ class _Metrics:
     summary_failures: Counter
     conflicting_duplicates: Counter
     quarantined: Counter
+    evicted: Counter
+    snapshot_seconds: Histogram
+    snapshot_failures: Counter
 
     @classmethod
     def of(cls, registry: CollectorRegistry) -> _Metrics:
@@ -243,6 +268,22 @@ class _Metrics:
                 "Journaled events set aside at recovery because they could not be applied.",
                 registry=registry,
             ),
+            evicted=Counter(
+                "remsguard_sessions_evicted_total",
+                "Finished sessions dropped from memory after the retention (evict_finished).",
+                registry=registry,
+            ),
+            snapshot_seconds=Histogram(
+                "remsguard_engine_snapshot_seconds",
+                "Time ingest waits while engine state is pickled for a snapshot.",
+                registry=registry,
+                buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            ),
+            snapshot_failures=Counter(
+                "remsguard_engine_snapshot_failures_total",
+                "Failed snapshot writes (the previous snapshot stays; retried later).",
+                registry=registry,
+            ),
         )
 
 
@@ -261,6 +302,12 @@ class EmbeddedRuntime:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         summaries: SessionSummaries | None = None,
         summary_interval: float = 1.0,
+        retention: timedelta = DEFAULT_RETENTION,
+        forget_after: timedelta = DEFAULT_FORGET_AFTER,
+        eviction_interval: float = 300.0,
+        snapshots: SnapshotStore | None = None,
+        snapshot_interval: float = 300.0,
+        snapshot_every_events: int = 100_000,
     ) -> None:
         self.engine = engine
         self.journal = journal
@@ -288,6 +335,16 @@ class EmbeddedRuntime:
         self._dirty_signal = asyncio.Event()
         self._refresher: asyncio.Task[None] | None = None
         self._refresher_stop = asyncio.Event()
+        self._refreshing: dict[str, tuple[str | None, str | None]] = {}  # the batch in flight
+        self._retention = retention
+        self._forget_after = forget_after
+        self._eviction_interval = eviction_interval
+        self._evictions = 0  # the last journaled eviction call
+        self._snapshots = snapshots
+        self._snapshot_interval = snapshot_interval
+        self._snapshot_every = snapshot_every_events
+        self._snapshot_at = Position()  # what the last snapshot covered
+        self._snapshot_write: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -300,7 +357,8 @@ class EmbeddedRuntime:
         return self._task is not None and not self._task.done() and not self._stopping
 
     def recover(self) -> RecoverySummary:
-        """Rebuild engine state from the journal, then advance to now (see the module doc).
+        """Rebuild engine state from the snapshot and the journal after it (or the whole
+        journal), then advance to now (see the module doc).
 
         Decisions made while re-applying rows the compliance log already holds (the journal's
         `recorded_through` checkpoint) are dropped; everything after is recorded again.
@@ -325,9 +383,26 @@ class EmbeddedRuntime:
         def drop(decisions: Decisions, _event: Event | None = None) -> None:
             """Decisions of rows the log holds already (`recorded_through`)."""
 
+        snapshot = self._load_snapshot()
+        position = Position() if snapshot is None else snapshot.position
+        summary.snapshot = None if snapshot is None else position
+        evictions = self.journal.evictions(after=position.evictions)
+        touched: set[str] = set()
         clock = Recorded(self._now())
-        for row in self.journal.events():
+
+        def evict_through(seq: int) -> None:
+            """Repeat the eviction calls journaled before the events row `seq`."""
+            while evictions and evictions[0].after_event < seq:
+                call = evictions.pop(0)
+                at = min(call.clock, clock.now)
+                advance(engine, at, record if call.after_event >= recorded.events else drop)
+                engine.evict_finished(at, call.retention, call.forget_after)
+                summary.evictions += 1
+
+        for row in self.journal.events(after=position.events):
+            evict_through(row.seq)
             sink = record if row.seq > recorded.events else drop
+            touched.add(row.session_id)
             try:
                 decoded = decode_event(row.raw)
                 if isinstance(decoded, Rejection):  # the contract changed since it was accepted
@@ -345,6 +420,7 @@ class EmbeddedRuntime:
             if sink is record:  # older rows' decisions are recorded already
                 pending_events.append(decoded)
                 flush()
+        evict_through(2**62)
         for rejected in self.journal.rejections(after=recorded.rejections):
             rejection = Rejection(
                 reason=rejected.reason,
@@ -358,13 +434,43 @@ class EmbeddedRuntime:
         advance(engine, self._now(), record)
         flush(final=True)
         # A crash may have come between records and their summaries' refresh: refresh every
-        # session once (in the background, after start).
-        self._mark_sessions(engine.sessions)
+        # session it may concern once (in the background, after start): all of them after a
+        # full replay; after a snapshot, those it had marked and those the journal's tail names.
+        if snapshot is None:
+            self._mark_sessions(engine.sessions)
+        else:
+            self._dirty.update(snapshot.marked)
+            self._mark_sessions(touched)
         last = self.journal.last()
         self.journal.set_recorded_through(last)
         self._journaled = self._recorded = self._stored_checkpoint = last
+        self._evictions = self.journal.last_eviction()
+        self._snapshot_at = position
         summary.seconds = time.perf_counter() - started
         return summary
+
+    def _load_snapshot(self) -> Snapshot | None:
+        """The usable snapshot loaded into the engine, or None (the log line says why)."""
+        if self._snapshots is None:
+            return None
+        loaded = self._snapshots.read()
+        if isinstance(loaded, Snapshot):
+            last, evictions = self.journal.last(), self.journal.last_eviction()
+            at = loaded.position
+            if at.events > last.events or at.evictions > evictions:
+                loaded = f"ahead of the journal (events {at.events} of {last.events})"
+        if isinstance(loaded, str):
+            say = log.info if loaded == "no snapshot" else log.warning
+            say("recovery.full_replay", reason=loaded, path=str(self._snapshots.path))
+            return None
+        loaded.image.into(self.engine)
+        log.info(
+            "recovery.from_snapshot",
+            events=loaded.position.events,
+            sessions=len(loaded.image.sessions),
+            tombstones=len(loaded.image.evicted),
+        )
+        return loaded
 
     async def start(self) -> None:
         if self._task is None:
@@ -391,6 +497,12 @@ class EmbeddedRuntime:
             self._task = None
         if self._recorded != self._stored_checkpoint and not self._unrecorded.audit:
             self.journal.set_recorded_through(self._recorded)
+        if self._snapshot_write is not None:
+            await self._snapshot_write
+        if self._snapshots is not None and self._position() != self._snapshot_at:
+            self._begin_snapshot()  # the last one: a restart after a graceful stop replays nothing
+            if self._snapshot_write is not None:
+                await self._snapshot_write
         if self._refresher is not None:
             self._refresher_stop.set()
             self._dirty_signal.set()
@@ -418,6 +530,8 @@ class EmbeddedRuntime:
     async def _run(self) -> None:
         next_tick = time.monotonic()
         next_scan = time.monotonic() + self._scan_interval
+        next_eviction = time.monotonic() + self._eviction_interval
+        next_snapshot = time.monotonic() + self._snapshot_interval
         done = False
         while not done:
             timeout = max(0.0, next_tick - time.monotonic())
@@ -453,6 +567,89 @@ class EmbeddedRuntime:
                 next_scan = now + self._scan_interval
                 engine = self.engine
                 self.telemetry.observe_sessions(engine.sessions.values(), engine.protocol_of)
+            if now >= next_eviction:
+                next_eviction = now + self._eviction_interval
+                await self._evict()
+            if self._snapshots is not None and self._snapshot_due(now >= next_snapshot):
+                next_snapshot = time.monotonic() + self._snapshot_interval
+                self._begin_snapshot()
+
+    # -- bounded state and snapshots ---------------------------------------------------------
+
+    async def _evict(self) -> None:
+        """Journal an eviction call, then make it (see the module doc, step 5)."""
+        engine = self.engine
+        clock = engine.clock
+        if clock is None:
+            return
+        call = JournaledEviction(self._journaled.events, clock, self._retention, self._forget_after)
+        try:
+            self._evictions = await asyncio.to_thread(self.journal.append_eviction, call)
+        except Exception:
+            log.exception("runtime.eviction_not_journaled")  # evicts nothing: retried later
+            return
+        held = len(engine.sessions)
+        gone = engine.evict_finished(clock, self._retention, self._forget_after)
+        if gone:
+            self._metrics.evicted.inc(len(gone))
+            log.info("runtime.sessions_evicted", evicted=len(gone), held=held - len(gone))
+
+    def _position(self) -> Position:
+        journaled = self._journaled
+        return Position(journaled.events, journaled.rejections, self._evictions)
+
+    def _snapshot_due(self, interval_passed: bool) -> bool:
+        """Whether to snapshot now: the interval passed or enough events came since the last
+        one, no snapshot is being written, and the compliance log holds every decision."""
+        if self._snapshot_write is not None and not self._snapshot_write.done():
+            return False
+        if self._recorded != self._journaled or self._unrecorded.audit or self._unrecorded.alerts:
+            return False
+        position, last = self._position(), self._snapshot_at
+        if position == last:
+            return False
+        return interval_passed or position.events - last.events >= self._snapshot_every
+
+    def _begin_snapshot(self) -> None:
+        """Pickle engine state now (between steps), write it in the background."""
+        assert self._snapshots is not None
+        started = time.perf_counter()
+        position = self._position()
+        marked = {**self._refreshing, **self._dirty}
+        snapshot = Snapshot(position, EngineImage.of(self.engine), marked)
+        try:
+            payload = pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            self._metrics.snapshot_failures.inc()
+            log.exception("snapshot.pickle_failed")
+            return
+        paused = time.perf_counter() - started
+        self._metrics.snapshot_seconds.observe(paused)
+        self._snapshot_write = asyncio.create_task(
+            self._write_snapshot(position, payload, paused, len(snapshot.image.sessions)),
+            name="remsguard-engine-snapshot",
+        )
+
+    async def _write_snapshot(
+        self, position: Position, payload: bytes, paused: float, sessions: int
+    ) -> None:
+        assert self._snapshots is not None
+        started = time.perf_counter()
+        try:
+            size = await asyncio.to_thread(self._snapshots.write_payload, position, payload)
+        except Exception:
+            self._metrics.snapshot_failures.inc()
+            log.exception("snapshot.write_failed")
+            return
+        self._snapshot_at = position
+        log.info(
+            "snapshot.written",
+            events=position.events,
+            sessions=sessions,
+            bytes=size,
+            pickle_seconds=round(paused, 3),
+            write_seconds=round(time.perf_counter() - started, 3),
+        )
 
     async def _step(self, batches: list[_Batch]) -> None:
         decisions, events = self._unrecorded, self._unrecorded_events
@@ -691,16 +888,19 @@ class EmbeddedRuntime:
         if self._summaries is None or not self._dirty:
             return True
         batch, self._dirty = self._dirty, {}
+        self._refreshing = batch
         started = time.perf_counter()
         try:
             await asyncio.to_thread(self._refresh_now, batch)
         except Exception:
+            self._refreshing = {}
             self._metrics.summary_failures.inc()
             log.exception("session_summaries.refresh_failed", sessions=len(batch))
             for session_id, known in batch.items():
                 self._dirty.setdefault(session_id, known)
             self._dirty_signal.set()
             return False
+        self._refreshing = {}
         self._metrics.summary_seconds.observe(time.perf_counter() - started)
         return True
 
