@@ -14,7 +14,6 @@ take events now.
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Final
@@ -26,6 +25,7 @@ from fastapi.responses import Response
 from remsguard.embedded.ingest import SUPPORTED_TYPES, Incoming, body_kind, decode_body
 from remsguard.embedded.runtime import EventResult, Unavailable
 from remsguard.entrypoints.http.auth import require
+from remsguard.entrypoints.http.bodies import bounded_body, decoded
 from remsguard.entrypoints.http.capabilities import Ingest, Process
 from remsguard.entrypoints.http.errors import ApiError
 from remsguard.identity import Principal, Role
@@ -60,21 +60,9 @@ async def post_events(
     settings = process.settings
     limit: int = settings.ingest_max_body_bytes
     too_large = ApiError(413, "body_too_large", f"the body is larger than {limit} bytes")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    raw = bytes(body)
-    del body
+    raw = await bounded_body(request, limit, too_large)
     max_events: int = settings.ingest_max_events
-    if len(raw) > _OFFLOAD_BYTES:
-        items = await asyncio.to_thread(decode_body, raw, kind, max_events)
-    else:
-        items = decode_body(raw, kind, max_events)
+    items = await decoded(raw, lambda body: decode_body(body, kind, max_events), _OFFLOAD_BYTES)
     del raw
     try:
         results = await ingest.submit(items, principal)

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import orjson
@@ -26,6 +27,7 @@ from fastapi.responses import Response
 
 from remsguard.doors import DoorUnavailable, EventDoor
 from remsguard.entrypoints.http.auth import current_principal
+from remsguard.entrypoints.http.bodies import bounded_body, decoded
 from remsguard.entrypoints.http.capabilities import ServedProcess
 from remsguard.entrypoints.http.errors import ApiError
 from remsguard.fhir.capability import capability_statement
@@ -101,65 +103,56 @@ async def metadata(request: Request) -> Response:
     return _fhir(200, capability_statement(settings.fhir_max_entries, settings.fhir_max_body_bytes))
 
 
-@router.post(
-    "",
-    summary="A transaction or batch Bundle",
-    responses=_RESPONSES,
-    openapi_extra=_body_schema("Bundle"),
+def _post(resource_type: str, path_id: bool = False) -> Callable[..., Awaitable[Response]]:
+    """The route for one resource type (a Bundle: a transaction or batch)."""
+    if path_id:
+
+        async def put_resource(request: Request, encounter_id: str) -> Response:
+            return await _handle(request, resource_type, encounter_id)
+
+        return put_resource
+
+    async def post_resource(request: Request) -> Response:
+        return await _handle(request, resource_type)
+
+    return post_resource
+
+
+# (path, method, resource type, summary, route name: the OpenAPI operation id's stem)
+_ROUTES: Final = (
+    ("", "POST", "Bundle", "A transaction or batch Bundle", "post_base"),
+    ("/Bundle", "POST", "Bundle", "A transaction or batch Bundle", "post_bundle_route"),
+    ("/Observation", "POST", "Observation", "One Observation", "post_observation"),
+    (
+        "/MedicationAdministration",
+        "POST",
+        "MedicationAdministration",
+        "One MedicationAdministration",
+        "post_medication_administration",
+    ),
+    ("/Encounter", "POST", "Encounter", "One Encounter", "post_encounter"),
+    (
+        "/Encounter/{encounter_id}",
+        "PUT",
+        "Encounter",
+        "An Encounter's status change",
+        "put_encounter",
+    ),
 )
-@router.post("/", include_in_schema=False)
-async def post_base(request: Request) -> Response:
-    return await _handle(request, "Bundle")
-
-
-@router.post(
-    "/Bundle",
-    summary="A transaction or batch Bundle",
-    responses=_RESPONSES,
-    openapi_extra=_body_schema("Bundle"),
-)
-async def post_bundle_route(request: Request) -> Response:
-    return await _handle(request, "Bundle")
-
-
-@router.post(
-    "/Observation",
-    summary="One Observation",
-    responses=_RESPONSES,
-    openapi_extra=_body_schema("Observation"),
-)
-async def post_observation(request: Request) -> Response:
-    return await _handle(request, "Observation")
-
-
-@router.post(
-    "/MedicationAdministration",
-    summary="One MedicationAdministration",
-    responses=_RESPONSES,
-    openapi_extra=_body_schema("MedicationAdministration"),
-)
-async def post_medication_administration(request: Request) -> Response:
-    return await _handle(request, "MedicationAdministration")
-
-
-@router.post(
-    "/Encounter",
-    summary="One Encounter",
-    responses=_RESPONSES,
-    openapi_extra=_body_schema("Encounter"),
-)
-async def post_encounter(request: Request) -> Response:
-    return await _handle(request, "Encounter")
-
-
-@router.put(
-    "/Encounter/{encounter_id}",
-    summary="An Encounter's status change",
-    responses=_RESPONSES,
-    openapi_extra=_body_schema("Encounter"),
-)
-async def put_encounter(request: Request, encounter_id: str) -> Response:
-    return await _handle(request, "Encounter", encounter_id)
+for _path, _method, _type, _summary, _name in _ROUTES:
+    router.add_api_route(
+        _path,
+        _post(_type, path_id="{" in _path),
+        methods=[_method],
+        name=_name,
+        summary=_summary,
+        responses=_RESPONSES,
+        openapi_extra=_body_schema(_type),
+    )
+    if _path == "":
+        router.add_api_route(
+            "/", _post(_type), methods=["POST"], name=_name, include_in_schema=False
+        )
 
 
 async def _handle(request: Request, resource_type: str, path_id: str | None = None) -> Response:
@@ -222,21 +215,9 @@ async def _body(request: Request, limit: int) -> dict[str, Any]:
         text = f"content type {media or '(none)'!r} is not taken; use {FHIR_JSON}"
         raise _Refusal(_problem(415, "not-supported", text))
     too_large = _Refusal(_problem(413, "too-costly", f"the body is larger than {limit} bytes"))
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_large
-    raw = bytes(body)
+    raw = await bounded_body(request, limit, too_large)
     try:
-        doc = (
-            await asyncio.to_thread(orjson.loads, raw)
-            if len(raw) > _OFFLOAD_BYTES
-            else orjson.loads(raw)
-        )
+        doc = await decoded(raw, orjson.loads, _OFFLOAD_BYTES)
     except orjson.JSONDecodeError as exc:
         raise _Refusal(_problem(400, "structure", f"the body is not JSON: {exc}")) from None
     if not isinstance(doc, dict):
