@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from remsguard.adapters.storage import AlertQuery, AlertRow, AuditQuery, AuditRow, CursorError
 from remsguard.adapters.storage.log import MAX_LIMIT, head_json
 from remsguard.adapters.storage.models import utc
+from remsguard.alerting.service import alert_row_dict
 from remsguard.entrypoints.http.auth import require
 from remsguard.entrypoints.http.common import (
     COMMON_ERRORS,
@@ -146,24 +147,30 @@ def record_json(row: AuditRow) -> dict[str, Any]:
     }
 
 
+_AUDITOR_ALERT_FIELDS: Final = (
+    "alert_id",
+    "rule",
+    "severity",
+    "session_id",
+    "clinic_id",
+    "triggered_at",
+    "message",
+    "evidence",
+    "protocol",
+    "protocol_version",
+    "status",
+    "acknowledged_by",
+    "acknowledged_at",
+    "resolved_by",
+    "resolved_at",
+)
+
+
 def alert_json(row: AlertRow) -> dict[str, Any]:
-    return {
-        "alert_id": row.alert_id,
-        "rule": row.rule,
-        "severity": row.severity,
-        "session_id": row.session_id,
-        "clinic_id": row.clinic_id,
-        "triggered_at": utc(row.triggered_at),
-        "message": row.message,
-        "evidence": orjson.loads(row.evidence),
-        "protocol": row.protocol,
-        "protocol_version": row.protocol_version,
-        "status": row.status,
-        "acknowledged_by": row.acknowledged_by,
-        "acknowledged_at": _opt(row.acknowledged_at),
-        "resolved_by": row.resolved_by,
-        "resolved_at": _opt(row.resolved_at),
-    }
+    """A stored alert as the auditor API lists it: the staff view's fields (`alert_row_dict`)
+    up to its resolution."""
+    shown = alert_row_dict(row)
+    return {name: shown[name] for name in _AUDITOR_ALERT_FIELDS}
 
 
 def _json(payload: Any) -> Response:
