@@ -25,6 +25,7 @@ def main() -> None:
         app_id,
         broker=f"kafka://{bootstrap}",
         store="memory://",
+        datadir=f"/tmp/{app_id}-data",  # not the working directory
         web_enabled=False,
         autodiscover=False,
         consumer_auto_offset_reset="earliest",

@@ -50,13 +50,15 @@ class Deployment:
         create_topics(self.bootstrap, self.topics, self.partitions, 1)
 
     @contextmanager
-    def worker(self) -> Iterator[subprocess.Popen[bytes]]:
+    def worker(self, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
         with self.log.open("wb") as log:
             profile = os.environ.get("BENCH_PROFILE")  # a path: run the worker under cProfile
             prefix = ["-m", "cProfile", "-o", profile] if profile else []
+            # BENCH_SAMPLE (a path): a CPU-time sampler in the worker (bench/_sampled_worker.py)
+            command = ["-m", "bench._sampled_worker"] if os.environ.get("BENCH_SAMPLE") else []
             process = subprocess.Popen(
-                [sys.executable, *prefix, "-m", "remsguard", "processor"],
-                env=self.env(),
+                [sys.executable, *prefix, *(command or ["-m", "remsguard", "processor"])],
+                env=self.env() | (env or {}),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
