@@ -62,8 +62,10 @@ def due_checks(session: Session, protocol: MonitoringProtocol) -> list[Check]:
     discharge = ends[-1] if ends and ends[-1].at >= doses[-1].at else None  # the session's end
     times, done = protocol.intervals, session.fired
     late, first = times.lateness, doses[0]
+    # The keys are `check_key`'s, written inline: a listing makes five for the usual session
+    # (bench.engine_scale --engine-only, paired A/B).
     checks: list[Check] = []
-    if check_key("pre", first) not in done:
+    if f"check:pre:{first.event_id}" not in done:
         checks.append(_new_check(Check, (first.at + late, "pre", first)))
     # "The dose" of these checks is the latest dose *at the deadline*: a dose's check stands
     # unless another dose was given by then. Deciding by event time, not by which dose has
@@ -73,14 +75,18 @@ def due_checks(session: Session, protocol: MonitoringProtocol) -> list[Check]:
         ("window", times.window),
         ("open", times.not_closed_after),
     )
+    last = len(doses) - 1
     for index, dose in enumerate(doses):
-        following = doses[index + 1].at if index + 1 < len(doses) else None
+        following = doses[index + 1].at if index < last else None
+        at, event_id = dose
         for kind, interval in intervals:
-            deadline = dose.at + interval
-            if (following is None or following > deadline) and check_key(kind, dose) not in done:
+            deadline = at + interval
+            if (following is None or following > deadline) and (
+                f"check:{kind}:{event_id}" not in done
+            ):
                 checks.append(_new_check(Check, (deadline + late, kind, dose)))
     for end in ends:
-        if check_key("discharge", end) not in done:
+        if f"check:discharge:{end.event_id}" not in done:
             checks.append(_new_check(Check, (end.at + late, "discharge", end)))
     gap = times.vitals_gap
     point = _gap_candidate(session, first, discharge, gap)

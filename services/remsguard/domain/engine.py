@@ -609,20 +609,29 @@ class MonitoringEngine:
 
     def _decide_due(self, session: Session, now: datetime, decisions: Decisions) -> None:
         """Decide the session's checks due before `now` into `decisions`, then queue the next."""
-        protocol = self.protocol_of(session)
+        rules = self._in_force.get((session.protocol, session.medications))
+        protocol = (self._rules_of(session) if rules is None else rules)[0]
         checks = due_checks(session, protocol)
         while ready := sorted([c for c in checks if c.due < now]):
+            moved = False  # a gap check ran: the gap cursor moved
             for check in ready:
+                moved = moved or check.kind == "gap"
                 outcome = run_check(session, protocol, check)
                 self._raise(session, outcome.findings, decisions)
                 for kind, at, subject in outcome.changes:
                     decisions.audit.append(_state_change_at(kind, session, at, subject))
-            checks = due_checks(session, protocol)
+            # Running a check only marks it done (`fired`), except a gap check, which moves
+            # the gap cursor; so unless one did, listing again gives the same list without
+            # the checks just run, in the same order (bench.engine_scale --engine-only,
+            # paired A/B).
+            checks = due_checks(session, protocol) if moved else [c for c in checks if c.due >= now]
         self.sessions[session.session_id] = session
         self._queue_earliest(session, checks)
 
     def _schedule(self, session: Session) -> None:
-        self._queue_earliest(session, due_checks(session, self.protocol_of(session)))
+        rules = self._in_force.get((session.protocol, session.medications))
+        protocol = (self._rules_of(session) if rules is None else rules)[0]
+        self._queue_earliest(session, due_checks(session, protocol))
 
     def _queue_earliest(self, session: Session, checks: list[Check]) -> None:
         """Queue the session for its earliest check unless an earlier wake is already queued."""
