@@ -147,30 +147,15 @@ def record_json(row: AuditRow) -> dict[str, Any]:
     }
 
 
-_AUDITOR_ALERT_FIELDS: Final = (
-    "alert_id",
-    "rule",
-    "severity",
-    "session_id",
-    "clinic_id",
-    "triggered_at",
-    "message",
-    "evidence",
-    "protocol",
-    "protocol_version",
-    "status",
-    "acknowledged_by",
-    "acknowledged_at",
-    "resolved_by",
-    "resolved_at",
+_STAFF_ONLY: Final = frozenset(
+    {"inhibited_by", "shelved_until", "shelved_by", "shelve_reason", "recorded_at"}
 )
 
 
 def alert_json(row: AlertRow) -> dict[str, Any]:
-    """A stored alert as the auditor API lists it: the staff view's fields (`alert_row_dict`)
-    up to its resolution."""
-    shown = alert_row_dict(row)
-    return {name: shown[name] for name in _AUDITOR_ALERT_FIELDS}
+    """A stored alert as the auditor API lists it: the staff view (`alert_row_dict`) without
+    the fields of the console's noise controls."""
+    return {k: v for k, v in alert_row_dict(row).items() if k not in _STAFF_ONLY}
 
 
 def _json(payload: Any) -> Response:
