@@ -31,8 +31,9 @@ Every change to engine state happens in `_run`, one step at a time:
 5. **Bounded state.** Every `eviction_interval` seconds the runtime journals an eviction call
    and then makes it (`MonitoringEngine.evict_finished` at the engine's clock, `retention`):
    finished sessions leave memory (`remsguard_sessions_evicted_total`). Journaled, because it
-   changes engine state: recovery repeats it at the same point, so a full replay ends where
-   the live process was.
+   changes engine state: recovery repeats the calls at their place in the journal (at most
+   one an hour of their clock, see `_REPLAY_EVICTION_EVERY`), so a replay ends where the
+   live process was.
 6. **Snapshots** (`snapshot.py`). Every `snapshot_interval` seconds, or sooner once
    `snapshot_every_events` events were journaled since the last one, and on a graceful stop,
    the engine's state is pickled between two steps, with the journal position it covers, and
@@ -54,7 +55,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import pickle
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -91,7 +91,7 @@ from remsguard.embedded.journal import (
     JournaledEviction,
     JournaledRejection,
 )
-from remsguard.embedded.snapshot import EngineImage, Position, Snapshot, SnapshotStore
+from remsguard.embedded.snapshot import EngineImage, Position, Snapshot, SnapshotStore, dump
 from remsguard.monitoring.clocks import Recorded, WallClock
 from remsguard.monitoring.ports import DecisionSink
 from remsguard.monitoring.service import advance, monitor
@@ -109,6 +109,12 @@ log = structlog.get_logger(__name__)
 SERVICE: Final = "up"
 _RECORD_CHUNK: Final = 20_000
 _SUMMARY_CHUNK: Final = 500  # sessions per refresh transaction (ingest's writes interleave)
+# Each eviction call looks at every session held (~5 us each: ~50 ms at 10,000), once a minute
+# live; a replay repeats them at most this often, or a 1M-event journal spends minutes on them
+# (bench.embedded_restart). Approximate only for an event naming a session evicted live less
+# than this before the replay's call: live it was taken as for an evicted session (recorded,
+# judged by no rule), replayed as for a held one, which judges no reading after its end either.
+_REPLAY_EVICTION_EVERY: Final = timedelta(hours=1)
 
 
 class DecisionLog(Protocol):
@@ -390,13 +396,24 @@ class EmbeddedRuntime:
         touched: set[str] = set()
         clock = Recorded(self._now())
 
+        evicted_at: datetime | None = None
+
         def evict_through(seq: int) -> None:
-            """Repeat the eviction calls journaled before the events row `seq`."""
+            """Repeat the eviction calls journaled before the events row `seq`, at most one
+            per `_REPLAY_EVICTION_EVERY` of their clock (and always the last)."""
+            nonlocal evicted_at
             while evictions and evictions[0].after_event < seq:
                 call = evictions.pop(0)
                 at = min(call.clock, clock.now)
+                if (
+                    evictions
+                    and evicted_at is not None
+                    and at - evicted_at < _REPLAY_EVICTION_EVERY
+                ):
+                    continue
                 advance(engine, at, record if call.after_event >= recorded.events else drop)
                 engine.evict_finished(at, call.retention, call.forget_after)
+                evicted_at = at
                 summary.evictions += 1
 
         for row in self.journal.events(after=position.events):
@@ -618,7 +635,7 @@ class EmbeddedRuntime:
         marked = {**self._refreshing, **self._dirty}
         snapshot = Snapshot(position, EngineImage.of(self.engine), marked)
         try:
-            payload = pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
+            payload = dump(snapshot)
         except Exception:
             self._metrics.snapshot_failures.inc()
             log.exception("snapshot.pickle_failed")

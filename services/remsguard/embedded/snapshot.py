@@ -23,10 +23,13 @@ decided in the same order after a restart as without one.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import pickle
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
@@ -46,6 +49,7 @@ __all__ = [
     "Position",
     "Snapshot",
     "SnapshotStore",
+    "dump",
     "engine_version",
     "protocols_version",
 ]
@@ -122,6 +126,26 @@ def protocols_version(engine: MonitoringEngine) -> str:
     return hashlib.sha256(text).hexdigest()[:32]
 
 
+def dump(snapshot: Snapshot) -> bytes:
+    """The snapshot pickled (reads engine state: between steps, on the engine's owner)."""
+    with _collector_paused():
+        return pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic GC while (un)pickling: the millions of rows and tuples made would trigger
+    full collections over the whole heap. Measured at 9,800 sessions (28.6 MB, loaded 2-core
+    VM): loading 2.23 -> 0.77 s, dumping 4.6 -> 3.0 s (bench.embedded_restart's snapshot)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class SnapshotStore:
     """One snapshot file, replaced atomically; read back only by the same versions."""
 
@@ -132,8 +156,7 @@ class SnapshotStore:
     def write(self, snapshot: Snapshot) -> int:
         """Pickle, then write atomically (temp, fsync, rename, fsync the directory); bytes
         written. Pickling reads engine state: call it between steps, on the engine's owner."""
-        payload = pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL)
-        return self.write_payload(snapshot.position, payload)
+        return self.write_payload(snapshot.position, dump(snapshot))
 
     def write_payload(self, position: Position, payload: bytes) -> int:
         """The file-writing half of `write` (any thread: touches no engine state)."""
@@ -189,7 +212,8 @@ class SnapshotStore:
         if hashlib.sha256(payload).hexdigest() != header.get("sha256"):
             return "checksum mismatch"
         try:
-            snapshot = pickle.loads(payload)
+            with _collector_paused():
+                snapshot = pickle.loads(payload)
         except Exception as exc:  # a damaged pickle can raise almost anything
             return f"unreadable payload: {type(exc).__name__}"
         if not isinstance(snapshot, Snapshot):
