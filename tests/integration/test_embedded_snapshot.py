@@ -1,9 +1,12 @@
-"""Embedded snapshots under `kill -9` (issue 19): killed while a snapshot is being written, the
-process restarts from the previous snapshot (or the journal), loses nothing acknowledged, and
-serves the same alerts as a restart that replays the whole journal."""
+"""Embedded snapshots under `kill -9` (issue 19): the process and its forked snapshot writer
+killed while a snapshot is being written, it restarts from the previous snapshot (or the
+journal), loses nothing acknowledged, and serves the same alerts as a restart that replays the
+whole journal."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -25,7 +28,7 @@ def test_kill_9_while_a_snapshot_is_written(tmp_path: Path) -> None:
     load = _load(tmp_path)
     up = start_up(data, env=SNAPSHOT_ALWAYS)
     acked: list[tuple[list[bytes], dict[str, object]]] = []
-    temporary = data / "engine.snapshot.tmp"
+    temporaries = "engine.snapshot.*.tmp"
     seen_writing = threading.Event()
 
     def post_load() -> None:
@@ -46,10 +49,12 @@ def test_kill_9_while_a_snapshot_is_written(tmp_path: Path) -> None:
         poster.start()
         # Kill the moment a snapshot's temporary file is seen, once some load is in.
         while poster.is_alive():
-            if len(acked) >= 5 and temporary.exists():
+            if len(acked) >= 5 and any(data.glob(temporaries)):
                 seen_writing.set()
                 break
     finally:
+        for child in _children(up.process.pid):  # the forked snapshot writers: torn too
+            os.kill(child, signal.SIGKILL)
         up.kill()  # SIGKILL, as close as it gets to the middle of a snapshot write
     poster.join(timeout=30)
     assert seen_writing.is_set(), "no snapshot was being written while the load ran"
@@ -80,6 +85,16 @@ def test_kill_9_while_a_snapshot_is_written(tmp_path: Path) -> None:
         assert _by_id(third.alerts()) == from_snapshot
     finally:
         assert third.stop() == 0, third.log
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
 
 
 def _recovered_from(log: str) -> str | None:

@@ -171,7 +171,8 @@ class SnapshotStore:
                 "sha256": hashlib.sha256(payload).hexdigest(),
             }
         )
-        temporary = self.path.with_name(self.path.name + ".tmp")
+        # Named by process: a child of a killed process may still be writing its own.
+        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         with temporary.open("wb") as handle:
             handle.write(_MAGIC)
             handle.write(header + b"\n")
@@ -185,6 +186,28 @@ class SnapshotStore:
         finally:
             os.close(directory)
         return len(_MAGIC) + len(header) + 1 + len(payload)
+
+    def write_forked(self, snapshot: Snapshot) -> int:
+        """Write from a forked child, which pickles its copy-on-write image of the engine
+        while this process goes on; the child's pid (`wait` for the outcome). The pause is
+        the fork's, not the pickling's (seconds at 10,000 sessions). The child touches
+        nothing but the snapshot file (no logging, no event loop, no database) and leaves
+        with `os._exit`."""
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                self.write(snapshot)
+                code = 0
+            finally:
+                os._exit(code)
+        return pid
+
+    @staticmethod
+    def wait(pid: int) -> bool:
+        """Whether the child `write_forked` started wrote its snapshot (blocks until done)."""
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status) == 0
 
     def read(self) -> Snapshot | str:
         """The snapshot, or why there is none to use (missing, damaged, other versions)."""
