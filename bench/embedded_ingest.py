@@ -12,6 +12,9 @@ other, each for `--seconds`:
 4. ingest paced at `--rate` events/s (batches of `--rate`/100 every 10 ms) while one auditor
    client asks, back to back, for the latest alerts of a clinic (`/v1/alerts`, 100) and one
    session's audit records (`/v1/audit`).
+5. (`--only runtime`) the same single-event clients in process, straight to
+   `EmbeddedRuntime.submit` of a real container (no HTTP, no token check), with the time of
+   each part of a step: the journal append, and the compliance log's three writes.
 Events are `bench.engine_scale` sessions (33 events each) that started in the last hours, so
 they are within the door's time bounds; each request's latency is measured at the client.
 The load comes from `--workers` processes (asyncio + httpx), so the client's own CPU is split
@@ -168,6 +171,65 @@ def _phase(
     return sent / elapsed, latencies, sum(r[2] for r in results)
 
 
+async def _runtime_only(clients: int, seconds: float) -> None:
+    """Phase 5: the runtime alone, each part of its step timed."""
+    from collections import defaultdict
+    from collections.abc import Callable
+
+    from remsguard.config import Settings
+    from remsguard.contract.decode import decode_event
+    from remsguard.embedded.container import EmbeddedContainer
+    from remsguard.embedded.ingest import Incoming
+
+    parts: defaultdict[str, list[float]] = defaultdict(list)
+
+    def timed(owner: object, name: str) -> None:
+        call: Callable[..., object] = getattr(owner, name)
+
+        def measured(*args: object, **kwargs: object) -> object:
+            started = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                parts[name].append(time.perf_counter() - started)
+
+        setattr(owner, name, measured)
+
+    with tempfile.TemporaryDirectory(prefix="remsguard-ingest-") as scratch:
+        data = Path(scratch) / "data"
+        settings = Settings(data_dir=data, rems_gate=False, log_level="warning")
+        container = EmbeddedContainer.open(settings, data)
+        await container.start()
+        timed(container.journal, "append")
+        for name in ("save_events", "save_alerts", "append_audit"):
+            timed(container.compliance, name)
+        source = events(99)
+        latencies: list[float] = []
+
+        async def client(until: float) -> int:
+            sent = 0
+            while time.monotonic() < until:
+                raw = next(source)
+                started = time.perf_counter()
+                await container.runtime.submit([Incoming(raw, decode_event(raw))], None)
+                latencies.append(time.perf_counter() - started)
+                sent += 1
+            return sent
+
+        began = time.monotonic()
+        sent = await asyncio.gather(*[client(began + seconds) for _ in range(clients)])
+        rate = sum(sent) / (time.monotonic() - began)
+        await container.stop()
+    steps = ", ".join(
+        f"{name} {statistics.fmean(values) * 1000:.2f} ms ({len(values)})"
+        for name, values in parts.items()
+    )
+    print(
+        f"in process, {clients} clients, single events: {rate:,.0f} events/s; "
+        f"{_percentiles(latencies)}; mean per step: {steps}; load {os.getloadavg()[0]:.2f}"
+    )
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -225,6 +287,12 @@ def main() -> None:
     parser.add_argument("--only", default="1,n,batch,auditor", help="phases to run")
     args = parser.parse_args()
     phases = set(args.only.split(","))
+    if "runtime" in phases:
+        for clients in (1, args.clients):
+            asyncio.run(_runtime_only(clients, args.seconds))
+        phases.discard("runtime")
+        if not phases:
+            return
     with tempfile.TemporaryDirectory(prefix="remsguard-ingest-") as scratch:
         data = Path(scratch) / "data"
         process, base = start_up(data)

@@ -49,19 +49,19 @@ def rss_mb() -> float:
     return 0.0
 
 
-def minutes(days: int, per_day: int, start: datetime) -> dict[int, list[bytes]]:
-    """The events of every session, by the minute (from `start`) they occur in."""
-    rng = random.Random(19)
-    by_minute: dict[int, list[bytes]] = {}
+def add_day(
+    by_minute: dict[int, list[bytes]], day: int, per_day: int, start: datetime, rng: random.Random
+) -> None:
+    """Add the events of the sessions opened on `day`, by the minute (from `start`) they
+    occur in (generated a day at a time, so the traffic held is the same every day)."""
     spacing = timedelta(days=1) / per_day
-    for index in range(days * per_day):
+    for index in range(day * per_day, (day + 1) * per_day):
         opened = (start + spacing * index + timedelta(seconds=rng.randrange(60))).replace(
             microsecond=0
         )
         for at, doc in session(index, opened, 5, rng):
             minute = int((at - start).total_seconds() // 60)
             by_minute.setdefault(minute, []).append(orjson.dumps(doc))
-    return by_minute
 
 
 async def soak(args: argparse.Namespace, data: Path) -> None:
@@ -74,16 +74,19 @@ async def soak(args: argparse.Namespace, data: Path) -> None:
         session_retention_hours=args.retention_hours,
         session_eviction_seconds=args.eviction_seconds,
     )
-    traffic = minutes(args.days, args.sessions_per_day, start)
+    traffic: dict[int, list[bytes]] = {}
+    rng = random.Random(19)
     container = EmbeddedContainer.open(settings, data, clock=clock)
     await container.start()
     engine = container.runtime.engine
     samples: list[tuple[float, float, int]] = []  # (day, RSS MB, sessions held)
     began = time.monotonic()
-    last = max(traffic) + 6 * 60  # six hours past the last event: the last checks decided
+    last = args.days * 1440 + 6 * 60  # six hours past the last day: the last checks decided
     posted = 0
     try:
         for minute in range(last + 1):
+            if minute % 1440 == 0 and minute // 1440 < args.days:
+                add_day(traffic, minute // 1440, args.sessions_per_day, start, rng)
             clock.now = start + timedelta(minutes=minute)
             rows = traffic.pop(minute, [])
             if rows:
