@@ -5,7 +5,8 @@
 Same consumer shape as `remsguard processor` (one multi-topic agent, raw bytes,
 `concurrency=1`, manual acks, the same stream buffer and commit interval), no table, no
 outputs, no engine. It reads the topics from the beginning and prints one line,
-`floor <events/s>`, timed from its first message to its TOTAL-th. It keeps faust's default
+`floor <events/s> cpu <seconds>`, timed from its first message to its TOTAL-th (the CPU
+seconds this process used over the same span). It keeps faust's default
 monitor (the processor's leaner one would save ~5% here), so the floor errs low, if anything.
 """
 
@@ -34,7 +35,7 @@ def main() -> None:
         stream_buffer_maxsize=16384,
     )
     source = app.topic(*names, key_type=bytes, value_type=bytes, value_serializer="raw")
-    seen = {"count": 0, "first": 0.0}
+    seen = {"count": 0, "first": 0.0, "cpu": 0.0}
 
     @app.agent(source, concurrency=1)
     async def drain(stream: Any) -> None:
@@ -43,10 +44,12 @@ def main() -> None:
             seen["count"] += 1
             if seen["count"] == 1:
                 seen["first"] = time.perf_counter()
+                seen["cpu"] = time.process_time()
             await manual.ack(event)
             if seen["count"] == expected:
                 rate = (expected - 1) / (time.perf_counter() - seen["first"])
-                print(f"floor {rate:.0f}", flush=True)
+                cpu = time.process_time() - seen["cpu"]
+                print(f"floor {rate:.0f} cpu {cpu:.3f}", flush=True)
 
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

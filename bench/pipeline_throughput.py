@@ -96,6 +96,14 @@ async def pipeline(deployment: Deployment, lines: list[bytes]) -> tuple[float, f
 
 def faust_floor(deployment: Deployment, total: int, timeout: float = 300) -> float:
     """Events/s of a do-nothing faust agent over the already published input topics."""
+    return faust_floor_run(deployment, total, timeout)[0]
+
+
+def faust_floor_run(
+    deployment: Deployment, total: int, timeout: float = 300
+) -> tuple[float, float]:
+    """(events/s, CPU seconds over the same span) of a do-nothing faust agent over the
+    already published input topics."""
     command = [
         sys.executable,
         "-m",
@@ -113,7 +121,8 @@ def faust_floor(deployment: Deployment, total: int, timeout: float = 300) -> flo
             for line in worker.stdout:  # faust may write terminal control codes first
                 if b"floor " in line:
                     timer.cancel()
-                    return float(line.split(b"floor ")[1])
+                    rate, _, cpu = line.split(b"floor ")[1].split()
+                    return float(rate), float(cpu)
             raise RuntimeError("the faust floor worker stopped before reading every event")
         finally:
             worker.terminate()

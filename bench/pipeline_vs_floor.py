@@ -11,6 +11,11 @@ sends). Both read a backlog with nothing else running in the benchmark: neither 
 the publisher. `bench.pipeline_throughput` times the worker from the first publish instead,
 with the publisher running beside it on the same cores.
 
+Each also reports its CPU seconds per event over the same span (the floor its own
+`time.process_time`, the worker's from /proc from its assignment on): the ratio of those is
+what the worker would reach against the floor with a core each, which a machine shared with
+the broker and other work distorts less than the rates.
+
 BENCH_PROFILE=/tmp/worker.prof runs the worker under cProfile (its rate is then not a figure).
 """
 
@@ -18,15 +23,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench._pipeline import Deployment, interleaved, now
-from bench.pipeline_throughput import faust_floor, publish
+from bench.pipeline_throughput import faust_floor_run, publish
 
 
 async def worker_span(deployment: Deployment, total: int, timeout: float = 300) -> float:
@@ -59,10 +66,20 @@ async def worker_span(deployment: Deployment, total: int, timeout: float = 300) 
         await consumer.stop()
 
 
-def worker_rate(deployment: Deployment, total: int, env: dict[str, str]) -> float:
-    with deployment.worker(env):
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_rate(deployment: Deployment, total: int, env: dict[str, str]) -> tuple[float, float]:
+    """(events/s, CPU seconds per event) of one worker over the published backlog; the CPU
+    from its assignment (start-up excluded) to the last event's record."""
+    with deployment.worker(env) as process:
+        before = cpu_seconds(process.pid)
         span = asyncio.run(worker_span(deployment, total))
-    return (total - 1) / span
+        used = cpu_seconds(process.pid) - before
+    return (total - 1) / span, used / total
 
 
 def main() -> None:
@@ -84,12 +101,14 @@ def main() -> None:
     for spec in args.worker_env:
         configs.append((spec, dict(pair.split("=", 1) for pair in spec.split(","))))
     ratios: dict[str, list[float]] = {name: [] for name, _ in configs}
+    cpu_ratios: dict[str, list[float]] = {name: [] for name, _ in configs}
     for round_ in range(args.rounds):
         # Rotate the order from round to round: a drifting machine load favours none.
         steps = [("floor", {}), *configs]
         shift = round_ % len(steps)
         steps = steps[shift:] + steps[:shift]
         rates: dict[str, float] = {}
+        cpus: dict[str, float] = {}
         deployments = []
         try:
             for _ in configs:
@@ -100,21 +119,28 @@ def main() -> None:
             spare = list(deployments)
             for name, env in steps:
                 if name == "floor":
-                    rates[name] = faust_floor(deployments[0], len(lines))
+                    rates[name], cpu = faust_floor_run(deployments[0], len(lines))
+                    cpus[name] = cpu / len(lines)
                 else:
-                    rates[name] = worker_rate(spare.pop(), len(lines), env)
+                    rates[name], cpus[name] = worker_rate(spare.pop(), len(lines), env)
         finally:
             for deployment in deployments:
                 deployment.delete()
         shown = ", ".join(
-            f"{name} {rate:,.0f}/s" + ("" if name == "floor" else f" ({rate / rates['floor']:.1%})")
+            f"{name} {rate:,.0f}/s, {cpus[name] * 1e6:.0f} us CPU/event"
+            + ("" if name == "floor" else f" ({rate / rates['floor']:.1%} of the floor's rate)")
             for name, rate in rates.items()
         )
-        print(f"round {round_ + 1}: {shown}", flush=True)
+        print(f"round {round_ + 1} (load {os.getloadavg()[0]:.1f}): {shown}", flush=True)
         for name, _ in configs:
             ratios[name].append(rates[name] / rates["floor"])
+            cpu_ratios[name].append(cpus["floor"] / cpus[name])
     for name, values in ratios.items():
-        print(f"{name} / floor: median {statistics.median(values):.1%} of {len(values)} rounds")
+        print(
+            f"{name} / floor: rate median {statistics.median(values):.1%}; CPU per event, "
+            f"floor / {name}, median {statistics.median(cpu_ratios[name]):.1%} "
+            f"({len(values)} rounds)"
+        )
 
 
 if __name__ == "__main__":

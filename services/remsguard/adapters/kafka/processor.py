@@ -507,6 +507,9 @@ def create_app(
             evicted_at[0] = time.monotonic()
             gone = processor.evict()  # written with each partition's next flush
             metrics.evictions.inc(len(gone))
+            if gone:
+                at = processor.eviction_clock()
+                log.info("processor.evicted", sessions=len(gone), clock=at and at.isoformat())
         for partition, lag in processor.clock_lags(wall).items():
             metrics.clock_lag.labels(str(partition)).set(lag)
         if time.monotonic() - assigned.get("logged", 0.0) >= 10:
