@@ -242,7 +242,14 @@ def test_kafka_alert_reaches_console_ack_is_audited_and_stops_escalation(
             assert acked.alert_id not in escalated
 
             with ComplianceLog.open(db) as log:
-                [record] = log.audit_records(AuditQuery(kind="alert.acknowledged", limit=10)).items
+                acks = log.audit_records(AuditQuery(kind="alert.acknowledged", limit=10)).items
+            # The crisis card carries the BP_RISE of the same reading: one click, both records.
+            [record] = [r for r in acks if r.subject_id == acked.alert_id]
+            assert all(
+                orjson.loads(r.detail).get("with") == acked.alert_id
+                for r in acks
+                if r is not record
+            )
             detail = orjson.loads(record.detail)
             assert record.subject_id == acked.alert_id
             assert detail["by"] == staff.principal_id and detail["by_name"] == "rn-jane.doe"
