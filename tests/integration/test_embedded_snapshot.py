@@ -70,6 +70,7 @@ def test_kill_9_while_a_snapshot_is_written(tmp_path: Path) -> None:
     again = start_up(data)
     try:
         assert _recovered_from(again.log_path.read_text()) in ("from_snapshot", "full_replay")
+        assert not list(data.glob(temporaries)), "a killed writer's temporary file is left"
         from_snapshot = _by_id(again.alerts())
         for batch, _ in acked:  # the restarted engine knows every acknowledged event
             response = again.post(ndjson(batch))

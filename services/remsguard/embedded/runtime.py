@@ -475,6 +475,7 @@ class EmbeddedRuntime:
         """The usable snapshot loaded into the engine, or None (the log line says why)."""
         if self._snapshots is None:
             return None
+        self._snapshots.discard_temporaries()  # of writers killed with an earlier process
         loaded = self._snapshots.read()
         if isinstance(loaded, Snapshot):
             last, evictions = self.journal.last(), self.journal.last_eviction()

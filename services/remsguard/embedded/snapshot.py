@@ -243,6 +243,14 @@ class SnapshotStore:
             return "unexpected payload"
         return snapshot
 
+    def discard_temporaries(self) -> int:
+        """Remove temporary files left by writers that were killed; how many."""
+        removed = 0
+        for leftover in self.path.parent.glob(f"{self.path.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     def discard(self) -> None:
         """Remove the snapshot (e.g. the journal it covers is gone)."""
         self.path.unlink(missing_ok=True)
