@@ -17,6 +17,7 @@ import pytest
 import typer.main
 import yaml
 
+from cli_commands import subcommands
 from remsguard.entrypoints.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,28 +77,19 @@ def _remsguard_images(services: dict[str, dict[str, Any]]) -> set[str]:
     }
 
 
-def _subcommands(command: Any) -> dict[str, Any] | None:
-    """A group's subcommands by name; None for a plain command.
-
-    Duck-typed: typer vendors its own click, so `click.Group` is not the class to test against.
-    """
-    commands = getattr(command, "commands", None)
-    return commands if isinstance(commands, dict) else None
-
-
 def _cli_problem(argv: list[str], cli: Any) -> str | None:
     """Why `argv` (the container's full command line) is not a remsguard subcommand, or None."""
     if not argv or argv[0] != "remsguard":
         return f"does not run `remsguard` (argv {argv})"
     command, path = cli, ["remsguard"]
     for token in argv[1:]:
-        subcommands = _subcommands(command)
-        if subcommands is None or token.startswith("-"):
+        below = subcommands(command)
+        if below is None or token.startswith("-"):
             break
-        if token not in subcommands:
+        if token not in below:
             return f"`{' '.join([*path, token])}` is not a CLI command"
-        command, path = subcommands[token], [*path, token]
-    if _subcommands(command) is not None:
+        command, path = below[token], [*path, token]
+    if subcommands(command) is not None:
         return f"`{' '.join(path)}` is a command group, not a command"
     return None
 

@@ -10,6 +10,7 @@ import typer.main
 import yaml
 from kubernetes_validate import utils as kv
 
+from cli_commands import subcommands
 from remsguard.adapters.telemetry import SERVICES
 from remsguard.entrypoints.cli import app
 
@@ -56,13 +57,13 @@ def _cli_problem(argv: list[str]) -> str | None:
     command: Any = typer.main.get_command(app)
     path: list[str] = []
     for token in argv[1:]:
-        commands = getattr(command, "commands", None)
-        if not isinstance(commands, dict) or token.startswith("-"):
+        commands = subcommands(command)
+        if commands is None or token.startswith("-"):
             break
         if token not in commands:
             return f"`remsguard {' '.join([*path, token])}` is not a CLI command"
         command, path = commands[token], [*path, token]
-    if isinstance(getattr(command, "commands", None), dict):
+    if subcommands(command) is not None:
         return f"`remsguard {' '.join(path)}` is a command group"
     return None
 
