@@ -2,9 +2,8 @@
 
 The compliance log itself is `remsguard.adapters.storage.ComplianceLog` on SQLite
 (`DIR/remsguard.db`): the same models, migrations and hash chain as on PostgreSQL. This module
-only adds what embedded mode needs on top: the first-run principals.
-`Principal` and `Role` live in `remsguard.identity` (both API modes own them); they are
-re-exported here for the modules that still import them from this one.
+only adds what embedded mode needs on top: the first-run principals. (`Principal` and
+`Role` live in `remsguard.identity`: both API modes own them.)
 """
 
 from __future__ import annotations
@@ -13,9 +12,9 @@ from datetime import datetime
 
 from remsguard.adapters.storage import ComplianceLog, PrincipalRole
 from remsguard.adapters.storage.principals import PrincipalStore
-from remsguard.identity import Principal, Role
+from remsguard.identity import Role
 
-__all__ = ["Principal", "Role", "create_principal", "has_principals"]
+__all__ = ["create_principal", "has_principals"]
 
 
 def has_principals(log: ComplianceLog) -> bool:

@@ -83,7 +83,6 @@ from remsguard.domain.engine import (
     MonitoringEngine,
 )
 from remsguard.domain.events import Event
-from remsguard.embedded.compliance import Principal
 from remsguard.embedded.ingest import Incoming
 from remsguard.embedded.journal import (
     Checkpoint,
@@ -93,6 +92,7 @@ from remsguard.embedded.journal import (
     JournaledRejection,
 )
 from remsguard.embedded.snapshot import EngineImage, Position, Snapshot, SnapshotStore, dump
+from remsguard.identity import Principal
 from remsguard.monitoring.clocks import Recorded, WallClock
 from remsguard.monitoring.ports import DecisionSink
 from remsguard.monitoring.service import advance, monitor
