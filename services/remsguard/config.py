@@ -62,6 +62,8 @@ class Settings(BaseSettings):
     clock_tick_seconds: float = Field(default=0.5, gt=0)  # how often the deadline timer runs
     clock_idle_grace_seconds: float = Field(default=3.0, ge=0)  # caught-up and quiet this long
     state_flush_seconds: float = Field(default=1.0, gt=0)  # session state write-behind period
+    # ... while a partition catches up a backlog (more input behind than ~1 s of it)
+    state_flush_backlog_seconds: float = Field(default=5.0, gt=0)
     # A finished session (discharged, every check decided) leaves the engine this long after
     # its discharge (`MonitoringEngine.evict_finished`): late events within it are judged with
     # the session; after it they are recorded and judged by no rule. The processor evicts

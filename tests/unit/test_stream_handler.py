@@ -352,3 +352,18 @@ def test_a_session_of_another_clinic_is_dead_lettered() -> None:
     assert result.dead_letter_reason == "session_of_another_clinic"
     assert result.alerts == []
     assert h.send(bp(3, 2, systolic=250)).alerts == ["BP_CRISIS"]  # its own clinic: judged
+
+
+def test_a_partition_catching_up_a_backlog_writes_its_state_less_often() -> None:
+    h = Harness()
+    h.processor.backlog_flush_seconds = 5.0
+    h.send(bp(1, -5))
+    ends = h.ends()
+    h.clock.now += h.processor.flush_seconds
+    h.processor.clocks(ends, WALL)
+    assert h.processor.should_flush(0)  # caught up: the usual period
+    ends[(TOPICS.vitals, 0)] += 5_000  # far behind: a backlog
+    h.processor.clocks(ends, WALL)
+    assert not h.processor.should_flush(0)
+    h.clock.now += 5.0
+    assert h.processor.should_flush(0)

@@ -6,7 +6,10 @@ session pickles `flush` hands it into its table. Everything here is testable wit
 
 Delivery (at-least-once, deterministic ids):
 - outputs (alerts, audit records, dead letters) are sent as soon as an event is processed;
-- session state is written behind, per partition, every `flush_seconds`: the agent seals
+- session state is written behind, per partition, every `flush_seconds` (every
+  `backlog_flush_seconds` while the partition is more than `BACKLOG_MESSAGES` behind its end
+  offsets: a backlog rewrites each session's whole pickle about once per flush, so a longer
+  period writes less per event while nobody waits on the stored state): the agent seals
   the pickles of the partition's dirty sessions, and writes them to the table (changelog)
   only once every output sent before the seal is acknowledged by Kafka, and only then acks
   the messages; so an input offset is never committed before its state is in the
@@ -63,6 +66,9 @@ __all__ = [
 ]
 
 PROCESSING_ERROR: Final = "processing_error"
+# A partition this many input messages behind its end offsets is catching up a backlog: its
+# state is written every `backlog_flush_seconds` (~1 s of one worker's input here).
+BACKLOG_MESSAGES: Final = 2_000
 FLUSH: Final = b"F"
 
 
@@ -108,6 +114,7 @@ class _Partition:
     idle: bool = False  # every input caught up and quiet for the grace period (last check)
     last_flush: float = 0.0
     unflushed: int = 0  # messages processed since the last flush
+    behind: bool = False  # more than BACKLOG_MESSAGES behind the inputs' ends (last check)
     heap: list[tuple[datetime, int, str]] = field(default_factory=list)
 
 
@@ -122,6 +129,7 @@ class StreamProcessor:
         *,
         idle_grace_seconds: float = 3.0,
         flush_seconds: float = 0.25,
+        backlog_flush_seconds: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         instance: str | None = None,
         bounds: EventTimeBounds | None = None,
@@ -141,6 +149,7 @@ class StreamProcessor:
         self.topics = topics
         self.idle_grace = idle_grace_seconds
         self.flush_seconds = flush_seconds
+        self.backlog_flush_seconds = max(flush_seconds, backlog_flush_seconds or flush_seconds)
         self._monotonic = monotonic
         self.bounds = EventTimeBounds() if bounds is None else bounds
         self._wall_clock = wall
@@ -455,6 +464,7 @@ class StreamProcessor:
             active: list[datetime | None] = []
             seen: list[datetime] = []
             caught_up = True  # every input processed up to its end offset
+            behind = 0  # input messages not processed yet (known ends only)
             for topic in self.topics.inputs:
                 tp = (topic, partition)
                 watermark = self._watermarks.get(tp)
@@ -463,6 +473,8 @@ class StreamProcessor:
                     seen.append(mark)
                 end = ends.get(tp)
                 done = end is not None and self._consumed.get(tp, -1) >= end
+                if end is not None:
+                    behind += max(0, end - self._consumed.get(tp, end))
                 caught_up = caught_up and done
                 quiet = now - max(self._last_message.get(tp, 0.0), state.assigned_at)
                 if not done or quiet < self.idle_grace:
@@ -479,6 +491,7 @@ class StreamProcessor:
             if candidate is not None and (state.clock is None or candidate > state.clock):
                 state.clock = candidate
             state.idle = caught_up and not active
+            state.behind = behind > BACKLOG_MESSAGES
             out[partition] = state.clock
         return out
 
@@ -566,9 +579,11 @@ class StreamProcessor:
 
     def should_flush(self, partition: int) -> bool:
         state = self._partitions.get(partition)
-        return state is not None and (
-            (state.unflushed > 0 or self.store.dirty(partition))
-            and self._monotonic() - state.last_flush >= self.flush_seconds
+        if state is None:
+            return False
+        period = self.backlog_flush_seconds if state.behind else self.flush_seconds
+        return (state.unflushed > 0 or self.store.dirty(partition)) and (
+            self._monotonic() - state.last_flush >= period
         )
 
     def stale_partitions(self) -> list[int]:

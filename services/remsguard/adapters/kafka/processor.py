@@ -384,6 +384,7 @@ def create_app(
         topics.stream(),
         idle_grace_seconds=settings.clock_idle_grace_seconds,
         flush_seconds=settings.state_flush_seconds,
+        backlog_flush_seconds=settings.state_flush_backlog_seconds,
         bounds=EventTimeBounds.of(settings.event_max_future_seconds, settings.event_max_age_days),
         partition_count=partitions,
         key_hash=murmur2,
