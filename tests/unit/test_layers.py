@@ -28,17 +28,10 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"bootstrap", "embedded.container", "entrypoints", "__main__"}),
 )
 
-# Upward imports that exist today and are not fixed yet: (importer, imported) as dotted names
-# under `remsguard`, each with who fixes it. Remove a line when its import is gone (the test
-# says so).
-KNOWN_UPWARD: dict[tuple[str, str], str] = {
-    # The dead-letter format is in `contract/dead_letters.py` now; `adapters/kafka/deadletters`
-    # re-exports it until the stream step imports it from there (owner of handlers/stream.py).
-    ("handlers.stream", "adapters.kafka.deadletters"): "import from contract.dead_letters",
-    # `load_protocols` is in `protocols/` now; bootstrap re-exports it until the processor
-    # imports it from there (owner of adapters/kafka/processor.py).
-    ("adapters.kafka.processor", "bootstrap"): "import load_protocols from protocols",
-}
+# Upward imports that exist and are not fixed yet: (importer, imported) as dotted names under
+# `remsguard`, each with who fixes it. None today; remove a line when its import is gone (the
+# test says so).
+KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 
 def _module_name(path: Path) -> str:

@@ -42,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any, Final
 
-from remsguard.adapters.kafka.deadletters import DEAD_LETTER_MAX_BYTES, dead_letter
+from remsguard.contract.dead_letters import DEAD_LETTER_MAX_BYTES, dead_letter
 from remsguard.contract.decode import decode_event
 from remsguard.contract.outbound import alert_to_json, audit_record_to_json, withdrawal_to_json
 from remsguard.domain import admission

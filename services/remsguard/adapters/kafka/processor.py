@@ -41,7 +41,6 @@ from remsguard.adapters.kafka.topics import Topics
 from remsguard.adapters.storage import ComplianceLog
 from remsguard.adapters.storage.registry import RegistryStore
 from remsguard.adapters.telemetry import ClinicLabels, Series, Telemetry
-from remsguard.bootstrap import load_protocols
 from remsguard.config import Settings, UnsetDatabase, compliance_log_url
 from remsguard.domain.admission import EventTimeBounds
 from remsguard.domain.engine import MonitoringEngine
@@ -52,6 +51,7 @@ from remsguard.handlers.stream import (
     SessionStore,
     StreamProcessor,
 )
+from remsguard.protocols import load_protocols
 
 __all__ = ["ProcessorMetrics", "create_app"]
 
