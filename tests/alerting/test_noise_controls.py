@@ -163,3 +163,38 @@ def test_a_patients_alerts_go_out_grouped_and_the_burden_counts_messages(
         "remsguard_alert_notifications_total", {"clinic": "c1", "type": "alert"}
     )
     assert pushed == 2
+
+
+def test_an_alert_withdrawn_while_it_waits_in_its_group_never_goes_out(tmp_path: Path) -> None:
+    from remsguard.alerting.policy import Policies
+    from remsguard.alerting.service import AlertingService
+    from remsguard.domain.decisions import Withdrawal, WithdrawalReason
+
+    clock = Clock()
+    log = open_log(tmp_path / "log.db", clock)
+    rec = Recorder()
+    first, second = (alert(f"w{i}", Severity.WARNING, rule="SPO2_LOW") for i in range(2))
+    svc = AlertingService(log, Policies(), [rec], clock=clock, group_window=timedelta(seconds=30))
+    taken_back = Withdrawal(
+        alert_id="w1",
+        rule="SPO2_LOW",
+        session_id="s1",
+        clinic_id="c1",
+        withdrawn_at=clock.now,
+        reason=WithdrawalReason.DISCHARGE_ARRIVED_LATE,
+        detail="the reading came after the discharge",
+        evidence=("d-1",),
+    )
+
+    async def scenario() -> None:
+        await svc.process([first], save=True)
+        clock.advance(seconds=5)
+        await svc.process([second], save=True)  # waits in s1's group
+        log.withdraw_alerts([taken_back])
+        await svc.withdraw([taken_back])
+        clock.advance(seconds=30)
+        await svc.tick()
+        await svc.drain()
+
+    run(scenario())
+    assert [(n.kind, n.alert_id) for n in rec.sent] == [("alert", "w0")]

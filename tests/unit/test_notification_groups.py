@@ -51,3 +51,12 @@ def test_other_patients_and_quiet_patients_are_not_held_back() -> None:
 def test_a_window_of_zero_turns_grouping_off() -> None:
     groups = NotificationGroups(timedelta(0))
     assert ids(groups.offer(note("a"), T0) + groups.offer(note("b"), T0)) == [["a"], ["b"]]
+
+
+def test_a_withdrawn_alert_leaves_its_group_before_it_goes_out() -> None:
+    groups = NotificationGroups(WINDOW)
+    groups.offer(note("a"), T0)
+    groups.offer(note("b"), T0 + timedelta(seconds=1))
+    groups.offer(note("c"), T0 + timedelta(seconds=2))
+    assert groups.drop({"b", "a"}) == {"b"}  # a went out already
+    assert ids(groups.due(T0 + timedelta(seconds=30))) == [["c"]]

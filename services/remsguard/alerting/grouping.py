@@ -45,6 +45,16 @@ class NotificationGroups:
         group.waiting.append(note)
         return []
 
+    def drop(self, alert_ids: set[str]) -> set[str]:
+        """Take these alerts out of what is waiting (the engine withdrew them before they
+        went out); returns the ones that were waiting."""
+        dropped: set[str] = set()
+        for group in self._groups.values():
+            keep = [n for n in group.waiting if n.alert_id not in alert_ids]
+            dropped |= {n.alert_id for n in group.waiting} - {n.alert_id for n in keep}
+            group.waiting = keep
+        return dropped
+
     def due(self, now: datetime) -> list[Notification]:
         """Messages whose window has ended; forgets sessions quiet for a whole window."""
         out: list[Notification] = []

@@ -382,8 +382,10 @@ class AlertingService:
             self._watch.pop(alert_id, None)
             self._exhausted.pop(alert_id, None)
         self._set_past_escalation()
+        never_sent = self.groups.drop(set(fresh))  # waiting in a patient's group: not sent
         told = await asyncio.to_thread(self._withdrawn, list(fresh.values()))
         for withdrawal, body, notified in told:
+            notified = notified and withdrawal.alert_id not in never_sent
             note = Notification(
                 "withdrawn",
                 body,
