@@ -5,6 +5,7 @@ whole journal."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -54,7 +55,8 @@ def test_kill_9_while_a_snapshot_is_written(tmp_path: Path) -> None:
                 break
     finally:
         for child in _children(up.process.pid):  # the forked snapshot writers: torn too
-            os.kill(child, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it may have finished meanwhile
+                os.kill(child, signal.SIGKILL)
         up.kill()  # SIGKILL, as close as it gets to the middle of a snapshot write
     poster.join(timeout=30)
     assert seen_writing.is_set(), "no snapshot was being written while the load ran"
