@@ -815,8 +815,8 @@ class AlertingService:
             "alert_severity": before.severity,
             "seconds_since_raised": round((now - utc(before.recorded_at)).total_seconds(), 3),
         }
+        after = self._step(kind, alert_id, by, now, detail)
         if kind == "acknowledged":
-            after = self.log.acknowledge_alert(alert_id, by, now, detail=detail)
             changed = (
                 after is not None
                 and before.status == AlertStatus.OPEN.value
@@ -825,7 +825,6 @@ class AlertingService:
                 and utc(after.acknowledged_at) == now
             )
         else:
-            after = self.log.resolve_alert(alert_id, by, now, detail=detail)
             changed = (
                 after is not None
                 and before.status != AlertStatus.RESOLVED.value
@@ -851,10 +850,20 @@ class AlertingService:
         for row in self.log.inhibited_alerts(carrier.alert_id):
             step = {**detail, "rule": row.rule, "alert_severity": row.severity}
             step["with"] = carrier.alert_id
-            if kind == "acknowledged":
-                after = self.log.acknowledge_alert(row.alert_id, by, now, detail=step)
-            else:
-                after = self.log.resolve_alert(row.alert_id, by, now, detail=step)
+            after = self._step(kind, row.alert_id, by, now, step)
             if after is not None and after.status == carrier.status:
                 out.append(after)
         return out
+
+    def _step(
+        self,
+        kind: NotificationKind,
+        alert_id: str,
+        by: str,
+        now: datetime,
+        detail: dict[str, object],
+    ) -> AlertRow | None:
+        """The staff step `kind` (acknowledged, else resolved) on one alert, in the log."""
+        if kind == "acknowledged":
+            return self.log.acknowledge_alert(alert_id, by, now, detail=detail)
+        return self.log.resolve_alert(alert_id, by, now, detail=detail)
