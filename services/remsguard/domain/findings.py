@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Protocol
 
 from remsguard.domain.protocol import RuleSettings
 from remsguard.domain.registry import Certification, Enrollment, dose_date
@@ -18,6 +19,16 @@ def _mmhg(reading: BPReading) -> str:
     return f"{reading.systolic:g}/{reading.diastolic:g} mmHg"
 
 
+class _Recorded(Protocol):
+    """What a finding is about: one recorded event (a reading, a measurement, a mark)."""
+
+    @property
+    def at(self) -> datetime: ...
+
+    @property
+    def event_id(self) -> str: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     rule: str
@@ -28,82 +39,70 @@ class Finding:
 
     @classmethod
     def bp_crisis(cls, r: BPReading, rule: RuleSettings) -> Finding:
-        return cls(
+        return cls._about(
             "BP_CRISIS",
-            r.event_id,
-            r.at,
+            r,
             f"Blood pressure {_mmhg(r)} at {clock_time(r.at)} is in the hypertensive-crisis range "
             f"(≥{rule['systolic_at_least']:g}/{rule['diastolic_at_least']:g}). "
             "Assess now; chest pain, severe headache or visual change needs emergency care.",
-            (r.event_id,),
         )
 
     @classmethod
     def bp_rise(cls, r: BPReading, baseline: BPReading) -> Finding:
-        return cls(
+        return cls._about(
             "BP_RISE",
-            r.event_id,
-            r.at,
+            r,
             f"Blood pressure {_mmhg(r)} at {clock_time(r.at)} has risen from the pre-dose "
             f"baseline {_mmhg(baseline)}. Recheck and monitor until it declines.",
-            (r.event_id, baseline.event_id),
+            baseline.event_id,
         )
 
     @classmethod
     def spo2(cls, rule: str, r: Measurement, below: float) -> Finding:
         level = "critically low" if rule == "SPO2_CRITICAL" else "low"
-        return cls(
+        return cls._about(
             rule,
-            r.event_id,
-            r.at,
+            r,
             f"Oxygen saturation {r.value:g}% at {clock_time(r.at)} is {level} (below {below:g}%). "
             "Check the patient's breathing and the oximeter.",
-            (r.event_id,),
         )
 
     @classmethod
     def respiratory_rate(cls, r: Measurement, below: float) -> Finding:
-        return cls(
+        return cls._about(
             "RESPIRATORY_DEPRESSION",
-            r.event_id,
-            r.at,
+            r,
             f"Respiratory rate {r.value:g}/min at {clock_time(r.at)} is below {below:g}/min. "
             "Assess for respiratory depression now.",
-            (r.event_id,),
         )
 
     @classmethod
     def respiratory_observed(cls, assessment: Mark) -> Finding:
-        return cls(
+        return cls._about(
             "RESPIRATORY_DEPRESSION",
-            assessment.event_id,
-            assessment.at,
+            assessment,
             f"Respiratory depression observed at {clock_time(assessment.at)}. "
             "Support breathing and escalate.",
-            (assessment.event_id,),
         )
 
     @classmethod
     def dose_after_discharge(cls, dose: Mark, discharge: Mark) -> Finding:
-        return cls(
+        return cls._about(
             "DOSE_AFTER_DISCHARGE",
-            dose.event_id,
-            dose.at,
+            dose,
             f"A dose was given at {clock_time(dose.at)}, after the patient was discharged at "
             f"{clock_time(discharge.at)}: the patient may be unmonitored. Monitoring starts "
             "again from this dose; find the patient and record a discharge when it is over.",
-            (dose.event_id, discharge.event_id),
+            discharge.event_id,
         )
 
     @classmethod
     def discharge_not_stable(cls, discharge: Mark) -> Finding:
-        return cls(
+        return cls._about(
             "DISCHARGE_NOT_STABLE",
-            discharge.event_id,
-            discharge.at,
+            discharge,
             f"Discharged at {clock_time(discharge.at)} while recorded as not clinically stable. "
             "Assess the patient now and document the decision.",
-            (discharge.event_id,),
         )
 
     @classmethod
@@ -142,19 +141,23 @@ class Finding:
         """A REMS gate finding about one dose: what was missing on its date, what to do."""
         day = dose_date(dose.at)
         message = f"A dose was given at {clock_time(dose.at)} on {day}, but {why}. {advice}"
-        return cls(rule, dose.event_id, dose.at, message, (dose.event_id,))
+        return cls._about(rule, dose, message)
 
     @classmethod
     def deep_sedation(cls, r: Measurement) -> Finding:
-        return cls(
+        return cls._about(
             "DEEP_SEDATION",
-            r.event_id,
-            r.at,
+            r,
             f"Deep sedation: MOAA/S {r.value:g} at {clock_time(r.at)}. "
             "Stay with the patient and monitor airway and breathing.",
-            (r.event_id,),
         )
 
     @classmethod
     def deadline(cls, rule: str, subject: Mark, at: datetime, message: str, *more: str) -> Finding:
+        """A deadline that passed: keyed by the event that set it, at the deadline's time."""
         return cls(rule, subject.event_id, at, message, (subject.event_id, *more))
+
+    @classmethod
+    def _about(cls, rule: str, subject: _Recorded, message: str, *more: str) -> Finding:
+        """A finding about one recorded event: keyed by it, at its time, it first in evidence."""
+        return cls(rule, subject.event_id, subject.at, message, (subject.event_id, *more))
