@@ -111,20 +111,13 @@ class Withdrawal:
 
 def alert_withdrawn(withdrawal: Withdrawal) -> AuditRecord:
     """The audit record of a withdrawal; its id follows from the alert's (once per alert)."""
-    return AuditRecord(
-        record_id=stable_id(AuditKind.ALERT_WITHDRAWN, withdrawal.alert_id),
-        kind=AuditKind.ALERT_WITHDRAWN,
-        subject_id=withdrawal.alert_id,
-        session_id=withdrawal.session_id,
-        clinic_id=withdrawal.clinic_id,
-        occurred_at=withdrawal.withdrawn_at,
-        detail={
-            "rule": withdrawal.rule,
-            "reason": withdrawal.reason.value,
-            "detail": withdrawal.detail,
-            "evidence": list(withdrawal.evidence),
-        },
-    )
+    detail: dict[str, object] = {
+        "rule": withdrawal.rule,
+        "reason": withdrawal.reason.value,
+        "detail": withdrawal.detail,
+        "evidence": list(withdrawal.evidence),
+    }
+    return _of_alert(AuditKind.ALERT_WITHDRAWN, withdrawal, withdrawal.withdrawn_at, detail)
 
 
 def withdrawal_of(record: AuditRecord) -> Withdrawal:
@@ -175,20 +168,24 @@ class AuditRecord:
 def alert_raised(alert: Alert) -> AuditRecord:
     """The audit record of a raised alert; its id follows from the alert's, so raising twice
     records once."""
+    detail: dict[str, object] = {"rule": alert.rule, "severity": alert.severity.value}
+    if alert.inhibited_by is not None:
+        detail["inhibited_by"] = alert.inhibited_by
+    return _of_alert(AuditKind.ALERT_RAISED, alert, alert.triggered_at, detail)
+
+
+def _of_alert(
+    kind: AuditKind, alert: Alert | Withdrawal, at: datetime, detail: dict[str, object]
+) -> AuditRecord:
+    """An audit record about one alert: its id follows from the kind and the alert's id."""
     return AuditRecord(
-        record_id=stable_id(AuditKind.ALERT_RAISED, alert.alert_id),
-        kind=AuditKind.ALERT_RAISED,
+        record_id=stable_id(kind, alert.alert_id),
+        kind=kind,
         subject_id=alert.alert_id,
         session_id=alert.session_id,
         clinic_id=alert.clinic_id,
-        occurred_at=alert.triggered_at,
-        detail={"rule": alert.rule, "severity": alert.severity.value}
-        if alert.inhibited_by is None
-        else {
-            "rule": alert.rule,
-            "severity": alert.severity.value,
-            "inhibited_by": alert.inhibited_by,
-        },
+        occurred_at=at,
+        detail=detail,
     )
 
 
