@@ -104,6 +104,25 @@ class MonitoringFormDoc:
         }
 
 
+def _in_range(
+    bp_ok: bool,
+    bp: VitalsRecorded,
+    spo2s: list[VitalsRecorded],
+    low_spo2: float,
+    bp_basis: str,
+) -> FormField:
+    """A "vitals in range" judgement: the BP reading judged `bp_ok`, and the latest of `spo2s`
+    (when there is one) not below `low_spo2`; both readings are the evidence."""
+    ok, evidence = bp_ok, [bp.event_id]
+    if spo2s:
+        latest = spo2s[-1]
+        assert latest.spo2 is not None
+        ok = ok and latest.spo2 >= low_spo2
+        evidence.append(latest.event_id)
+    basis = f"{bp_basis}; SpO2 at least {low_spo2:g}%"
+    return FormField(ok, evidence=tuple(_distinct(evidence)), basis=basis)
+
+
 def _bp(reading: VitalsRecorded) -> dict[str, Any]:
     return {
         "systolic": reading.systolic,
@@ -257,20 +276,12 @@ def build_form(
         ok = baseline.systolic <= high["systolic_above"] and (
             baseline.diastolic <= high["diastolic_above"]
         )
-        evidence = [baseline.event_id]
-        pre_spo2 = [s for s in spo2s if s.occurred_at <= first.occurred_at]
-        if pre_spo2:
-            latest = pre_spo2[-1]
-            assert latest.spo2 is not None
-            ok = ok and latest.spo2 >= low_spo2
-            evidence.append(latest.event_id)
-        f["vitals_in_range_before_administration"] = FormField(
+        f["vitals_in_range_before_administration"] = _in_range(
             ok,
-            evidence=tuple(_distinct(evidence)),
-            basis=(
-                f"BP at most {high['systolic_above']:g}/{high['diastolic_above']:g} mmHg; "
-                f"SpO2 at least {low_spo2:g}%"
-            ),
+            baseline,
+            [s for s in spo2s if s.occurred_at <= first.occurred_at],
+            low_spo2,
+            f"BP at most {high['systolic_above']:g}/{high['diastolic_above']:g} mmHg",
         )
 
     # Vitals in range before completion: the final BP neither a crisis nor a rise over the
@@ -295,22 +306,14 @@ def build_form(
                 final.systolic >= baseline.systolic + rise["systolic_rise"]
                 or final.diastolic >= baseline.diastolic + rise["diastolic_rise"]
             )
-        evidence = [final.event_id]
-        ok = not elevated
-        post_spo2 = [s for s in spo2s if first.occurred_at < s.occurred_at <= end]
-        if post_spo2:
-            latest = post_spo2[-1]
-            assert latest.spo2 is not None
-            ok = ok and latest.spo2 >= low_spo2
-            evidence.append(latest.event_id)
-        f["vitals_in_range_before_completion"] = FormField(
-            ok,
-            evidence=tuple(_distinct(evidence)),
-            basis=(
-                f"BP below {crisis['systolic_at_least']:g}/{crisis['diastolic_at_least']:g} "
-                f"mmHg and less than +{rise['systolic_rise']:g}/+{rise['diastolic_rise']:g} "
-                f"over the pre-dose reading; SpO2 at least {low_spo2:g}%"
-            ),
+        f["vitals_in_range_before_completion"] = _in_range(
+            not elevated,
+            final,
+            [s for s in spo2s if first.occurred_at < s.occurred_at <= end],
+            low_spo2,
+            f"BP below {crisis['systolic_at_least']:g}/{crisis['diastolic_at_least']:g} "
+            f"mmHg and less than +{rise['systolic_rise']:g}/+{rise['diastolic_rise']:g} "
+            "over the pre-dose reading",
         )
 
     alerts = list(alert_rules)
