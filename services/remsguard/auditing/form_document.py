@@ -184,15 +184,7 @@ def form_pdf(doc: MonitoringFormDoc, evidence: FormEvidence, printed_at: datetim
     from reportlab.lib.units import mm
     from reportlab.platypus import Paragraph, Spacer, Table, TableStyle
 
-    styles_ = text_styles()
-    body, small, head, sub, strong = (
-        styles_.body,
-        styles_.small,
-        styles_.head,
-        styles_.sub,
-        styles_.strong,
-    )
-    bold = styles_.bold_font
+    body, small, head, sub, strong, bold = text_styles()
     crit = SEVERITIES["critical"]
     data = doc.to_json()
     submission = data.get("submission") or {}

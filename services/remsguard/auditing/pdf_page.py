@@ -6,9 +6,8 @@ dependency), so glyphs such as ▲ ◆ ≥ ₂ always print."""
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from remsguard.auditing.legend import INK, MUTED
 
@@ -33,8 +32,9 @@ def pdf_fonts() -> tuple[str, str]:
     return "RgSans", "RgSans-Bold"
 
 
-@dataclass(frozen=True, slots=True)
-class TextStyles:
+class TextStyles(NamedTuple):
+    """The paragraph styles of every PDF, in the order the documents unpack them."""
+
     body: Any
     small: Any
     head: Any

@@ -313,14 +313,7 @@ def report_pdf(report: ComplianceReport, charts: ReportCharts) -> bytes:
     from reportlab.lib.units import mm
     from reportlab.platypus import Image, Paragraph, Spacer, Table, TableStyle
 
-    styles = text_styles()
-    body, small, head, sub, strong = (
-        styles.body,
-        styles.small,
-        styles.head,
-        styles.sub,
-        styles.strong,
-    )
+    body, small, head, sub, strong, _bold = text_styles()
     grid = TableStyle(
         [
             ("GRID", (0, 0), (-1, -1), 0.3, colors.HexColor("#d9dde3")),

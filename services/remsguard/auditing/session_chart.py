@@ -28,6 +28,7 @@ from remsguard.domain.protocol import MonitoringProtocol
 __all__ = ["ChartAlert", "Panel", "session_chart", "session_protocol"]
 
 VITALS: Final = ("systolic", "diastolic", "spo2", "heart_rate", "respiratory_rate")
+_BP_SERIES: Final = (("systolic", "sys"), ("diastolic", "dia"))  # a BP rule's series, short
 # The panel an alert is drawn on (rules about time or paperwork go on the first, BP, panel).
 PANEL_OF_RULE: Final = {
     "SPO2_LOW": "spo2",
@@ -130,36 +131,28 @@ def _severity(protocol: MonitoringProtocol, rule: str) -> str:
     return protocol.rules[rule].severity.value
 
 
+def _bp_limits(protocol: MonitoringProtocol, rule: str, param: str) -> list[tuple[str, str, float]]:
+    """(series, short name, value) of a BP rule's `systolic_<param>` and `diastolic_<param>`;
+    none when the rule is off."""
+    limits = ((s, n, _param(protocol, rule, f"{s}_{param}")) for s, n in _BP_SERIES)
+    return [(series, name, value) for series, name, value in limits if value is not None]
+
+
 def _bp_bands(
     protocol: MonitoringProtocol, first_dose: datetime | None, baseline: VitalsRecorded | None
 ) -> list[Band]:
     bands: list[Band] = []
-    for series, param, name in (
-        ("systolic", "systolic_at_least", "sys"),
-        ("diastolic", "diastolic_at_least", "dia"),
-    ):
-        limit = _param(protocol, "BP_CRISIS", param)
-        if limit is not None:
-            sev = _severity(protocol, "BP_CRISIS")
-            bands.append(Band("BP_CRISIS", sev, series, limit, None, f"{name} ≥ {limit:g}"))
-    for series, param, name in (
-        ("systolic", "systolic_above", "sys"),
-        ("diastolic", "diastolic_above", "dia"),
-    ):
-        limit = _param(protocol, "PRE_DOSE_BP_ELEVATED", param)
-        if limit is not None:
-            sev = _severity(protocol, "PRE_DOSE_BP_ELEVATED")
-            label = f"{name} > {limit:g} (before the dose)"
-            bands.append(
-                Band("PRE_DOSE_BP_ELEVATED", sev, series, limit, None, label, end=first_dose)
-            )
+    for series, name, limit in _bp_limits(protocol, "BP_CRISIS", "at_least"):
+        sev = _severity(protocol, "BP_CRISIS")
+        bands.append(Band("BP_CRISIS", sev, series, limit, None, f"{name} ≥ {limit:g}"))
+    for series, name, limit in _bp_limits(protocol, "PRE_DOSE_BP_ELEVATED", "above"):
+        sev = _severity(protocol, "PRE_DOSE_BP_ELEVATED")
+        label = f"{name} > {limit:g} (before the dose)"
+        bands.append(Band("PRE_DOSE_BP_ELEVATED", sev, series, limit, None, label, end=first_dose))
     if baseline is not None and first_dose is not None:
-        for series, param, name, base in (
-            ("systolic", "systolic_rise", "sys", baseline.systolic),
-            ("diastolic", "diastolic_rise", "dia", baseline.diastolic),
-        ):
-            rise = _param(protocol, "BP_RISE", param)
-            if rise is not None and base is not None:
+        for series, name, rise in _bp_limits(protocol, "BP_RISE", "rise"):
+            base = baseline.systolic if series == "systolic" else baseline.diastolic
+            if base is not None:
                 sev = _severity(protocol, "BP_RISE")
                 label = f"{name} ≥ {base + rise:g} (+{rise:g} over {base:g})"
                 bands.append(
