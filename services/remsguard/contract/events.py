@@ -164,23 +164,21 @@ class EventBase(BaseModel):
     def to_domain(self) -> Event:  # pragma: no cover - every member overrides it
         raise NotImplementedError
 
+    def _fields(self) -> dict[str, Any]:
+        """The domain event's arguments: the envelope's fields but `type`, then the data's
+        (the domain events name theirs the same)."""
+        envelope = dict(self)
+        del envelope["type"]
+        data: BaseModel = envelope.pop("data")
+        return {**envelope, **dict(data)}
+
 
 class SessionOpenedEvent(EventBase):
     type: Literal["session.opened"]
     data: SessionOpenedData
 
     def to_domain(self) -> SessionOpened:
-        d = self.data
-        return SessionOpened(
-            event_id=self.event_id,
-            session_id=self.session_id,
-            clinic_id=self.clinic_id,
-            occurred_at=self.occurred_at,
-            device_id=self.device_id,
-            patient_ref=d.patient_ref,
-            protocol=d.protocol,
-            concomitant_medications=d.concomitant_medications,
-        )
+        return SessionOpened(**self._fields())
 
 
 class VitalsRecordedEvent(EventBase):
@@ -188,19 +186,7 @@ class VitalsRecordedEvent(EventBase):
     data: VitalsRecordedData
 
     def to_domain(self) -> VitalsRecorded:
-        d = self.data
-        return VitalsRecorded(
-            event_id=self.event_id,
-            session_id=self.session_id,
-            clinic_id=self.clinic_id,
-            occurred_at=self.occurred_at,
-            device_id=self.device_id,
-            systolic=d.systolic,
-            diastolic=d.diastolic,
-            heart_rate=d.heart_rate,
-            spo2=d.spo2,
-            respiratory_rate=d.respiratory_rate,
-        )
+        return VitalsRecorded(**self._fields())
 
 
 class DoseAdministeredEvent(EventBase):
@@ -208,18 +194,7 @@ class DoseAdministeredEvent(EventBase):
     data: DoseAdministeredData
 
     def to_domain(self) -> DoseAdministered:
-        d = self.data
-        return DoseAdministered(
-            event_id=self.event_id,
-            session_id=self.session_id,
-            clinic_id=self.clinic_id,
-            occurred_at=self.occurred_at,
-            device_id=self.device_id,
-            drug=d.drug,
-            route=d.route,
-            dose_mg=d.dose_mg,
-            lot_number=d.lot_number,
-        )
+        return DoseAdministered(**self._fields())
 
 
 class AssessmentRecordedEvent(EventBase):
@@ -227,17 +202,7 @@ class AssessmentRecordedEvent(EventBase):
     data: AssessmentRecordedData
 
     def to_domain(self) -> AssessmentRecorded:
-        d = self.data
-        return AssessmentRecorded(
-            event_id=self.event_id,
-            session_id=self.session_id,
-            clinic_id=self.clinic_id,
-            occurred_at=self.occurred_at,
-            device_id=self.device_id,
-            sedation_moaas=d.sedation_moaas,
-            dissociation=d.dissociation,
-            respiratory_depression=d.respiratory_depression,
-        )
+        return AssessmentRecorded(**self._fields())
 
 
 class SessionDischargedEvent(EventBase):
@@ -245,16 +210,7 @@ class SessionDischargedEvent(EventBase):
     data: SessionDischargedData
 
     def to_domain(self) -> SessionDischarged:
-        d = self.data
-        return SessionDischarged(
-            event_id=self.event_id,
-            session_id=self.session_id,
-            clinic_id=self.clinic_id,
-            occurred_at=self.occurred_at,
-            device_id=self.device_id,
-            staff_id=d.staff_id,
-            clinically_stable=d.clinically_stable,
-        )
+        return SessionDischarged(**self._fields())
 
 
 EventCreate = Annotated[
