@@ -10,20 +10,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal, TypeVar
+from typing import ClassVar, Final, Literal, TypeVar
 
 from remsguard.contract.code_tables import (
     BOOLEAN,
-    TEXT,
+    ROUTES,
     Check,
     CodeError,
-    drug_of,
+    CodeTables,
+    code_keys,
+    first_known,
     one_of,
-    read_files,
     section,
     typed,
-    unit_factors,
 )
+from remsguard.contract.events import Drug, Route
 
 __all__ = [
     "DEFAULT_FILES",
@@ -43,14 +44,10 @@ VitalCode = Literal[
     "blood_pressure", "systolic", "diastolic", "spo2", "heart_rate", "respiratory_rate"
 ]
 AssessmentField = Literal["sedation_moaas", "dissociation", "respiratory_depression"]
-Drug = Literal["esketamine", "ketamine"]
-Route = Literal["intranasal", "iv", "im", "sublingual", "oral"]
 _VITALS: Final = frozenset(
     {"blood_pressure", "systolic", "diastolic", "spo2", "heart_rate", "respiratory_rate"}
 )
 _ASSESSMENTS: Final = frozenset({"sedation_moaas", "dissociation", "respiratory_depression"})
-_DRUGS: Final = frozenset({"esketamine", "ketamine"})
-_ROUTES: Final = frozenset({"intranasal", "iv", "im", "sublingual", "oral"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,63 +58,40 @@ class Token:
     code: str = ""
 
     def lookup_keys(self) -> tuple[str, ...]:
-        code = self.code.strip()
-        if not code:
-            return ()
-        system = self.system.strip()
-        return (f"{system}|{code}", code) if system else (code,)
+        return code_keys(self.system.strip(), self.code, "|")
 
 
 T = TypeVar("T")
 
 
 @dataclass(slots=True)
-class FhirCodes:
+class FhirCodes(CodeTables):
+    default_files: ClassVar[tuple[Path, ...]] = DEFAULT_FILES
+
     vital_sign_categories: dict[str, bool] = field(default_factory=dict)
     observations: dict[str, VitalCode] = field(default_factory=dict)
-    units: dict[str, tuple[str, float]] = field(default_factory=dict)
-    field_units: dict[str, str] = field(default_factory=dict)
-    drugs: dict[str, Drug] = field(default_factory=dict)
-    drug_words: dict[str, Drug] = field(default_factory=dict)
     routes: dict[str, Route] = field(default_factory=dict)
     default_routes: dict[str, Route] = field(default_factory=dict)
     discharge_dispositions: dict[str, bool] = field(default_factory=dict)
     assessments: dict[str, AssessmentField] = field(default_factory=dict)
     answers: dict[str, bool] = field(default_factory=dict)
 
-    @classmethod
-    def load(cls, files: Iterable[Path] = ()) -> FhirCodes:
-        """The default tables, then each of `files` added to them in order."""
-        table = cls()
-        for data, where in read_files((*DEFAULT_FILES, *files)):
-            table._add(data, where)
-        return table
-
-    def _add(self, data: Mapping[str, object], where: str) -> None:
+    def _add_own(self, data: Mapping[str, object], where: str) -> None:
         def read(name: str, check: Check) -> dict[str, T]:
             return typed(section(data, name, where, check))
 
         self.vital_sign_categories.update(read("vital_sign_categories", BOOLEAN))
         self.observations.update(read("observations", one_of(_VITALS)))
-        self.units.update(unit_factors(data, where))
-        self.field_units.update(read("field_units", TEXT))
-        self.drugs.update(read("drugs", one_of(_DRUGS)))
-        words: dict[str, Drug] = read("drug_words", one_of(_DRUGS))
-        self.drug_words.update({k.lower(): v for k, v in words.items()})
-        routes: dict[str, Route] = read("routes", one_of(_ROUTES))
+        routes: dict[str, Route] = read("routes", one_of(ROUTES))
         self.routes.update({k.lower(): v for k, v in routes.items()})
-        self.default_routes.update(read("default_routes", one_of(_ROUTES)))
+        self.default_routes.update(read("default_routes", one_of(ROUTES)))
         self.discharge_dispositions.update(read("discharge_dispositions", BOOLEAN))
         self.assessments.update(read("assessments", one_of(_ASSESSMENTS)))
         self.answers.update(read("answers", BOOLEAN))
 
     def lookup(self, table: Mapping[str, T], tokens: Iterable[Token]) -> T | None:
         """The first of `tokens` the table knows (by "system|code", then by code)."""
-        for token in tokens:
-            for key in token.lookup_keys():
-                if key in table:
-                    return table[key]
-        return None
+        return first_known(table, (key for token in tokens for key in token.lookup_keys()))
 
     def route(self, tokens: Iterable[Token], text: str) -> Route | None:
         """By coding (case-insensitive), then by the route's text."""
@@ -130,5 +104,4 @@ class FhirCodes:
 
     def drug(self, tokens: Iterable[Token], text: str) -> Drug | None:
         """By code (an NDC also by its labeler-product prefix), then by words in the text."""
-        keys = (key for token in tokens for key in token.lookup_keys())
-        return drug_of(self.drugs, self.drug_words, keys, text)
+        return self.drug_by((key for token in tokens for key in token.lookup_keys()), text)
