@@ -15,6 +15,8 @@ Choices the issue leaves open, made here:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -48,6 +50,7 @@ __all__ = [
     "SessionOpenedEvent",
     "VitalsRecordedData",
     "VitalsRecordedEvent",
+    "wire_event",
 ]
 
 DEFAULT_PROTOCOL = "spravato-rems"
@@ -222,3 +225,28 @@ EventCreate = Annotated[
     Field(discriminator="type"),
 ]
 """One inbound event, discriminated on `type`."""
+
+
+def wire_event(
+    kind: str,
+    event_id: str,
+    session_id: str,
+    clinic_id: str | None,
+    at: datetime,
+    data: Mapping[str, object],
+    device_id: str | None = None,
+) -> dict[str, Any]:
+    """One event as the JSON this contract reads, built by a reader of another wire format
+    (FHIR, HL7 v2); `device_id` only when there is one. A missing clinic stays None for
+    `decode_event` to refuse."""
+    wire: dict[str, Any] = {
+        "type": kind,
+        "event_id": event_id,
+        "session_id": session_id,
+        "clinic_id": clinic_id,
+        "occurred_at": at.isoformat(),
+        "data": dict(data),
+    }
+    if device_id:
+        wire["device_id"] = device_id
+    return wire

@@ -23,7 +23,6 @@ __all__ = [
     "Refused",
     "Source",
     "clinic_of",
-    "event",
     "event_id",
     "instant",
     "quantity",
@@ -204,26 +203,3 @@ def event_id(clinic: str, resource_type: str, who: str, role: str) -> str:
     service then decide a re-send), distinct across clinics."""
     key = "\x1f".join((clinic, resource_type, who, role)).encode("utf-8", "replace")
     return "fhir-" + hashlib.blake2b(key, digest_size=12).hexdigest()
-
-
-def event(
-    kind: str,
-    identifier: str,
-    session_id: str,
-    clinic: str,
-    at: datetime,
-    data: Mapping[str, object],
-    device: str | None = None,
-) -> dict[str, Any]:
-    """One wire event (the JSON contract of `contract/events.py`)."""
-    wire: dict[str, Any] = {
-        "type": kind,
-        "event_id": identifier,
-        "session_id": session_id,
-        "clinic_id": clinic,
-        "occurred_at": at.isoformat(),
-        "data": dict(data),
-    }
-    if device:
-        wire["device_id"] = device
-    return wire

@@ -17,13 +17,13 @@ from typing import Any, Final
 
 from fhir.resources.R4B.encounter import Encounter
 
+from remsguard.contract.events import wire_event
 from remsguard.fhir.context import (
     BundleIndex,
     Reader,
     Refused,
     Source,
     clinic_of,
-    event,
     event_id,
     instant,
     reference_id,
@@ -89,7 +89,7 @@ def encounter(
     start = instant(period.start if period else None, "Encounter.period.start")
     opened = event_id(clinic, "Encounter", session, "opened")
     out.events.append(
-        event("session.opened", opened, session, clinic, start, {"patient_ref": patient})
+        wire_event("session.opened", opened, session, clinic, start, {"patient_ref": patient})
     )
     if status != "finished":
         return out
@@ -97,7 +97,7 @@ def encounter(
     stable = _stable(model, reader, out)
     data = {"staff_id": _discharger(model, bundle), "clinically_stable": stable}
     discharged = event_id(clinic, "Encounter", session, "discharged")
-    out.events.append(event("session.discharged", discharged, session, clinic, end, data))
+    out.events.append(wire_event("session.discharged", discharged, session, clinic, end, data))
     return out
 
 

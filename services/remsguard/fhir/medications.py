@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from fhir.resources.R4B.medicationadministration import MedicationAdministration
 
+from remsguard.contract.events import wire_event
 from remsguard.fhir.codes import FhirCodes, Token
 from remsguard.fhir.context import (
     BundleIndex,
@@ -24,7 +25,6 @@ from remsguard.fhir.context import (
     Source,
     clinic_of,
     concept_text,
-    event,
     event_id,
     identity,
     instant,
@@ -106,7 +106,7 @@ def medication_administration(
     clinic = clinic_of(organizations, session, reader, bundle, f"{_WHERE}.performer")
     who = identity(_WHERE, raw)
     identifier = event_id(clinic, _WHERE, who, "dose")
-    out.events.append(event("dose.administered", identifier, session, clinic, at, data))
+    out.events.append(wire_event("dose.administered", identifier, session, clinic, at, data))
     if status == "stopped":
         out.issues.append(
             information("status stopped: recorded as the amount given", f"{_WHERE}.status")

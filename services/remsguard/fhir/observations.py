@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from fhir.resources.R4B.observation import Observation
 
+from remsguard.contract.events import wire_event
 from remsguard.fhir.codes import FhirCodes
 from remsguard.fhir.context import (
     BundleIndex,
@@ -26,7 +27,6 @@ from remsguard.fhir.context import (
     Refused,
     Source,
     clinic_of,
-    event,
     event_id,
     identity,
     instant,
@@ -102,7 +102,7 @@ def observation(
     device = model.device.reference if model.device is not None else None
     who = identity("Observation", raw)
     out.events.append(
-        event(
+        wire_event(
             kind, event_id(clinic, "Observation", who, "reading"), session, clinic, at, data, device
         )
     )

@@ -30,6 +30,7 @@ from typing import Any, Final, Literal
 import hl7
 from hl7.containers import Message, Segment
 
+from remsguard.contract.events import wire_event
 from remsguard.hl7v2.codes import Coded, CodeTable, VitalField
 
 __all__ = ["Header", "Reader", "Refusal", "Translation", "translate"]
@@ -198,7 +199,11 @@ def _vitals(
             out.ignored["no_vital_used"] += 1
             continue
         event_id = _event_id(header, "OBR", str(obr), str(n))
-        out.events.append(_event("vitals.recorded", event_id, session_id, out.clinic, group, data))
+        out.events.append(
+            wire_event(
+                "vitals.recorded", event_id, session_id, out.clinic, group.at, data, group.device
+            )
+        )
 
 
 def _reading(
@@ -284,7 +289,9 @@ def _doses(
         group = _Group(at, fields.get("MSH", 3))
         event_id = _event_id(header, "RXA", str(occurrence))
         out.events.append(
-            _event("dose.administered", event_id, session_id, out.clinic, group, data)
+            wire_event(
+                "dose.administered", event_id, session_id, out.clinic, group.at, data, group.device
+            )
         )
 
 
@@ -304,27 +311,6 @@ def _route(fields: _Fields, after: list[Segment], reader: Reader, where: str) ->
     raise _Refused(
         Refusal("AE", "no_route", f"no RXR (route) after {where}", where, REQUIRED_MISSING)
     )
-
-
-def _event(
-    kind: str,
-    event_id: str,
-    session_id: str,
-    clinic: str | None,
-    group: _Group,
-    data: Mapping[str, object],
-) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "type": kind,
-        "event_id": event_id,
-        "session_id": session_id,
-        "clinic_id": clinic,
-        "occurred_at": group.at.isoformat(),
-        "data": dict(data),
-    }
-    if group.device:
-        event["device_id"] = group.device
-    return event
 
 
 def _event_id(header: Header, *position: str) -> str:
