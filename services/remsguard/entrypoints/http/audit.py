@@ -30,6 +30,7 @@ from remsguard.entrypoints.http.common import (
     check_clinic,
     compliance,
     csv_response,
+    json_response,
     log_query,
     visible,
     wants_csv,
@@ -158,13 +159,6 @@ def alert_json(row: AlertRow) -> dict[str, Any]:
     return {k: v for k, v in alert_row_dict(row).items() if k not in _STAFF_ONLY}
 
 
-def _json(payload: Any) -> Response:
-    return Response(
-        orjson.dumps(payload, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC),
-        media_type="application/json",
-    )
-
-
 def _page_response(
     request: Request,
     principal: Principal,
@@ -178,7 +172,7 @@ def _page_response(
     """Audit the query, then answer one page as JSON or CSV (the cursor in a header)."""
     log_query(request, principal, filters, len(items), "csv" if csv else "json")
     if not csv:
-        return _json({name: items, "next_cursor": next_cursor})
+        return json_response({name: items, "next_cursor": next_cursor})
     filename = "audit-records" if name == "records" else name
     response = csv_response(columns, (_csv_row(i, columns) for i in items), filename)
     if next_cursor is not None:
@@ -360,7 +354,7 @@ def get_latest_head(
     log_query(request, principal, {}, 0 if head is None else 1)
     if head is None:
         raise ApiError(404, "not_found", "no tree head has been signed yet")
-    return _json(head_json(head))
+    return json_response(head_json(head))
 
 
 @router.get(
@@ -395,4 +389,4 @@ def get_consistency(
         raise ApiError(422, "invalid_range", "second must not be smaller than first")
     path = log.consistency_proof(old.tree_size, new.tree_size)
     log_query(request, principal, filters, 1)
-    return _json({"old": head_json(old), "new": head_json(new), "path": path})
+    return json_response({"old": head_json(old), "new": head_json(new), "path": path})

@@ -1,5 +1,5 @@
-"""Shared by the auditor API's routers: the clock, protocols, CSV negotiation, scoping, and
-the audit record every API query leaves in the compliance log."""
+"""Shared by the auditor API's routers: the clock, protocols, CSV negotiation, scoping, JSON
+answers, and the audit record every API query leaves in the compliance log."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, cast
 
+import orjson
 from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BeforeValidator
@@ -32,6 +33,7 @@ __all__ = [
     "aware",
     "compliance",
     "csv_response",
+    "json_response",
     "log_query",
     "now",
     "protocols",
@@ -117,6 +119,15 @@ def visible(principal: Principal, clinic: str | None) -> bool:
     if clinic is None:
         return not principal.clinics
     return principal.may_see(clinic)
+
+
+def json_response(payload: Any, headers: Mapping[str, str] | None = None) -> Response:
+    """`payload` as JSON, datetimes in UTC with a `Z` (naive ones taken as UTC)."""
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC),
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 def _cell(value: Any) -> str:

@@ -13,12 +13,12 @@ from __future__ import annotations
 from importlib import resources
 from typing import Final
 
-import orjson
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from remsguard.entrypoints.http.auth import require
 from remsguard.entrypoints.http.capabilities import Process
+from remsguard.entrypoints.http.common import json_response
 from remsguard.entrypoints.http.errors import ApiError
 from remsguard.entrypoints.http.sse import snapshot
 from remsguard.identity import Principal, Role
@@ -31,7 +31,6 @@ _TYPES: Final = {
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
 }
-_OPTS: Final = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
 @router.get("/", include_in_schema=False)
@@ -73,4 +72,4 @@ async def state(
         "role": principal.role.value,
         "clinics": sorted(principal.clinics),
     }
-    return Response(orjson.dumps(body, option=_OPTS), media_type="application/json")
+    return json_response(body)

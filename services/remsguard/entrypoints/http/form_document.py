@@ -11,13 +11,12 @@ from fastapi.responses import Response
 from remsguard.auditing.form_document import form_evidence, form_pdf
 from remsguard.entrypoints.http.audit import READERS
 from remsguard.entrypoints.http.auth import require
-from remsguard.entrypoints.http.common import COMMON_ERRORS, compliance, log_query, now, protocols
-from remsguard.entrypoints.http.errors import ApiError
+from remsguard.entrypoints.http.common import COMMON_ERRORS, log_query, now, protocols
 from remsguard.entrypoints.http.sessions import (
     NOT_FOUND,
     SessionId,
     monitoring_form,
-    session_clinic,
+    queried_session,
 )
 from remsguard.identity import Principal
 
@@ -43,12 +42,7 @@ def get_form_pdf(
     principal: Principal = Depends(require(*READERS)),
     session_id: str = SessionId,
 ) -> Response:
-    log = compliance(request)
-    try:
-        clinic = session_clinic(log, principal, session_id)
-    except ApiError:
-        log_query(request, principal, {"session": session_id}, 0, "pdf")
-        raise
+    log, clinic = queried_session(request, principal, session_id, "pdf")
     known, default = protocols(request)
     at = now(request)
     doc = monitoring_form(log, session_id, clinic, known, default, at)

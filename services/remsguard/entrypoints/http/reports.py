@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
@@ -20,6 +19,7 @@ from remsguard.entrypoints.http.common import (
     COMMON_ERRORS,
     check_clinic,
     compliance,
+    json_response,
     log_query,
     now,
     protocols,
@@ -93,8 +93,7 @@ def get_compliance_report(
     log_query(request, principal, {"clinic": clinic, "month": month}, 1, fmt.value)
     name = f"compliance-{clinic}-{month}"
     if fmt is ReportFormat.JSON:
-        body = orjson.dumps(report.to_json(), option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
-        return Response(body, media_type="application/json")
+        return json_response(report.to_json())
     charts = report_charts(report)
     if fmt is ReportFormat.PDF:
         return Response(

@@ -15,7 +15,6 @@ from __future__ import annotations
 from importlib import resources
 from typing import Final
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
@@ -25,9 +24,14 @@ from remsguard.adapters.storage.models import utc
 from remsguard.auditing.session_chart import ChartAlert, session_chart
 from remsguard.entrypoints.http.audit import READERS
 from remsguard.entrypoints.http.auth import require
-from remsguard.entrypoints.http.common import compliance, protocols
+from remsguard.entrypoints.http.common import compliance, json_response, protocols
 from remsguard.entrypoints.http.errors import ApiError
-from remsguard.entrypoints.http.sessions import SessionId, session_clinic, vouched_events
+from remsguard.entrypoints.http.sessions import (
+    SessionId,
+    session_clinic,
+    session_protocol,
+    vouched_events,
+)
 from remsguard.identity import Principal
 
 __all__ = ["router"]
@@ -80,8 +84,8 @@ def get_chart(
     log = compliance(request)
     clinic = session_clinic(log, principal, session_id)
     events, _, _ = vouched_events(log, session_id)
-    summary = log.session_summary(session_id)
     known, default = protocols(request)
+    protocol, patient_ref = session_protocol(log, session_id, default)
     alerts = [
         ChartAlert(a.alert_id, a.rule, a.severity, utc(a.triggered_at), a.status, a.message)
         for a in session_alerts(log, session_id)
@@ -93,11 +97,7 @@ def get_chart(
         events,
         alerts,
         known,
-        default_protocol=(summary.protocol if summary and summary.protocol else default),
-        patient_ref=summary.patient_ref if summary is not None else None,
+        default_protocol=protocol,
+        patient_ref=patient_ref,
     )
-    return Response(
-        orjson.dumps(payload, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC),
-        media_type="application/json",
-        headers={"Cache-Control": "no-store"},
-    )
+    return json_response(payload, headers={"Cache-Control": "no-store"})

@@ -36,6 +36,7 @@ from remsguard.entrypoints.http.common import (
     Format,
     compliance,
     csv_response,
+    json_response,
     log_query,
     now,
     protocols,
@@ -45,7 +46,14 @@ from remsguard.entrypoints.http.common import (
 from remsguard.entrypoints.http.errors import ApiError
 from remsguard.identity import Principal, Role
 
-__all__ = ["monitoring_form", "router", "session_clinic", "vouched_events"]
+__all__ = [
+    "monitoring_form",
+    "queried_session",
+    "router",
+    "session_clinic",
+    "session_protocol",
+    "vouched_events",
+]
 
 router = APIRouter(tags=["sessions"])
 SessionId = Path(min_length=1, max_length=128)
@@ -119,6 +127,27 @@ def session_clinic(log: ComplianceLog, principal: Principal, session_id: str) ->
     return clinic
 
 
+def queried_session(
+    request: Request, principal: Principal, session_id: str, fmt: str = "json"
+) -> tuple[ComplianceLog, str]:
+    """The compliance log and the session's clinic, for an auditor query of the session; one
+    this principal may not see is recorded as a query that found nothing, then 404."""
+    log = compliance(request)
+    try:
+        return log, session_clinic(log, principal, session_id)
+    except ApiError:
+        log_query(request, principal, {"session": session_id}, 0, fmt)
+        raise
+
+
+def session_protocol(log: ComplianceLog, session_id: str, default: str) -> tuple[str, str | None]:
+    """The session's protocol (`default` when its summary names none) and its patient_ref."""
+    summary = log.session_summary(session_id)
+    if summary is None:
+        return default, None
+    return summary.protocol or default, summary.patient_ref
+
+
 def vouched_events(
     log: ComplianceLog, session_id: str
 ) -> tuple[list[Event], dict[str, Any], list[str]]:
@@ -173,13 +202,6 @@ def _chained_submission(log: ComplianceLog, session_id: str) -> AuditRow | None:
     return record if record is not None and hash_holds(record) else None
 
 
-def _json(payload: Any) -> Response:
-    return Response(
-        orjson.dumps(payload, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC),
-        media_type="application/json",
-    )
-
-
 @router.get(
     "/v1/sessions/{session_id}/timeline",
     summary="Every event, decision and alert of a session, in event-time order",
@@ -192,12 +214,7 @@ def get_timeline(
     session_id: str = SessionId,
     format: Format | None = Query(None, description="json (default) or csv"),
 ) -> Response:
-    log = compliance(request)
-    try:
-        clinic = session_clinic(log, principal, session_id)
-    except ApiError:
-        log_query(request, principal, {"session": session_id}, 0)
-        raise
+    log, clinic = queried_session(request, principal, session_id)
     records, alerts = log.session_timeline(session_id)
     _, wire, _ = vouched_events(log, session_id)
     entries: list[tuple[tuple[datetime, int, str], dict[str, Any]]] = []
@@ -266,7 +283,7 @@ def get_timeline(
                     ]
                 )
         return csv_response(header, rows, f"timeline-{session_id}")
-    return _json({"session_id": session_id, "clinic_id": clinic, "entries": items})
+    return json_response({"session_id": session_id, "clinic_id": clinic, "entries": items})
 
 
 def monitoring_form(
@@ -280,15 +297,15 @@ def monitoring_form(
     """The session's Patient Monitoring Form, filled from its vouched events (also drawn as a
     PDF by ``form_document``)."""
     events, _, unvouched = vouched_events(log, session_id)
-    summary = log.session_summary(session_id)
+    protocol, patient_ref = session_protocol(log, session_id, default)
     records, _ = log.session_timeline(session_id)
     return build_form(
         session_id,
         clinic,
         events,
         known,
-        default_protocol=(summary.protocol if summary and summary.protocol else default),
-        patient_ref=summary.patient_ref if summary is not None else None,
+        default_protocol=protocol,
+        patient_ref=patient_ref,
         alert_rules=[
             (r.rule, r.subject_id)
             for r in records
@@ -318,13 +335,8 @@ def get_form(
     session_id: str = SessionId,
     format: Format | None = Query(None, description="json (default) or csv"),
 ) -> Response:
-    log = compliance(request)
     csv = wants_csv(request, format)
-    try:
-        clinic = session_clinic(log, principal, session_id)
-    except ApiError:
-        log_query(request, principal, {"session": session_id}, 0, "csv" if csv else "json")
-        raise
+    log, clinic = queried_session(request, principal, session_id, "csv" if csv else "json")
     known, default = protocols(request)
     doc = monitoring_form(log, session_id, clinic, known, default, now(request))
     log_query(request, principal, {"session": session_id}, 1, "csv" if csv else "json")
@@ -334,7 +346,7 @@ def get_form(
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": f'attachment; filename="form-{session_id}.csv"'},
         )
-    return _json(doc.to_json())
+    return json_response(doc.to_json())
 
 
 @router.post(
@@ -377,7 +389,7 @@ def submit_form(
             )
             or before
         )
-    return _json(
+    return json_response(
         {
             "session_id": session_id,
             "submitted": form.submitted_at is not None,
