@@ -23,17 +23,13 @@ from typing import Any, Final
 
 import orjson
 
+from remsguard.contract.decode import RejectionReason as Reason
 from remsguard.simulation.config import TransportRates
 from remsguard.simulation.sessions import SessionPlan, SimEvent
 
 EVENT: Final = "event"
 DUPLICATE: Final = "duplicate"
 MALFORMED: Final = "malformed"
-
-# The reason codes `decode_event` gives each kind of broken event.
-INVALID_JSON: Final = "invalid_json"
-MISSING_FIELD: Final = "missing_field"
-OUT_OF_RANGE: Final = "out_of_range"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +101,12 @@ def deliver(
 def _malformed(event: SimEvent, rng: Random) -> tuple[str, bytes]:
     doc: dict[str, Any] = dict(event.doc)
     doc["event_id"] = f"{doc['event_id']}-x"
-    kind = rng.choice((INVALID_JSON, MISSING_FIELD, OUT_OF_RANGE))
-    if kind == INVALID_JSON:
+    # Each kind of break is named by the reason `decode_event` must give it.
+    kind = rng.choice((Reason.INVALID_JSON, Reason.MISSING_FIELD, Reason.OUT_OF_RANGE)).value
+    if kind == Reason.INVALID_JSON:
         whole = orjson.dumps(doc)
         return kind, whole[: rng.randint(1, len(whole) - 1)]  # any proper prefix of an object
-    if kind == MISSING_FIELD:
+    if kind == Reason.MISSING_FIELD:
         del doc[rng.choice(("occurred_at", "type", "data", "clinic_id"))]
         return kind, orjson.dumps(doc)
     doc["type"] = "vitals.recorded"
