@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from remsguard.domain.decisions import Rejection
+from remsguard.doors import Answer
 from remsguard.doors.embedded import EmbeddedEventDoor
 from remsguard.embedded.runtime import EmbeddedRuntime
-from remsguard.hl7v2.listener import Answer
 from remsguard.hl7v2.messages import Header, Refusal
 from remsguard.identity import Principal, Role
 
@@ -28,8 +28,7 @@ class EmbeddedDoor:
 
     async def accept(self, events: Sequence[bytes], clinic: str) -> list[Answer]:
         device = Principal("hl7", "hl7 listener", Role.DEVICE, frozenset({clinic}))
-        answers = await self._door.submit(events, device)
-        return [Answer(a.outcome, a.reason, a.detail) for a in answers]
+        return await self._door.submit(events, device)
 
     async def refused(self, header: Header, clinic: str | None, refusal: Refusal) -> None:
         """A rejection record: who sent what that was refused, never the message itself."""

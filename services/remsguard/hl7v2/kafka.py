@@ -20,8 +20,8 @@ from kafka import KafkaProducer
 
 from remsguard.adapters.kafka.topics import Topics
 from remsguard.domain.admission import EventTimeBounds
+from remsguard.doors import Answer
 from remsguard.doors.kafka import KafkaEventDoor
-from remsguard.hl7v2.listener import Answer
 from remsguard.hl7v2.messages import Header, Refusal
 
 __all__ = ["KafkaDoor"]
@@ -38,8 +38,7 @@ class KafkaDoor:
         self._door = KafkaEventDoor(producer, topics, bounds, now)
 
     async def accept(self, events: Sequence[bytes], clinic: str) -> list[Answer]:
-        answers = await self._door.submit(events, None)  # the clinic is the facility map's
-        return [Answer(a.outcome, a.reason, a.detail) for a in answers]
+        return await self._door.submit(events, None)  # the clinic is the facility map's
 
     async def refused(self, header: Header, clinic: str | None, refusal: Refusal) -> None:
         record = {

@@ -27,17 +27,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, Literal, Protocol
+from typing import Final, Protocol
 
 import orjson
 import structlog
 from hl7.mllp import InvalidBlockError, start_hl7_server
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from remsguard.doors import Answer
 from remsguard.hl7v2.messages import Header, Reader, Refusal, Translation, translate
 
 __all__ = [
-    "Answer",
     "Door",
     "ListenerSettings",
     "ListenerUnavailable",
@@ -52,15 +52,6 @@ _SEND_TIMEOUT: Final = 10.0
 
 class ListenerUnavailable(OSError):
     """The listener's address cannot be bound (in use, not permitted)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """What the door made of one event."""
-
-    outcome: Literal["accepted", "duplicate", "rejected"]
-    reason: str | None = None
-    detail: str | None = None
 
 
 class Door(Protocol):
