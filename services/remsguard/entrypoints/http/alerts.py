@@ -8,6 +8,7 @@ replay` prints it) followed by its lifecycle fields (`status`, `acknowledged_by`
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Final
 
@@ -15,12 +16,12 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from remsguard.adapters.storage import AlertQuery, AlertRow, ComplianceLog, CursorError
+from remsguard.adapters.storage import AlertQuery, AlertRow, ComplianceLog
 from remsguard.adapters.storage.log import MAX_LIMIT as STORAGE_PAGE
 from remsguard.adapters.storage.models import utc
 from remsguard.contract.outbound import alert_to_json
 from remsguard.entrypoints.http.auth import require
-from remsguard.entrypoints.http.errors import ApiError
+from remsguard.entrypoints.http.common import aware, check_clinic, compliance, issued_cursor
 from remsguard.identity import Principal, Role
 
 __all__ = ["MAX_PAGE", "alert_row_json", "router"]
@@ -54,17 +55,7 @@ def query_alerts(
     cursor = query.cursor
     while True:
         want = min(limit - len(rows), STORAGE_PAGE)
-        page = log.alerts(
-            AlertQuery(
-                clinics=query.clinics,
-                clinic_id=query.clinic_id,
-                session_id=query.session_id,
-                rule=query.rule,
-                since=query.since,
-                cursor=cursor,
-                limit=want,
-            )
-        )
+        page = log.alerts(replace(query, cursor=cursor, limit=want))
         rows.extend(page.items)
         cursor = page.next_cursor
         if cursor is None or len(rows) >= limit:
@@ -91,10 +82,8 @@ def get_alerts(
     limit: int = Query(1000, ge=1, le=MAX_PAGE),
     cursor: str | None = Query(None, min_length=1, max_length=512),
 ) -> Response:
-    if since is not None and since.tzinfo is None:
-        raise ApiError(400, "invalid_time", "since needs an offset, e.g. 2026-11-23T09:00:00Z")
-    if clinic is not None and not principal.may_see(clinic):
-        raise ApiError(403, "forbidden", f"this token may not see clinic {clinic!r}")
+    since = aware("since", since)
+    check_clinic(principal, clinic)
     query = AlertQuery(
         clinics=principal.clinic_scope,
         clinic_id=clinic,
@@ -103,10 +92,8 @@ def get_alerts(
         since=since,
         cursor=cursor,
     )
-    try:
-        rows, next_cursor = query_alerts(request.app.state.container.compliance, query, limit)
-    except CursorError:
-        raise ApiError(400, "invalid_cursor", "the cursor is not one this service issued") from None
+    with issued_cursor():
+        rows, next_cursor = query_alerts(compliance(request), query, limit)
     body = b'{"alerts":[' + b",".join(alert_row_json(row) for row in rows) + b'],"next_cursor":'
     body += orjson.dumps(next_cursor) + b"}"
     return Response(body, media_type="application/json")

@@ -8,15 +8,17 @@ query itself, not a filter on the result. Every query is appended to the complia
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import fields
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from remsguard.adapters.storage import AlertQuery, AlertRow, AuditQuery, AuditRow, CursorError
+from remsguard.adapters.storage import AlertQuery, AlertRow, AuditQuery, AuditRow, Page
 from remsguard.adapters.storage.log import MAX_LIMIT, head_json
 from remsguard.adapters.storage.models import utc
 from remsguard.alerting.service import alert_row_dict
@@ -30,6 +32,7 @@ from remsguard.entrypoints.http.common import (
     check_clinic,
     compliance,
     csv_response,
+    issued_cursor,
     json_response,
     log_query,
     visible,
@@ -42,6 +45,8 @@ __all__ = ["alert_json", "record_json", "router"]
 
 router = APIRouter(tags=["audit"])
 READERS: Final = (Role.AUDITOR, Role.STAFF, Role.ADMIN)
+Q = TypeVar("Q", AuditQuery, AlertQuery)
+R = TypeVar("R", AuditRow, AlertRow)
 
 
 def _id(description: str) -> Any:
@@ -159,18 +164,36 @@ def alert_json(row: AlertRow) -> dict[str, Any]:
     return {k: v for k, v in alert_row_dict(row).items() if k not in _STAFF_ONLY}
 
 
-def _page_response(
+_PARAMETERS: Final = {"clinic_id": "clinic", "session_id": "session"}
+
+
+def _filters(query: AuditQuery | AlertQuery) -> dict[str, Any]:
+    """The query's filters by their parameter names, as its `api.query` record lists them."""
+    return {
+        _PARAMETERS.get(f.name, f.name): getattr(query, f.name)
+        for f in fields(query)
+        if f.name != "clinics"
+    }
+
+
+def _listing(
     request: Request,
     principal: Principal,
-    filters: dict[str, Any],
-    items: list[dict[str, Any]],
-    next_cursor: str | None,
-    csv: bool,
+    query: Q,
+    read: Callable[[Q], Page[R]],
+    item: Callable[[R], dict[str, Any]],
+    fmt: Format | None,
     columns: list[str],
     name: str,
 ) -> Response:
-    """Audit the query, then answer one page as JSON or CSV (the cursor in a header)."""
-    log_query(request, principal, filters, len(items), "csv" if csv else "json")
+    """Read one page, audit the query, then answer the page as JSON or CSV (the cursor then in
+    a header)."""
+    with issued_cursor():
+        page = read(query)
+    items = [item(row) for row in page.items]
+    next_cursor = page.next_cursor
+    csv = wants_csv(request, fmt)
+    log_query(request, principal, _filters(query), len(items), "csv" if csv else "json")
     if not csv:
         return json_response({name: items, "next_cursor": next_cursor})
     filename = "audit-records" if name == "records" else name
@@ -231,27 +254,8 @@ def get_records(
         cursor=cursor,
         limit=limit,
     )
-    try:
-        page = compliance(request).audit_records(query)
-    except CursorError:
-        raise ApiError(400, "invalid_cursor", "the cursor is not one this service issued") from None
-    items = [record_json(row) for row in page.items]
-    csv = wants_csv(request, format)
-    filters = {
-        "clinic": clinic,
-        "session": session,
-        "patient_ref": patient_ref,
-        "kind": kind,
-        "rule": rule,
-        "severity": severity,
-        "since": since,
-        "until": until,
-        "cursor": cursor,
-        "limit": limit,
-    }
-    return _page_response(
-        request, principal, filters, items, page.next_cursor, csv, RECORD_COLUMNS, "records"
-    )
+    read = compliance(request).audit_records
+    return _listing(request, principal, query, read, record_json, format, RECORD_COLUMNS, "records")
 
 
 @router.get(
@@ -290,27 +294,8 @@ def get_audit_alerts(
         cursor=cursor,
         limit=limit,
     )
-    try:
-        page = compliance(request).alerts(query)
-    except CursorError:
-        raise ApiError(400, "invalid_cursor", "the cursor is not one this service issued") from None
-    items = [alert_json(row) for row in page.items]
-    csv = wants_csv(request, format)
-    filters = {
-        "clinic": clinic,
-        "session": session,
-        "patient_ref": patient_ref,
-        "rule": rule,
-        "severity": severity,
-        "status": status,
-        "since": since,
-        "until": until,
-        "cursor": cursor,
-        "limit": limit,
-    }
-    return _page_response(
-        request, principal, filters, items, page.next_cursor, csv, ALERT_COLUMNS, "alerts"
-    )
+    read = compliance(request).alerts
+    return _listing(request, principal, query, read, alert_json, format, ALERT_COLUMNS, "alerts")
 
 
 @router.get(

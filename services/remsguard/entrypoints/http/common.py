@@ -7,7 +7,8 @@ import csv
 import io
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Final, cast
@@ -17,7 +18,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BeforeValidator
 
-from remsguard.adapters.storage import ComplianceLog
+from remsguard.adapters.storage import ComplianceLog, CursorError
 from remsguard.adapters.storage.chain import API_QUERY
 from remsguard.domain.decisions import AuditKind, AuditRecord
 from remsguard.domain.protocol import MonitoringProtocol
@@ -33,6 +34,7 @@ __all__ = [
     "aware",
     "compliance",
     "csv_response",
+    "issued_cursor",
     "json_response",
     "log_query",
     "now",
@@ -100,6 +102,15 @@ def aware(name: str, value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise ApiError(400, "invalid_time", f"{name} needs an offset, e.g. 2026-11-23T09:00:00Z")
     return value
+
+
+@contextmanager
+def issued_cursor() -> Iterator[None]:
+    """Around a paged read: a cursor the log refuses is a 400, not a server error."""
+    try:
+        yield
+    except CursorError:
+        raise ApiError(400, "invalid_cursor", "the cursor is not one this service issued") from None
 
 
 def wants_csv(request: Request, fmt: Format | None) -> bool:
