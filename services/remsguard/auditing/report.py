@@ -23,7 +23,7 @@ from remsguard.adapters.storage import AlertQuery, AlertRow, AlertStatus, Compli
 from remsguard.adapters.storage.log import MAX_LIMIT
 from remsguard.adapters.storage.models import utc
 from remsguard.auditing.session_chart import session_protocol
-from remsguard.auditing.summary import daily_summary
+from remsguard.auditing.summary import compliant_share, daily_summary
 from remsguard.contract.decode import decode_event
 from remsguard.domain.events import DoseAdministered, Event, VitalsRecorded
 from remsguard.domain.protocol import MonitoringProtocol
@@ -104,9 +104,7 @@ class ComplianceReport:
 
     @property
     def fully_compliant_share(self) -> float | None:
-        if not self.sessions:
-            return None
-        return round((self.sessions - self.sessions_with_violations) / self.sessions, 4)
+        return compliant_share(self.sessions, self.sessions_with_violations)
 
     @property
     def ack_median(self) -> float | None:

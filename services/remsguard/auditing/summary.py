@@ -14,7 +14,14 @@ from sqlmodel import Session
 from remsguard.adapters.storage import ComplianceLog, MonitoringForm
 from remsguard.adapters.storage.models import utc
 
-__all__ = ["ClinicDay", "daily_summary"]
+__all__ = ["ClinicDay", "compliant_share", "daily_summary"]
+
+
+def compliant_share(sessions: int, with_violations: int) -> float | None:
+    """The share of sessions without a violation, to 4 places; None when there were none."""
+    if not sessions:
+        return None
+    return round((sessions - with_violations) / sessions, 4)
 
 
 @dataclass(slots=True)
@@ -29,9 +36,7 @@ class ClinicDay:
 
     @property
     def fully_compliant_share(self) -> float | None:
-        if not self.sessions:
-            return None
-        return round((self.sessions - self.sessions_with_violations) / self.sessions, 4)
+        return compliant_share(self.sessions, self.sessions_with_violations)
 
     def to_json(self) -> dict[str, Any]:
         return {
