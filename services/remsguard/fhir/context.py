@@ -27,6 +27,7 @@ __all__ = [
     "instant",
     "quantity",
     "reference_id",
+    "status_of",
     "tokens",
 ]
 
@@ -79,6 +80,22 @@ class Source:
 
     full_url: str | None = None
     prefix: str = ""  # e.g. "Bundle.entry[3].resource"; "" for a resource posted alone
+
+
+def status_of(status: str | None, known: frozenset[str], resource: str) -> str:
+    """A resource's status, which must be one of FHIR's codes for that resource type (else
+    the resource is refused: a status is required)."""
+    found = status or ""
+    if found not in known:
+        article = "an" if resource[0] in "AEIOU" else "a"
+        raise Refused(
+            error(
+                "required" if not found else "value",
+                f"status {found or '(none)'!r} is not {article} {resource} status",
+                f"{resource}.status",
+            )
+        )
+    return found
 
 
 def reference_id(reference: str, kind: str, bundle: BundleIndex) -> str | None:

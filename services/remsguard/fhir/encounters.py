@@ -27,6 +27,7 @@ from remsguard.fhir.context import (
     event_id,
     instant,
     reference_id,
+    status_of,
     tokens,
 )
 from remsguard.fhir.outcome import error, information
@@ -37,6 +38,7 @@ __all__ = ["encounter", "session_id_of"]
 _OPEN: Final = frozenset({"in-progress", "onleave"})
 _NOT_STARTED: Final = frozenset({"planned", "arrived", "triaged"})
 _NOT_A_SESSION: Final = frozenset({"cancelled", "entered-in-error", "unknown"})
+_KNOWN_STATUS: Final = _OPEN | _NOT_STARTED | _NOT_A_SESSION | {"finished"}
 _DISCHARGER: Final = "DIS"
 
 
@@ -53,16 +55,7 @@ def encounter(
     model: Encounter, raw: Mapping[str, Any], source: Source, reader: Reader, bundle: BundleIndex
 ) -> Translated:
     out = Translated("Encounter")
-    status = model.status or ""
-    known = _OPEN | _NOT_STARTED | _NOT_A_SESSION | {"finished"}
-    if status not in known:
-        raise Refused(
-            error(
-                "required" if not status else "value",
-                f"status {status or '(none)'!r} is not an Encounter status",
-                "Encounter.status",
-            )
-        )
+    status = status_of(model.status, _KNOWN_STATUS, "Encounter")
     if status in _NOT_STARTED or status in _NOT_A_SESSION:
         out.issues.append(
             information(

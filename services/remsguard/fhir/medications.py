@@ -30,6 +30,7 @@ from remsguard.fhir.context import (
     instant,
     quantity,
     reference_id,
+    status_of,
     tokens,
 )
 from remsguard.fhir.outcome import error, information
@@ -56,15 +57,7 @@ def medication_administration(
     bundle: BundleIndex,
 ) -> Translated:
     out = Translated(_WHERE)
-    status = model.status or ""
-    if status not in _KNOWN_STATUS:
-        raise Refused(
-            error(
-                "required" if not status else "value",
-                f"status {status or '(none)'!r} is not a MedicationAdministration status",
-                f"{_WHERE}.status",
-            )
-        )
+    status = status_of(model.status, _KNOWN_STATUS, _WHERE)
     if status not in _GIVEN:
         out.issues.append(
             information(f"status {status}: not a dose given, nothing recorded", f"{_WHERE}.status")

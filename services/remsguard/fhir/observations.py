@@ -32,6 +32,7 @@ from remsguard.fhir.context import (
     instant,
     quantity,
     reference_id,
+    status_of,
     tokens,
 )
 from remsguard.fhir.outcome import error, information, warning
@@ -49,15 +50,7 @@ def observation(
     model: Observation, raw: Mapping[str, Any], source: Source, reader: Reader, bundle: BundleIndex
 ) -> Translated:
     out = Translated("Observation")
-    status = model.status or ""
-    if status not in _KNOWN_STATUS:
-        raise Refused(
-            error(
-                "required" if not status else "value",
-                f"status {status or '(none)'!r} is not an Observation status",
-                "Observation.status",
-            )
-        )
+    status = status_of(model.status, _KNOWN_STATUS, "Observation")
     if status not in READINGS:
         out.issues.append(
             information(f"status {status}: not a reading, nothing recorded", "Observation.status")
