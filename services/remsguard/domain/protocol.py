@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import lru_cache
 from types import MappingProxyType
@@ -152,17 +152,7 @@ class MonitoringProtocol:
                     pick = min if RULE_PARAMS[rule_name][param].stricter == "lower" else max
                     merged[param] = pick(merged[param], value)
                 rules[rule_name] = RuleSettings(current.severity, current.enabled, merged)
-        return MonitoringProtocol(
-            name=self.name,
-            version=self.version,
-            title=self.title,
-            allowed_lateness=self.allowed_lateness,
-            observation_window=self.observation_window,
-            rules=MappingProxyType(rules),
-            concomitant=self.concomitant,
-            rems_gate=self.rems_gate,
-            inhibitions=self.inhibitions,
-        )
+        return replace(self, rules=MappingProxyType(rules))  # its intervals follow the rules
 
 
 def parse_protocol(text: str, *, source: str = "<protocol>") -> MonitoringProtocol:
