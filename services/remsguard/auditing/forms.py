@@ -24,7 +24,7 @@ from remsguard.domain.events import (
     SessionOpened,
     VitalsRecorded,
 )
-from remsguard.domain.protocol import MonitoringProtocol
+from remsguard.domain.protocol import MonitoringProtocol, session_protocol
 from remsguard.domain.registry import RemsRegistry, dose_date
 
 __all__ = ["FIELDS", "FormField", "MonitoringFormDoc", "build_form", "form_csv"]
@@ -165,10 +165,7 @@ def build_form(
     first = doses[0] if doses else None
     end = discharge.occurred_at if discharge is not None else None
 
-    protocol_name = (opened.protocol if opened is not None else None) or default_protocol
-    protocol = protocols.get(protocol_name)
-    if protocol is not None and opened is not None:
-        protocol = protocol.for_medications(frozenset(opened.concomitant_medications))
+    protocol_name, protocol = session_protocol(ordered, protocols, default_protocol)
     no_protocol = f"protocol {protocol_name!r} is not configured in this service"
 
     f: dict[str, FormField] = {}

@@ -22,11 +22,10 @@ from typing import Any, Final
 from remsguard.adapters.storage import AlertQuery, AlertRow, AlertStatus, ComplianceLog
 from remsguard.adapters.storage.log import MAX_LIMIT
 from remsguard.adapters.storage.models import utc
-from remsguard.auditing.session_chart import session_protocol
 from remsguard.auditing.summary import compliant_share, daily_summary
 from remsguard.contract.decode import decode_event
 from remsguard.domain.events import DoseAdministered, Event, VitalsRecorded
-from remsguard.domain.protocol import MonitoringProtocol
+from remsguard.domain.protocol import MonitoringProtocol, session_protocol
 
 __all__ = [
     "CheckTime",

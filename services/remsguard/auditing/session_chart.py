@@ -23,9 +23,9 @@ from remsguard.domain.events import (
     SessionOpened,
     VitalsRecorded,
 )
-from remsguard.domain.protocol import MonitoringProtocol
+from remsguard.domain.protocol import MonitoringProtocol, session_protocol
 
-__all__ = ["ChartAlert", "Panel", "session_chart", "session_protocol"]
+__all__ = ["ChartAlert", "Panel", "session_chart"]
 
 VITALS: Final = ("systolic", "diastolic", "spo2", "heart_rate", "respiratory_rate")
 _BP_SERIES: Final = (("systolic", "sys"), ("diastolic", "dia"))  # a BP rule's series, short
@@ -103,21 +103,6 @@ class Panel:
             "range": list(self.range),
             "bands": [b.to_json() for b in self.bands],
         }
-
-
-def session_protocol(
-    events: Iterable[Event],
-    protocols: Mapping[str, MonitoringProtocol],
-    default_protocol: str,
-) -> tuple[str, MonitoringProtocol | None]:
-    """The session's protocol (named by its session.opened, else the default) tightened by
-    its concomitant medications; None when this service does not know it."""
-    opened = next((e for e in events if isinstance(e, SessionOpened)), None)
-    name = (opened.protocol if opened is not None else None) or default_protocol
-    protocol = protocols.get(name)
-    if protocol is not None and opened is not None:
-        protocol = protocol.for_medications(frozenset(opened.concomitant_medications))
-    return name, protocol
 
 
 def _param(protocol: MonitoringProtocol, rule: str, param: str) -> float | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import lru_cache
@@ -12,7 +12,7 @@ from types import MappingProxyType
 from typing import Final
 
 from remsguard.domain.decisions import Severity
-from remsguard.domain.events import Medication
+from remsguard.domain.events import Event, Medication, SessionOpened
 
 
 class ProtocolError(ValueError):
@@ -153,6 +153,22 @@ class MonitoringProtocol:
                     merged[param] = pick(merged[param], value)
                 rules[rule_name] = RuleSettings(current.severity, current.enabled, merged)
         return replace(self, rules=MappingProxyType(rules))  # its intervals follow the rules
+
+
+def session_protocol(
+    events: Iterable[Event],
+    protocols: Mapping[str, MonitoringProtocol],
+    default_protocol: str,
+) -> tuple[str, MonitoringProtocol | None]:
+    """The session's protocol (named by its session.opened, else the default) tightened by
+    its concomitant medications, as the engine judges it; None when it is not among
+    `protocols`. For what reads a session back: the form, the chart, the report."""
+    opened = next((e for e in events if isinstance(e, SessionOpened)), None)
+    name = (opened.protocol if opened is not None else None) or default_protocol
+    protocol = protocols.get(name)
+    if protocol is not None and opened is not None:
+        protocol = protocol.for_medications(frozenset(opened.concomitant_medications))
+    return name, protocol
 
 
 def parse_protocol(text: str, *, source: str = "<protocol>") -> MonitoringProtocol:
