@@ -42,13 +42,16 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _day(value: str | None, option: str) -> date | None:
-    if value is None:
-        return None
+def _day(value: str, option: str) -> date:
     try:
         return date.fromisoformat(value.strip())
     except ValueError:
         _fail(f"{option} {value!r} is not a date (YYYY-MM-DD)", 2)
+
+
+def _recorded(change: str, changed: bool) -> None:
+    """Say what the registry now holds, and whether this command changed it."""
+    typer.echo(f"{change} ({'recorded' if changed else 'unchanged'})", err=True)
 
 
 @contextmanager
@@ -73,16 +76,14 @@ def registry_certify_command(
 ) -> None:
     """Record a clinic's REMS certification (replacing the one on record)."""
     start = _day(valid_from, "--from")
-    assert start is not None
-    end = _day(valid_to, "--to")
+    end = None if valid_to is None else _day(valid_to, "--to")
     with _store(db, data_dir) as store:
         found, changed = store.certify(clinic, certification_id, start, end, by=_operator())
     until = "open-ended" if found.valid_to is None else f"to {found.valid_to}"
-    what = "recorded" if changed else "unchanged"
-    typer.echo(
+    _recorded(
         f"clinic {found.clinic_id}: certification {found.certification_id} from "
-        f"{found.valid_from} {until} ({what})",
-        err=True,
+        f"{found.valid_from} {until}",
+        changed,
     )
 
 
@@ -96,14 +97,11 @@ def registry_enroll_command(
 ) -> None:
     """Record a patient's REMS enrollment at a clinic (replacing the one on record)."""
     day = _day(enrolled_on, "--on")
-    assert day is not None
     with _store(db, data_dir) as store:
         found, changed = store.enroll(clinic, patient_ref, day, by=_operator())
-    what = "recorded" if changed else "unchanged"
-    typer.echo(
-        f"clinic {found.clinic_id}: patient {found.patient_ref} enrolled on "
-        f"{found.enrolled_on} ({what})",
-        err=True,
+    _recorded(
+        f"clinic {found.clinic_id}: patient {found.patient_ref} enrolled on {found.enrolled_on}",
+        changed,
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, BinaryIO
 
@@ -19,20 +18,9 @@ from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.events import Event
 from remsguard.domain.protocol import ProtocolError
 from remsguard.domain.registry import RemsRegistry
+from remsguard.entrypoints.options import ProtocolFiles, ProtocolOption, aware_time
 from remsguard.handlers.replay import ReplayEvents, replay
 from remsguard.protocols import build_engine
-
-
-def _parse_until(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"not an RFC 3339 time: {value!r}") from None
-    if parsed.tzinfo is None:
-        raise typer.BadParameter("--until needs an offset, e.g. 2026-11-23T12:00:00Z")
-    return parsed
 
 
 @contextmanager
@@ -61,12 +49,8 @@ def replay_command(
     until: Annotated[
         str | None, typer.Option(help="advance the clock to this RFC 3339 time at the end")
     ] = None,
-    protocol: Annotated[
-        str | None, typer.Option(help="default protocol for sessions that name none")
-    ] = None,
-    protocol_file: Annotated[
-        list[Path] | None, typer.Option(help="a clinic's own protocol file (repeatable)")
-    ] = None,
+    protocol: ProtocolOption = None,
+    protocol_file: ProtocolFiles = None,
     db: Annotated[
         str | None,
         typer.Option("--db", help="also write the run's compliance log to this database URL"),
@@ -82,7 +66,7 @@ def replay_command(
 ) -> None:
     """Run the engine over a file; print each alert, and each withdrawal of one (`"kind":
     "alert.withdrawn"`), as one JSON line on stdout, as the alerts stream carries them."""
-    until_at = _parse_until(until)
+    until_at = None if until is None else aware_time(until, "--until", "2026-11-23T12:00:00Z")
     try:
         engine = build_engine(protocol or get_settings().default_protocol, protocol_file)
         engine.registry = None if registry is None else _read_registry(registry)

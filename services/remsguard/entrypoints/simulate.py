@@ -25,6 +25,7 @@ import typer
 
 from remsguard.config import get_settings
 from remsguard.domain.protocol import ProtocolError
+from remsguard.entrypoints.options import aware_time
 from remsguard.protocols import load_protocols
 from remsguard.simulation import (
     ConfigError,
@@ -295,13 +296,7 @@ def register(ingest_url: str, admin_token: str, simulation: Simulation) -> int:
 def _parse_start(value: str) -> datetime:
     if value == "now":
         return datetime.now(UTC).replace(microsecond=0)
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise typer.BadParameter(f"not an RFC 3339 time: {value!r}") from None
-    if parsed.tzinfo is None:
-        raise typer.BadParameter("--start needs an offset, e.g. 2026-11-23T08:00:00Z")
-    return parsed
+    return aware_time(value, "--start", "2026-11-23T08:00:00Z")
 
 
 def simulate_command(

@@ -35,6 +35,7 @@ from remsguard.embedded.compliance import create_principal
 from remsguard.embedded.container import EmbeddedContainer, ensure_first_run_tokens
 from remsguard.entrypoints.http import create_app
 from remsguard.entrypoints.http.app import ROUTERS, surface_line
+from remsguard.entrypoints.options import ProtocolFiles, ProtocolOption
 from remsguard.identity import Role
 from remsguard.simulation.clock import SimulatedClock
 
@@ -200,12 +201,8 @@ def up_command(
         float,
         typer.Option(min=0.0, help="with --simulate: times faster than real time (above 0)"),
     ] = 60.0,
-    protocol: Annotated[
-        str | None, typer.Option(help="default protocol for sessions that name none")
-    ] = None,
-    protocol_file: Annotated[
-        list[Path] | None, typer.Option(help="a clinic's own protocol file (repeatable)")
-    ] = None,
+    protocol: ProtocolOption = None,
+    protocol_file: ProtocolFiles = None,
     hl7_port: Annotated[
         int | None,
         typer.Option(min=0, max=65535, help="also take HL7 v2 over MLLP on this port"),
