@@ -8,7 +8,8 @@ acknowledged or resolved answers 200 with `changed: false` and the stored state.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Path
@@ -41,47 +42,51 @@ def _answer(result: Transition) -> Response:
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-async def _transition(
-    step: Callable[[str, str, str, frozenset[str] | None], Awaitable[Transition]],
-    alert_id: str,
-    principal: Principal,
-) -> Response:
-    """Acknowledge or resolve, credited to the signed-in principal; unknown alerts are 404."""
+@contextmanager
+def _known(alert_id: str) -> Iterator[None]:
+    """An alert that does not exist, or is not one of the principal's clinics, is a 404."""
     try:
-        result = await step(
-            alert_id, principal.principal_id, principal.name, principal.clinic_scope
-        )
+        yield
     except AlertNotFound:
         raise ApiError(404, "not_found", f"no alert {alert_id!r}") from None
-    return _answer(result)
 
 
-@router.post(
-    "/v1/alerts/{alert_id}/acknowledge",
-    summary="Acknowledge an alert as the signed-in staff member",
-    responses=_RESPONSES,
+Step = Callable[[str, str, str, frozenset[str] | None], Awaitable[Transition]]
+
+
+def _transition_route(action: str, summary: str, step: Callable[[StaffAlerting], Step]) -> None:
+    """`POST /v1/alerts/{alert_id}/<action>`: the service's `step` (acknowledge or resolve),
+    credited to the signed-in principal."""
+
+    async def transition(
+        alert_id: str = Path(min_length=1, max_length=64),
+        principal: Principal = Depends(require(Role.STAFF, Role.ADMIN)),
+        *,
+        service: StaffAlerting,
+    ) -> Response:
+        who = (principal.principal_id, principal.name, principal.clinic_scope)
+        with _known(alert_id):
+            result = await step(service)(alert_id, *who)
+        return _answer(result)
+
+    router.add_api_route(
+        f"/v1/alerts/{{alert_id}}/{action}",
+        transition,
+        methods=["POST"],
+        name=action,
+        summary=summary,
+        responses=_RESPONSES,
+    )
+
+
+_transition_route(
+    "acknowledge",
+    "Acknowledge an alert as the signed-in staff member",
+    lambda service: service.acknowledge,
 )
-async def acknowledge(
-    alert_id: str = Path(min_length=1, max_length=64),
-    principal: Principal = Depends(require(Role.STAFF, Role.ADMIN)),
-    *,
-    service: StaffAlerting,
-) -> Response:
-    return await _transition(service.acknowledge, alert_id, principal)
-
-
-@router.post(
-    "/v1/alerts/{alert_id}/resolve",
-    summary="Resolve an alert as the signed-in staff member",
-    responses=_RESPONSES,
+_transition_route(
+    "resolve", "Resolve an alert as the signed-in staff member", lambda service: service.resolve
 )
-async def resolve(
-    alert_id: str = Path(min_length=1, max_length=64),
-    principal: Principal = Depends(require(Role.STAFF, Role.ADMIN)),
-    *,
-    service: StaffAlerting,
-) -> Response:
-    return await _transition(service.resolve, alert_id, principal)
 
 
 @router.post(
@@ -103,16 +108,15 @@ async def shelve(
     """The alert leaves the open list until the shelf expires, then is notified again; the
     shelf (who, until when, why) is a chained `alert.shelved` record."""
     try:
-        result = await service.shelve(
-            alert_id,
-            principal.principal_id,
-            principal.name,
-            minutes,
-            reason,
-            principal.clinic_scope,
-        )
-    except AlertNotFound:
-        raise ApiError(404, "not_found", f"no alert {alert_id!r}") from None
+        with _known(alert_id):
+            result = await service.shelve(
+                alert_id,
+                principal.principal_id,
+                principal.name,
+                minutes,
+                reason,
+                principal.clinic_scope,
+            )
     except NotShelvable as exc:
         raise ApiError(409, "not_shelvable", str(exc)) from None
     return _answer(result)
