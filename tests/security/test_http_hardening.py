@@ -95,6 +95,7 @@ def test_every_response_carries_the_security_headers(tmp_path: Path) -> None:
             (http.get("/test/boom"), 500),  # Starlette's error middleware answers this one
             (http.get("/v1/stream", headers=_bearer(tokens["admin"])), 503),  # no console here
             (http.get("/console"), 200),
+            (http.get("/console/static/dom.js"), 200),
             (http.get("/console/static/console.js"), 200),
             (http.get("/console/static/console.css"), 200),
             (http.get("/metrics"), 200),
@@ -180,8 +181,9 @@ def test_pages_need_no_inline_script_or_style(page: str) -> None:
     assert len(bad.problems) == 5
 
 
-def test_the_console_script_builds_no_markup_from_strings() -> None:
-    script = (STATIC / "console.js").read_text(encoding="utf-8")
+@pytest.mark.parametrize("name", ["dom.js", "console.js", "session.js"])
+def test_the_console_scripts_build_no_markup_from_strings(name: str) -> None:
+    script = (STATIC / name).read_text(encoding="utf-8")
     for construct in ("innerHTML", "outerHTML", "insertAdjacentHTML", "eval(", "new Function"):
         assert construct not in script
     assert not re.search(r"""setAttribute\(\s*["']style""", script)

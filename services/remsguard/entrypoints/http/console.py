@@ -1,4 +1,4 @@
-"""The staff console: one HTML page, a small script and a stylesheet, no build step.
+"""The staff console: one HTML page, small scripts and a stylesheet, no build step.
 
 - `GET /console`: the page (public; it holds no data). Staff sign in with their token, which
   the page keeps in `sessionStorage` and sends as `Authorization: Bearer`.
@@ -28,6 +28,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["console"])
 _STATIC: Final = resources.files("remsguard.entrypoints.http") / "static"
 _TYPES: Final = {
+    "dom.js": "text/javascript; charset=utf-8",
     "console.js": "text/javascript; charset=utf-8",
     "console.css": "text/css; charset=utf-8",
 }

@@ -2,6 +2,7 @@
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
+  const el = window.remsguardEl;  // dom.js
   const RANK = { critical: 0, warning: 1, info: 2 };
   const state = { token: sessionStorage.getItem("remsguard.token"), me: null,
     alerts: new Map(), sessions: [], skew: 0, asOf: null, abort: null };
@@ -18,15 +19,6 @@
     return (h ? `${h}:${String(m).padStart(2, "0")}` : `${m}`) + `:${String(r).padStart(2, "0")}`;
   }
   function ago(iso) { return iso ? `${mins(now() - Date.parse(iso))} min ago` : ""; }
-  function el(tag, attrs = {}, ...kids) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs)) {
-      if (k === "class") node.className = v; else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-      else node.setAttribute(k, v);
-    }
-    for (const kid of kids) if (kid !== null && kid !== undefined) node.append(kid);
-    return node;
-  }
 
   function applySnapshot(snap) {
     if (snap.as_of) state.skew = Date.parse(snap.as_of) - Date.now();

@@ -6,22 +6,13 @@
 (() => {
   const POLL_MS = 500;
   const $ = (id) => document.getElementById(id);
+  const el = window.remsguardEl;  // dom.js
   const chart = window.remsguardChart = {
     sessionId: null, payload: null, plots: {}, drawn: {}, text: "", timer: null, updates: 0,
   };
   const token = () => sessionStorage.getItem("remsguard.token");
   const secs = (iso) => Date.parse(iso) / 1000;
   const px = (v) => Math.round(v * uPlot.pxRatio);
-
-  function el(tag, attrs = {}, ...kids) {
-    const node = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs)) {
-      if (k === "class") node.className = v; else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-      else node.setAttribute(k, v);
-    }
-    for (const kid of kids) if (kid !== null && kid !== undefined) node.append(kid);
-    return node;
-  }
 
   function hhmm(at) {
     return new Date(at * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hour12: false });
