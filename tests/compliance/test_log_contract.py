@@ -2,6 +2,10 @@
 names callers used before the split reach the same rows as the repositories, every
 repository shares its clock, and migration 0005's backfill still vouches for old rows.
 
+``record_decisions`` stores a step (events, alerts, records) all or nothing, and reads through
+the log's ``reader`` never wait for a writer holding its transaction open (embedded ingest
+writes while auditors read).
+
 The repositories' own contracts: ``test_audit_log_contract.py``,
 ``test_alert_store_contract.py``, ``test_session_summaries_contract.py``,
 ``test_principals_contract.py``.
@@ -9,6 +13,8 @@ The repositories' own contracts: ``test_audit_log_contract.py``,
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -25,7 +31,7 @@ from remsguard.adapters.storage import (
     PrincipalRole,
     verify_log,
 )
-from remsguard.domain.decisions import AuditKind
+from remsguard.domain.decisions import AuditKind, AuditRecord
 from remsguard.domain.events import SessionOpened
 
 from .backends import Backend, PostgresBackend, SQLiteBackend
@@ -38,6 +44,55 @@ class ComplianceLogContract(Backend):
         log = ComplianceLog.open(self.url())
         yield log
         log.close()
+
+    def test_a_step_is_recorded_all_or_nothing(self, log: ComplianceLog) -> None:
+        sid = "clinic-0-sess-1"
+        opened = SessionOpened(
+            event_id="ev-1", session_id=sid, clinic_id="clinic-0", occurred_at=T0, patient_ref="p"
+        )
+        a = alert(3)
+
+        def failing_midway() -> Iterator[AuditRecord]:
+            yield alert_record(a)
+            raise OSError("disk full")  # after the events and the alert were inserted
+
+        with pytest.raises(OSError, match="disk full"):
+            log.record_decisions([opened], [a], failing_midway())
+        assert log.get_alert(a.alert_id) is None and log.session_events(sid) == []
+        assert log.size() == 0
+
+        first = log.record_decisions([opened], [a], [alert_record(a)])
+        assert first.new_alerts == 1 and first.audit.inserted == 1
+        assert [e.event_id for e in log.session_events(sid)] == []  # not yet recorded as accepted
+        again = log.record_decisions([opened], [a], [alert_record(a)])  # a replayed step
+        assert again.new_alerts == 0 and again.audit.inserted == 0 and again.audit.duplicates == 1
+        assert log.get_alert(a.alert_id) is not None
+        assert verify_log(log.engine).ok
+
+    def test_reads_do_not_wait_for_a_writer(self, log: ComplianceLog) -> None:
+        _, token = log.create_principal("auditor-1", PrincipalRole.AUDITOR)
+        holding, release = threading.Event(), threading.Event()
+
+        def writer() -> None:  # appends, then holds its transaction (and the write lock)
+            with log.recorded_change() as change:
+                change.append([record(5, session="s", clinic="clinic-0", detail={})])
+                holding.set()
+                release.wait(30)
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            assert holding.wait(10)
+            started = time.monotonic()
+            assert log.principals.for_token(token) is not None
+            page = log.audit_records(AuditQuery(limit=10))
+            waited = time.monotonic() - started
+        finally:
+            release.set()
+            thread.join()
+        assert waited < 2.0, f"reads waited {waited:.1f} s for the writer"
+        assert [r.record_id for r in page.items if r.record_id == record(5).record_id] == []
+        assert log.size() == 2  # the principal's record and the writer's, once committed
 
     def test_the_old_names_reach_the_repositories(self, log: ComplianceLog) -> None:
         sid = "clinic-0-sess-0"

@@ -6,7 +6,7 @@ them, Ed25519 signed tree heads and the verifier."""
 from remsguard.adapters.storage.alert_store import AlertStore
 from remsguard.adapters.storage.audit_log import AppendResult, AuditLog, InclusionProof
 from remsguard.adapters.storage.db import make_engine, migrate
-from remsguard.adapters.storage.log import ComplianceLog
+from remsguard.adapters.storage.log import ComplianceLog, DecisionsRecorded
 from remsguard.adapters.storage.models import (
     AlertRow,
     AlertStatus,
@@ -36,6 +36,7 @@ __all__ = [
     "AuditRow",
     "ComplianceLog",
     "CursorError",
+    "DecisionsRecorded",
     "HeadSigner",
     "InclusionProof",
     "MonitoringForm",

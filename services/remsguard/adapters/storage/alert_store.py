@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Final
 
 import orjson
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Connection, func, select, text, update
 from sqlmodel import Session
 
 from remsguard.adapters.storage.audit_log import AuditLog, close_withdrawn
@@ -47,6 +47,12 @@ class AlertStore:
         """Insert alerts not yet stored (by ``alert_id``); returns how many were new.
 
         A re-delivered alert never resets its lifecycle (status, acknowledgement)."""
+        with self.audit.engine.begin() as conn:
+            return self.save_in(conn, alerts)
+
+    def save_in(self, conn: Connection, alerts: Iterable[Alert]) -> int:
+        """``save`` inside a transaction (one that also appends records holds the append
+        lock first)."""
         now = self.audit.now()
         rows = [
             {
@@ -71,26 +77,25 @@ class AlertStore:
         if not rows:
             return 0
         inserted: list[str] = []
-        with self.audit.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                json_rows = orjson.dumps(rows, option=orjson.OPT_UTC_Z).decode()
-                found = conn.execute(_INSERT_ALERTS_JSON, {"rows": json_rows}).all()
-                inserted = [row.alert_id for row in found]
-            else:
-                for start in range(0, len(rows), CHUNK):
-                    stmt = insert_for(conn)(ALERTS).on_conflict_do_nothing(
-                        index_elements=[ALERTS.c.alert_id]
-                    )
-                    result = conn.execute(
-                        stmt.returning(ALERTS.c.alert_id), rows[start : start + CHUNK]
-                    )
-                    inserted += [row.alert_id for row in result]
-            # Withdrawn before its row was stored (the audit sink and `replay --db` append
-            # the records first): it is stored closed, as its chained record says.
-            by_record = {stable_id(AuditKind.ALERT_WITHDRAWN, a): a for a in inserted}
-            withdrawn = list(existing(conn, AUDIT.c.record_id, list(by_record)))
-            if withdrawn:
-                close_withdrawn(conn, [by_record[record_id] for record_id in withdrawn])
+        if conn.dialect.name == "postgresql":
+            json_rows = orjson.dumps(rows, option=orjson.OPT_UTC_Z).decode()
+            found = conn.execute(_INSERT_ALERTS_JSON, {"rows": json_rows}).all()
+            inserted = [row.alert_id for row in found]
+        else:
+            for start in range(0, len(rows), CHUNK):
+                stmt = insert_for(conn)(ALERTS).on_conflict_do_nothing(
+                    index_elements=[ALERTS.c.alert_id]
+                )
+                result = conn.execute(
+                    stmt.returning(ALERTS.c.alert_id), rows[start : start + CHUNK]
+                )
+                inserted += [row.alert_id for row in result]
+        # Withdrawn before its row was stored (the audit sink and `replay --db` append
+        # the records first): it is stored closed, as its chained record says.
+        by_record = {stable_id(AuditKind.ALERT_WITHDRAWN, a): a for a in inserted}
+        withdrawn = list(existing(conn, AUDIT.c.record_id, list(by_record)))
+        if withdrawn:
+            close_withdrawn(conn, [by_record[record_id] for record_id in withdrawn])
         return len(inserted)
 
     def withdraw(self, withdrawals: Iterable[Withdrawal]) -> int:
@@ -175,7 +180,7 @@ class AlertStore:
         """Every shelved alert whose shelf has expired by `now`, back to open (acknowledged
         if it was), each with its chained ``alert.unshelved`` record; returns them."""
         now = utc(now)
-        with self.audit.engine.connect() as conn:
+        with self.audit.reader.connect() as conn:
             due = conn.execute(
                 select(ALERTS.c.alert_id, ALERTS.c.acknowledged_by, ALERTS.c.shelved_until)
                 .where(ALERTS.c.status == AlertStatus.SHELVED.value, ALERTS.c.shelved_until <= now)
@@ -246,22 +251,22 @@ class AlertStore:
     # -- reading --------------------------------------------------------------------------
 
     def get(self, alert_id: str) -> AlertRow | None:
-        with Session(self.audit.engine) as s:
+        with Session(self.audit.reader) as s:
             return s.get(AlertRow, alert_id)
 
     def page(self, q: AlertQuery) -> Page[AlertRow]:
-        return alert_page(self.audit.engine, q)
+        return alert_page(self.audit.reader, q)
 
     def inhibited_by(self, alert_id: str) -> list[AlertRow]:
         """The alerts this one inhibits (same reading, lower priority), oldest first."""
         query = select(AlertRow).where(ALERTS.c.inhibited_by == alert_id)
-        with Session(self.audit.engine) as session:
+        with Session(self.audit.reader) as session:
             return list(session.execute(query.order_by(ALERTS.c.alert_id)).scalars())
 
     def statuses(self, alert_ids: Sequence[str]) -> dict[str, str]:
         """The status of each of these alerts that exists."""
         out: dict[str, str] = {}
-        with self.audit.engine.connect() as conn:
+        with self.audit.reader.connect() as conn:
             for start in range(0, len(alert_ids), CHUNK):
                 chunk = list(alert_ids[start : start + CHUNK])
                 for alert_id, status in conn.execute(
@@ -277,7 +282,7 @@ class AlertStore:
             .where(ALERTS.c.status == AlertStatus.OPEN.value)
             .group_by(ALERTS.c.clinic_id, ALERTS.c.severity)
         )
-        with self.audit.engine.connect() as conn:
+        with self.audit.reader.connect() as conn:
             return {(clinic, severity): n for clinic, severity, n in conn.execute(query)}
 
 

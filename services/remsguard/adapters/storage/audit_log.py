@@ -33,7 +33,7 @@ from remsguard.adapters.storage.chain import (
     row_entry,
     stored_form,
 )
-from remsguard.adapters.storage.db import APPEND_LOCK
+from remsguard.adapters.storage.db import APPEND_LOCK, reader
 from remsguard.adapters.storage.models import AlertStatus, AuditRow, TreeHead, utc
 from remsguard.adapters.storage.queries import AuditQuery, Page, audit_page
 from remsguard.adapters.storage.signing import HeadSigner
@@ -92,6 +92,9 @@ class RecordsChanges(Protocol):
     @property
     def engine(self) -> Engine: ...
 
+    @property
+    def reader(self) -> Engine: ...
+
     def recorded_change(self) -> AbstractContextManager[RecordedChange]: ...
 
 
@@ -138,6 +141,7 @@ class AuditLog:
 
     def __init__(self, engine: Engine, *, now: Callable[[], datetime] = _wall_clock) -> None:
         self.engine = engine
+        self.reader = reader(engine)  # reads only: never waits for a writer
         self._now = now
 
     def now(self) -> datetime:
@@ -207,7 +211,7 @@ class AuditLog:
     # -- reading --------------------------------------------------------------------------
 
     def size(self) -> int:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return self.size_in(conn)
 
     @staticmethod
@@ -217,26 +221,26 @@ class AuditLog:
         )
 
     def record(self, record_id: str) -> AuditRow | None:
-        with Session(self.engine) as s:
+        with Session(self.reader) as s:
             return s.scalars(select(AuditRow).where(AUDIT.c.record_id == record_id)).first()
 
     def records(self, q: AuditQuery) -> Page[AuditRow]:
-        return audit_page(self.engine, q)
+        return audit_page(self.reader, q)
 
     # -- signed tree heads and proofs -----------------------------------------------------
 
     def latest_head(self) -> TreeHead | None:
-        with Session(self.engine) as s:
+        with Session(self.reader) as s:
             return s.scalars(
                 select(TreeHead).order_by(TREE_HEADS.c.tree_size.desc()).limit(1)
             ).first()
 
     def head(self, tree_size: int) -> TreeHead | None:
-        with Session(self.engine) as s:
+        with Session(self.reader) as s:
             return s.get(TreeHead, tree_size)
 
     def heads(self) -> list[TreeHead]:
-        with Session(self.engine) as s:
+        with Session(self.reader) as s:
             return list(s.scalars(select(TreeHead).order_by(TREE_HEADS.c.tree_size)))
 
     def sign_head(self, signer: HeadSigner) -> TreeHead:
@@ -302,7 +306,7 @@ class AuditLog:
         head = self.latest_head() if tree_size is None else self.head(tree_size)
         if row is None or head is None or row.log_index >= head.tree_size:
             return None
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             path = merkle.inclusion_proof(row.log_index, head.tree_size, _subtree(conn))
         return InclusionProof(
             entry=row_entry(row),
@@ -314,7 +318,7 @@ class AuditLog:
         )
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[str]:
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             return [p.hex() for p in merkle.consistency_proof(old_size, new_size, _subtree(conn))]
 
 

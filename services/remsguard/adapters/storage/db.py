@@ -2,7 +2,9 @@
 
 SQLite runs in WAL mode with ``synchronous=FULL`` (a committed audit record survives power
 loss) and every transaction starts ``BEGIN IMMEDIATE``, so writers serialise up front instead
-of failing on lock upgrade.
+of failing on lock upgrade. Reads that never write go through ``reader(engine)``: their
+transactions begin deferred, and a WAL reader never waits for the writer, so token checks and
+auditor queries do not queue behind ingest's writes.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Every writer of the log takes this PostgreSQL advisory lock (transaction-scoped).
 APPEND_LOCK = 0x72656D73  # "rems"
 MIGRATE_LOCK = APPEND_LOCK + 1
+_READS_ONLY = "remsguard_reads_only"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -36,10 +39,18 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(connection: Any) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            reads_only = connection.get_execution_options().get(_READS_ONLY, False)
+            connection.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def reader(engine: Engine) -> Engine:
+    """The same database and pool for reads only: on SQLite a transaction begun through it
+    is deferred (takes no write lock, so it never waits for a writer in WAL mode); a write
+    through it could fail on lock upgrade, so nothing that writes may use it."""
+    return engine.execution_options(**{_READS_ONLY: True})
 
 
 def migrate(url_or_engine: str | Engine) -> None:

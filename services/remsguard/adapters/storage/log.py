@@ -17,13 +17,16 @@ uses instead:
 ``RegistryStore``             the REMS registry (``registry.py``)
 ============================  ====================================================================
 
-Every repository over this façade shares its engine and its clock (``now``).
+Every repository over this façade shares its engine and its clock (``now``). One operation
+spans three of them: ``record_decisions`` stores a step's accepted events, alerts and audit
+records in one transaction (one commit, one fsync on SQLite) for the embedded runtime.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,11 +81,20 @@ __all__ = [
     "AuditQuery",
     "ComplianceLog",
     "CursorError",
+    "DecisionsRecorded",
     "InclusionProof",
     "Page",
     "hash_token",
     "head_json",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionsRecorded:
+    """What ``record_decisions`` stored: new alerts, and the audit append's result."""
+
+    new_alerts: int
+    audit: AppendResult
 
 
 class ComplianceLog:
@@ -94,6 +106,7 @@ class ComplianceLog:
         self._now = now or (lambda: datetime.now(UTC))
         clock = lambda: self._now()  # noqa: E731 - read late: a test may set `_now`
         self.audit = AuditLog(engine, now=clock)
+        self.reader = self.audit.reader  # reads only (``db.reader``)
         self.alert_store = AlertStore(self.audit)
         self.summaries = SessionSummaries(engine, now=clock)
         self.forms = MonitoringForms(self.audit)
@@ -115,6 +128,19 @@ class ComplianceLog:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    # -- one step of decisions, in one transaction ----------------------------------------
+
+    def record_decisions(
+        self, events: Iterable[Event], alerts: Iterable[Alert], audit: Iterable[AuditRecord]
+    ) -> DecisionsRecorded:
+        """Store accepted events (with their ``event.stored`` records), then alerts, then
+        audit records, in one transaction holding the append lock: all or nothing, each
+        idempotent by id as its repository's own method is."""
+        with self.audit.recorded_change() as change:
+            self.events.save_in(change, events)
+            new_alerts = self.alert_store.save_in(change.conn, alerts)
+            return DecisionsRecorded(new_alerts, change.append(audit))
 
     # -- AuditLog -------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ class MonitoringForms:
         self.audit = audit
 
     def get(self, session_id: str) -> MonitoringForm | None:
-        with Session(self.audit.engine) as s:
+        with Session(self.audit.reader) as s:
             return s.get(MonitoringForm, session_id)
 
     def submit(
@@ -70,7 +70,7 @@ class MonitoringForms:
         self, now: datetime, *, clinics: frozenset[str] | None = None
     ) -> list[MonitoringForm]:
         """Forms past due, not submitted, and not yet flagged (``mark_overdue``)."""
-        with Session(self.audit.engine) as s:
+        with Session(self.audit.reader) as s:
             stmt = select(MonitoringForm).where(
                 FORMS.c.due_at < utc(now),
                 FORMS.c.submitted_at.is_(None),
@@ -84,7 +84,7 @@ class MonitoringForms:
         """Per clinic with monitoring forms: how many are past due and not submitted (flagged
         or not); 0 for a clinic whose forms are all in time."""
         overdue = case((FORMS.c.submitted_at.is_(None) & (FORMS.c.due_at < utc(now)), 1), else_=0)
-        with self.audit.engine.connect() as conn:
+        with self.audit.reader.connect() as conn:
             rows = conn.execute(
                 select(FORMS.c.clinic_id, func.sum(overdue)).group_by(FORMS.c.clinic_id)
             ).all()

@@ -141,7 +141,7 @@ class PrincipalStore:
         revoked, expired, or a role this version does not know)."""
         if not token or len(token) > MAX_TOKEN_LENGTH:
             return None
-        with self.log.engine.connect() as conn:
+        with self.log.reader.connect() as conn:
             row = conn.execute(
                 select(*_INFO_COLUMNS).where(
                     PRINCIPALS.c.token_hash == hash_token(token), PRINCIPALS.c.revoked_at.is_(None)
@@ -153,17 +153,17 @@ class PrincipalStore:
         return info if info.active(utc(self._now())) else None
 
     def exist(self) -> bool:
-        with Session(self.log.engine) as s:
+        with Session(self.log.reader) as s:
             return s.scalars(select(PRINCIPALS.c.principal_id).limit(1)).first() is not None
 
     def listing(self) -> list[PrincipalInfo]:
-        with Session(self.log.engine) as s:
+        with Session(self.log.reader) as s:
             rows = s.scalars(select(ApiPrincipal).order_by(PRINCIPALS.c.name)).all()
         return [PrincipalInfo.of(r) for r in rows if r.role in _ROLES]
 
     def row_for_token(self, token: str) -> ApiPrincipal | None:
         """The unrevoked principal row of a token, whatever its expiry or role."""
-        with Session(self.log.engine) as s:
+        with Session(self.log.reader) as s:
             return s.scalars(
                 select(ApiPrincipal).where(
                     PRINCIPALS.c.token_hash == hash_token(token),
@@ -172,7 +172,7 @@ class PrincipalStore:
             ).first()
 
     def get(self, name: str) -> PrincipalInfo:
-        with Session(self.log.engine) as s:
+        with Session(self.log.reader) as s:
             row = s.scalars(select(ApiPrincipal).where(PRINCIPALS.c.name == name)).first()
         if row is None:
             raise PrincipalError(f"no principal named {name!r}")

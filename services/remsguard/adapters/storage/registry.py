@@ -69,7 +69,7 @@ class RegistryStore:
         self._now = now
 
     def load(self) -> RemsRegistry:
-        with self.log.engine.connect() as conn:
+        with self.log.reader.connect() as conn:
             certifications = [
                 Certification(r.clinic_id, r.certification_id, r.valid_from, r.valid_to)
                 for r in conn.execute(select(CERTIFICATIONS))

@@ -15,7 +15,7 @@ import orjson
 from sqlalchemy import Connection, select
 from sqlmodel import Session
 
-from remsguard.adapters.storage.audit_log import AuditLog
+from remsguard.adapters.storage.audit_log import AuditLog, RecordedChange
 from remsguard.adapters.storage.chain import EVENT_STORED, hash_holds
 from remsguard.adapters.storage.events import (
     StoredEvent,
@@ -48,6 +48,13 @@ class SessionEvents:
         """Store accepted events in wire form (first write of a (session, event id) wins);
         returns how many were new. The new rows' ``event.stored`` records (their content
         digests, ``events.py``) are appended in the same transaction."""
+        # The lock comes before the insert: a concurrent writer of the same rows waits.
+        with self.audit.recorded_change() as change:
+            return self.save_in(change, events)
+
+    @staticmethod
+    def save_in(change: RecordedChange, events: Iterable[Event]) -> int:
+        """``save`` inside a transaction that holds the append lock."""
         unique = list({(e.session_id, e.event_id): e for e in reversed(list(events))}.values())
         if not unique:
             return 0
@@ -58,32 +65,28 @@ class SessionEvents:
         ]
         types = {(e.session_id, e.event_id): e.type for e in unique}
         new: set[tuple[str, str]] = set()
-        # The lock comes before the insert: a concurrent writer of the same rows waits.
-        with self.audit.recorded_change() as change:
-            conn = change.conn
-            for start in range(0, len(stored), CHUNK):
-                stmt = insert_for(conn)(EVENTS).on_conflict_do_nothing(
-                    index_elements=[EVENTS.c.session_id, EVENTS.c.event_id]
-                )
-                result = conn.execute(
-                    stmt.returning(EVENTS.c.session_id, EVENTS.c.event_id),
-                    [
-                        {
-                            "session_id": row.session_id,
-                            "event_id": row.event_id,
-                            "clinic_id": row.clinic_id,
-                            "type": types[(row.session_id, row.event_id)],
-                            "occurred_at": row.occurred_at,
-                            "payload": row.payload,
-                        }
-                        for row in stored[start : start + CHUNK]
-                    ],
-                )
-                new.update((sid, eid) for sid, eid in result)
-            if new:
-                change.append(
-                    content_records(r for r in stored if (r.session_id, r.event_id) in new)
-                )
+        conn = change.conn
+        for start in range(0, len(stored), CHUNK):
+            stmt = insert_for(conn)(EVENTS).on_conflict_do_nothing(
+                index_elements=[EVENTS.c.session_id, EVENTS.c.event_id]
+            )
+            result = conn.execute(
+                stmt.returning(EVENTS.c.session_id, EVENTS.c.event_id),
+                [
+                    {
+                        "session_id": row.session_id,
+                        "event_id": row.event_id,
+                        "clinic_id": row.clinic_id,
+                        "type": types[(row.session_id, row.event_id)],
+                        "occurred_at": row.occurred_at,
+                        "payload": row.payload,
+                    }
+                    for row in stored[start : start + CHUNK]
+                ],
+            )
+            new.update((sid, eid) for sid, eid in result)
+        if new:
+            change.append(content_records(r for r in stored if (r.session_id, r.event_id) in new))
         return len(new)
 
     def of_session(self, session_id: str) -> list[SessionEventRow]:
@@ -99,7 +102,7 @@ class SessionEvents:
         accepted = select(AUDIT.c.subject_id).where(
             AUDIT.c.session_id == session_id, AUDIT.c.kind == AuditKind.EVENT_ACCEPTED.value
         )
-        with Session(self.audit.engine) as s:
+        with Session(self.audit.reader) as s:
             vouchers = s.scalars(
                 select(AuditRow).where(
                     AUDIT.c.session_id == session_id, AUDIT.c.kind == EVENT_STORED

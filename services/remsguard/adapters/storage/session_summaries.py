@@ -17,6 +17,7 @@ import orjson
 from sqlalchemy import Connection, Engine, func, select
 from sqlmodel import Session
 
+from remsguard.adapters.storage.db import reader
 from remsguard.adapters.storage.models import AlertRow, AuditRow, SessionSummary, utc
 from remsguard.adapters.storage.monitoring_forms import open_forms
 from remsguard.adapters.storage.queries import session_timeline
@@ -38,6 +39,7 @@ class SessionSummaries:
 
     def __init__(self, engine: Engine, *, now: Callable[[], datetime] = _wall_clock) -> None:
         self.engine = engine
+        self.reader = reader(engine)  # reads only: never waits for a writer
         self._now = now
 
     def refresh(
@@ -96,7 +98,7 @@ class SessionSummaries:
         return done
 
     def get(self, session_id: str) -> SessionSummary | None:
-        with Session(self.engine) as s:
+        with Session(self.reader) as s:
             return s.get(SessionSummary, session_id)
 
     def opened_between(
@@ -118,14 +120,14 @@ class SessionSummaries:
             stmt = stmt.where(c.opened_at >= utc(since))
         if until is not None:
             stmt = stmt.where(c.opened_at < utc(until))
-        with Session(self.engine) as s:
+        with Session(self.reader) as s:
             return list(s.scalars(stmt.order_by(c.opened_at, c.session_id)))
 
     def sessions_since(self, log_index: int, limit: int = 10_000) -> tuple[list[str], int]:
         """Sessions with records at ``log_index`` or later (up to ``limit`` records read);
         returns them and the index to continue from. For processes that keep summaries
         following the log (embedded mode writes records but no summaries)."""
-        with self.engine.connect() as conn:
+        with self.reader.connect() as conn:
             rows = conn.execute(
                 select(AUDIT.c.log_index, AUDIT.c.session_id)
                 .where(AUDIT.c.log_index >= log_index)
@@ -138,7 +140,7 @@ class SessionSummaries:
 
     def timeline(self, session_id: str) -> tuple[list[AuditRow], list[AlertRow]]:
         """Every audit record and alert of a session, each in event-time order."""
-        return session_timeline(self.engine, session_id)
+        return session_timeline(self.reader, session_id)
 
 
 def _record_stats(conn: Connection, chunk: list[str]) -> dict[str, dict[str, Any]]:
