@@ -21,7 +21,7 @@ from remsguard.alerting.service import (
     Transition,
     alert_row_dict,
 )
-from remsguard.entrypoints.http.auth import require
+from remsguard.entrypoints.http.auth import auth_errors, require
 from remsguard.entrypoints.http.capabilities import StaffAlerting
 from remsguard.entrypoints.http.errors import ApiError
 from remsguard.identity import Principal, Role
@@ -31,8 +31,7 @@ __all__ = ["router"]
 router = APIRouter(tags=["staff"])
 _RESPONSES: dict[int | str, dict[str, str]] = {
     200: {"description": '`{"changed": bool, "alert": {...}}`'},
-    401: {"description": "Missing or unknown bearer token."},
-    403: {"description": "Not a staff or admin token."},
+    **auth_errors("Not a staff or admin token."),
     404: {"description": "No such alert, or not one of this principal's clinics."},
 }
 

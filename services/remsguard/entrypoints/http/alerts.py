@@ -20,7 +20,7 @@ from remsguard.adapters.storage import AlertQuery, AlertRow, ComplianceLog
 from remsguard.adapters.storage.log import MAX_LIMIT as STORAGE_PAGE
 from remsguard.adapters.storage.models import utc
 from remsguard.contract.outbound import alert_to_json
-from remsguard.entrypoints.http.auth import require
+from remsguard.entrypoints.http.auth import auth_errors, require
 from remsguard.entrypoints.http.common import aware, check_clinic, compliance, issued_cursor
 from remsguard.identity import Principal, Role
 
@@ -68,8 +68,7 @@ def query_alerts(
     responses={
         200: {"description": '`{"alerts": [...], "next_cursor": str | null}`'},
         400: {"description": "Bad cursor or a time without an offset."},
-        401: {"description": "Missing or unknown bearer token."},
-        403: {"description": "A device token, or a clinic this principal may not see."},
+        **auth_errors("A device token, or a clinic this principal may not see."),
     },
 )
 def get_alerts(

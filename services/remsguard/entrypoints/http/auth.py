@@ -14,7 +14,7 @@ A stream already open (`GET /v1/stream`) was authenticated when it opened.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from fastapi import Request
 
@@ -23,9 +23,16 @@ from remsguard.adapters.storage.principals import PrincipalStore
 from remsguard.entrypoints.http.errors import ApiError
 from remsguard.identity import Principal, Role
 
-__all__ = ["current_principal", "require"]
+__all__ = ["UNAUTHENTICATED", "auth_errors", "current_principal", "require"]
 
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="remsguard"'}
+UNAUTHENTICATED: Final = "Missing or unknown bearer token."
+
+
+def auth_errors(forbidden: str) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` entries of a route behind `require`: 401 as `current_principal`
+    answers it, and 403 with `forbidden` saying whom the route refuses."""
+    return {401: {"description": UNAUTHENTICATED}, 403: {"description": forbidden}}
 
 
 def authenticate(log: ComplianceLog, token: str) -> Principal | None:

@@ -22,6 +22,7 @@ from remsguard.adapters.storage import ComplianceLog, CursorError
 from remsguard.adapters.storage.chain import API_QUERY
 from remsguard.domain.decisions import AuditKind, AuditRecord
 from remsguard.domain.protocol import MonitoringProtocol
+from remsguard.entrypoints.http.auth import auth_errors
 from remsguard.entrypoints.http.capabilities import ServedProcess
 from remsguard.entrypoints.http.errors import ApiError
 from remsguard.identity import Principal
@@ -45,8 +46,7 @@ __all__ = [
 CSV_CONTENT: Final = {"text/csv": {"schema": {"type": "string"}}}
 COMMON_ERRORS: Final[dict[int | str, dict[str, Any]]] = {  # responses= of every route
     400: {"description": "A bad cursor or a time without an offset."},
-    401: {"description": "Missing or unknown bearer token."},
-    403: {"description": "This role may not do this, or a clinic this principal may not see."},
+    **auth_errors("This role may not do this, or a clinic this principal may not see."),
 }
 
 

@@ -24,7 +24,7 @@ from fastapi.responses import Response
 
 from remsguard.embedded.ingest import SUPPORTED_TYPES, Incoming, body_kind, decode_body
 from remsguard.embedded.runtime import EventResult, Unavailable
-from remsguard.entrypoints.http.auth import require
+from remsguard.entrypoints.http.auth import auth_errors, require
 from remsguard.entrypoints.http.bodies import bounded_body, decoded
 from remsguard.entrypoints.http.capabilities import Ingest, Process
 from remsguard.entrypoints.http.errors import ApiError
@@ -42,8 +42,7 @@ _OFFLOAD_BYTES: Final = 256 * 1024  # decode bigger bodies off the event loop
     responses={
         200: {"description": "Per-event outcomes; accepted events are durable on disk."},
         400: {"description": "The body is empty, not JSON, or not an array of events."},
-        401: {"description": "Missing or unknown bearer token."},
-        403: {"description": "The token's role may not post events."},
+        **auth_errors("The token's role may not post events."),
         413: {"description": "The body has more bytes or events than the configured limits."},
         415: {"description": f"Content type is not one of {SUPPORTED_TYPES}."},
         503: {"description": "Not accepting events right now; retry after the given delay."},

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from remsguard.doors import DoorUnavailable, EventDoor
-from remsguard.entrypoints.http.auth import current_principal
+from remsguard.entrypoints.http.auth import UNAUTHENTICATED, current_principal
 from remsguard.entrypoints.http.bodies import bounded_body, decoded
 from remsguard.entrypoints.http.capabilities import ServedProcess
 from remsguard.entrypoints.http.errors import ApiError
@@ -50,7 +50,7 @@ _OUTCOMES: Final = {
     200: "Nothing new recorded (ignored, or already received); an OperationOutcome.",
     201: "Recorded (durable); an OperationOutcome naming the events.",
     400: "Not JSON, not the resource, or refused by the FHIR model.",
-    401: "Missing or unknown bearer token.",
+    401: UNAUTHENTICATED,
     403: "The token may not post (role, or the clinic).",
     404: "This service does not ingest.",
     409: "A session of another clinic, or the same id with other content.",

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
 
 from remsguard.adapters.storage import AlertQuery, AlertStatus
-from remsguard.entrypoints.http.auth import require
+from remsguard.entrypoints.http.auth import auth_errors, require
 from remsguard.entrypoints.http.board import board_now, readiness_json
 from remsguard.entrypoints.http.capabilities import Compliance, LiveSessions
 from remsguard.entrypoints.http.errors import ApiError
@@ -32,8 +32,7 @@ router = APIRouter(tags=["staff"])
     summary="Discharge readiness of one session (from the engine)",
     responses={
         200: {"description": "`{ready, earliest_discharge_at, reasons, next_checks, ...}`"},
-        401: {"description": "Missing or unknown bearer token."},
-        403: {"description": "A device token."},
+        **auth_errors("A device token."),
         404: {"description": "No such session, or not one of this principal's clinics."},
         503: {"description": "No engine state here (no staff console), or not read yet."},
     },

@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import StreamingResponse
 
 from remsguard.alerting.sse import format_event
-from remsguard.entrypoints.http.auth import require
+from remsguard.entrypoints.http.auth import auth_errors, require
 from remsguard.entrypoints.http.board import board_now, open_alerts, sessions_board
 from remsguard.entrypoints.http.capabilities import Process, ServedProcess, StaffAlerting
 from remsguard.identity import Principal, Role
@@ -50,8 +50,7 @@ async def snapshot(process: ServedProcess, principal: Principal) -> dict[str, An
     summary="Server-sent events: alert notifications and the sessions board",
     responses={
         200: {"description": "`text/event-stream` of `hello`, `alert` and `sessions` events."},
-        401: {"description": "Missing or unknown bearer token."},
-        403: {"description": "A device token."},
+        **auth_errors("A device token."),
     },
 )
 async def stream(

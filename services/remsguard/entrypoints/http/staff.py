@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
 from remsguard.adapters.storage import PrincipalRole
-from remsguard.entrypoints.http.auth import require
+from remsguard.entrypoints.http.auth import auth_errors, require
 from remsguard.entrypoints.http.errors import ApiError
 from remsguard.identity import Principal, Role
 
@@ -37,8 +37,7 @@ class NewStaff(BaseModel):
     status_code=201,
     responses={
         201: {"description": '`{"principal_id", "name", "role", "clinics", "token"}`'},
-        401: {"description": "Missing or unknown bearer token."},
-        403: {"description": "Not an admin token."},
+        **auth_errors("Not an admin token."),
         409: {"description": "A principal of that name exists."},
     },
 )
