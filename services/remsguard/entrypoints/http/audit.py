@@ -128,29 +128,16 @@ RECORD_COLUMNS: Final = list(AuditRecordOut.model_fields)
 ALERT_COLUMNS: Final = list(AlertOut.model_fields)
 
 
-def _opt(value: datetime | None) -> datetime | None:
-    return None if value is None else utc(value)
-
-
 def record_json(row: AuditRow) -> dict[str, Any]:
-    return {
-        "log_index": row.log_index,
-        "record_id": row.record_id,
-        "kind": row.kind,
-        "subject_id": row.subject_id,
-        "session_id": row.session_id,
-        "clinic_id": row.clinic_id,
-        "occurred_at": _opt(row.occurred_at),
-        "event_time": utc(row.event_time),
-        "appended_at": utc(row.appended_at),
-        "rule": row.rule,
-        "severity": row.severity,
-        "detail": orjson.loads(row.detail),
-        "chain_id": row.chain_id,
-        "chain_seq": row.chain_seq,
-        "prev_hash": row.prev_hash,
-        "hash": row.hash,
-    }
+    """A stored record as `AuditRecordOut` lists it: its times in UTC, its detail parsed."""
+    item = {name: getattr(row, name) for name in RECORD_COLUMNS}
+    item.update(
+        occurred_at=None if row.occurred_at is None else utc(row.occurred_at),
+        event_time=utc(row.event_time),
+        appended_at=utc(row.appended_at),
+        detail=orjson.loads(row.detail),
+    )
+    return item
 
 
 _STAFF_ONLY: Final = frozenset(
