@@ -201,7 +201,7 @@ async def _runtime_only(clients: int, seconds: float) -> None:
         container = EmbeddedContainer.open(settings, data)
         await container.start()
         timed(container.journal, "append")
-        for name in ("save_events", "save_alerts", "append_audit"):
+        for name in ("record_decisions", "save_alerts", "append_audit"):
             timed(container.compliance, name)
         source = events(99)
         latencies: list[float] = []

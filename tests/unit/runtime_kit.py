@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from remsguard.adapters.storage import AppendResult, DecisionsRecorded
 from remsguard.domain.decisions import Alert, AuditRecord
 from remsguard.domain.events import Event
 
@@ -29,3 +30,13 @@ class MemoryLog:
         batch = list(events)
         self.events.extend(batch)
         return len(batch)
+
+    def record_decisions(
+        self, events: Iterable[Event], alerts: Iterable[Alert], audit: Iterable[AuditRecord]
+    ) -> DecisionsRecorded:
+        self.save_events(events)
+        new_alerts = self.save_alerts(alerts)
+        before = len(self.audit)
+        self.append_audit(audit)
+        appended = len(self.audit) - before
+        return DecisionsRecorded(new_alerts, AppendResult(appended, 0, len(self.audit)))

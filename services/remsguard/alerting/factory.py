@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
-from remsguard.adapters.storage import AppendResult, ComplianceLog
+from remsguard.adapters.storage import AppendResult, ComplianceLog, DecisionsRecorded
 from remsguard.adapters.telemetry import Telemetry
 from remsguard.alerting.channels import Channel
 from remsguard.alerting.policy import EscalationPolicy, Policies
@@ -96,3 +96,18 @@ class NotifyingLog:
         inserted = self._log.save_alerts(batch)
         self._service.on_alerts(batch)
         return inserted
+
+    def record_decisions(
+        self, events: Iterable[Event], alerts: Iterable[Alert], audit: Iterable[AuditRecord]
+    ) -> DecisionsRecorded:
+        """A step's events, alerts and records in one transaction, then the alerting service
+        is told (as `save_alerts` and `append_audit` tell it)."""
+        raised, records = list(alerts), list(audit)
+        recorded = self._log.record_decisions(events, raised, records)
+        if raised:
+            self._service.on_alerts(raised)
+        if withdrawals := [
+            withdrawal_of(r) for r in records if r.kind == AuditKind.ALERT_WITHDRAWN
+        ]:
+            self._service.on_withdrawals(withdrawals)
+        return recorded

@@ -212,6 +212,11 @@ class EmbeddedContainer:
     def taking_events(self) -> bool:
         return self.runtime.running
 
+    async def caught_up(self) -> bool:
+        """The compliance log holds what every answered request decided (the runtime records
+        just behind ingest); False if still behind after a few seconds."""
+        return await self.runtime.caught_up()
+
     def registry_changed(self) -> None:
         """Re-read the REMS registry (after a change through the API): the engine judges
         doses by it from the next event on. A dose already judged is not judged again."""

@@ -17,9 +17,12 @@ Every change to engine state happens in `_run`, one step at a time:
    wall clock; `--simulate` gives a simulated one): event times never move it, so neither a
    device whose clock runs fast nor a hostile one can decide another clinic's deadlines
    early, or put them off.
-3. **Compliance log.** The step's alerts and audit records are written through the
-   `ComplianceLog` seam (idempotent by id) before the waiting requests are answered, so a
-   client that got its 2xx can read the alerts its events raised.
+3. **Compliance log, just behind.** The waiting requests are answered once their events are
+   journaled and applied; the step's accepted events, alerts and audit records go to the
+   recorder (`recorder.py`), which writes every step queued meanwhile in one transaction
+   (idempotent by id) while the next steps run, and moves the journal's `recorded_through`
+   checkpoint after it. Reads wait for it (`caught_up`: the HTTP layer calls it before every
+   read), so a client that got its 2xx can read the alerts its events raised.
 4. **Session summaries.** The sessions a recorded step touched are marked, with their
    patient_ref and protocol from engine state; a second task refreshes their summaries (and
    monitoring-form rows) with `ComplianceLog.refresh_sessions`, every marked session at once,
@@ -66,6 +69,7 @@ from typing import Final, Literal, Protocol
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from remsguard.adapters.storage import DecisionsRecorded
 from remsguard.adapters.telemetry import HTTP_TOPIC, Telemetry
 from remsguard.contract.decode import decode_event
 from remsguard.domain.admission import (
@@ -91,6 +95,7 @@ from remsguard.embedded.journal import (
     JournaledEviction,
     JournaledRejection,
 )
+from remsguard.embedded.recorder import DecisionRecorder, covers
 from remsguard.embedded.snapshot import EngineImage, Position, Snapshot, SnapshotStore, dump
 from remsguard.identity import Principal
 from remsguard.monitoring.clocks import Recorded, WallClock
@@ -125,11 +130,9 @@ _FORK: Final = hasattr(os, "fork")
 class DecisionLog(Protocol):
     """Where decisions go: `remsguard.adapters.storage.ComplianceLog` (idempotent by id)."""
 
-    def append_audit(self, records: Iterable[AuditRecord]) -> object: ...
-
-    def save_alerts(self, alerts: Iterable[Alert]) -> int: ...
-
-    def save_events(self, events: Iterable[Event]) -> int: ...
+    def record_decisions(
+        self, events: Iterable[Event], alerts: Iterable[Alert], audit: Iterable[AuditRecord]
+    ) -> DecisionsRecorded: ...
 
 
 class SessionSummaries(Protocol):
@@ -334,10 +337,10 @@ class EmbeddedRuntime:
         self._queued_events = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._unrecorded = Decisions()
-        self._unrecorded_events: list[Event] = []  # accepted events not yet in the log
         self._journaled = Checkpoint()
-        self._recorded = Checkpoint()
+        self._recorder = DecisionRecorder(
+            self._record_now, self._recorded_through, self._metrics.record_failures.inc
+        )
         self._stored_checkpoint = Checkpoint()
         self._summaries = summaries
         self._summary_interval = summary_interval
@@ -465,7 +468,7 @@ class EmbeddedRuntime:
             self._mark_sessions(touched)
         last = self.journal.last()
         self.journal.set_recorded_through(last)
-        self._journaled = self._recorded = self._stored_checkpoint = last
+        self._journaled = self._recorder.recorded = self._stored_checkpoint = last
         self._evictions = self.journal.last_eviction()
         self._snapshot_at = position
         summary.seconds = time.perf_counter() - started
@@ -500,6 +503,7 @@ class EmbeddedRuntime:
             self._stopping = False
             self.telemetry.observe_sessions(self.engine.sessions.values(), self.engine.protocol_of)
             self.telemetry.up(SERVICE, True)
+            self._recorder.start()
             self._task = asyncio.create_task(self._run(), name="remsguard-embedded-runtime")
             if self._summaries is not None and self._refresher is None:
                 self._refresher_stop.clear()
@@ -518,11 +522,14 @@ class EmbeddedRuntime:
             await self._task
         finally:
             self._task = None
-        if self._recorded != self._stored_checkpoint and not self._unrecorded.audit:
-            self.journal.set_recorded_through(self._recorded)
+        await self._recorder.stop()
+        recorded = self._recorder.recorded
+        all_recorded = self._recorder.idle and recorded == self._journaled
+        if recorded != self._stored_checkpoint:
+            self.journal.set_recorded_through(recorded)
         if self._snapshot_write is not None:
             await self._snapshot_write
-        if self._snapshots is not None and self._position() != self._snapshot_at:
+        if all_recorded and self._snapshots is not None and self._position() != self._snapshot_at:
             self._begin_snapshot(forked=False)  # the last: a restart after it replays nothing
             if self._snapshot_write is not None:
                 await self._snapshot_write
@@ -549,6 +556,15 @@ class EmbeddedRuntime:
         batch = _Batch(items, principal, f"http:{uuid.uuid4().hex}", future, time.time())
         await self._queue.put(batch)
         return await future
+
+    async def caught_up(self, timeout: float = 5.0) -> bool:
+        """Wait until the compliance log holds what every answered request decided (False:
+        still behind after `timeout` seconds, e.g. while its writes fail)."""
+        try:
+            await asyncio.wait_for(self._recorder.caught_up(self._journaled), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def _run(self) -> None:
         next_tick = time.monotonic()
@@ -593,9 +609,13 @@ class EmbeddedRuntime:
             if now >= next_eviction:
                 next_eviction = now + self._eviction_interval
                 await self._evict()
-            if self._snapshots is not None and self._snapshot_due(now >= next_snapshot):
-                next_snapshot = time.monotonic() + self._snapshot_interval
-                self._begin_snapshot()
+            if self._snapshots is not None and self._snapshot_wanted(now >= next_snapshot):
+                # Only a recorded state is snapshotted: let the recorder finish (briefly).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._recorder.drained(), timeout=5.0)
+                if self._snapshot_due():
+                    next_snapshot = time.monotonic() + self._snapshot_interval
+                    self._begin_snapshot()
 
     # -- bounded state and snapshots ---------------------------------------------------------
 
@@ -621,17 +641,21 @@ class EmbeddedRuntime:
         journaled = self._journaled
         return Position(journaled.events, journaled.rejections, self._evictions)
 
-    def _snapshot_due(self, interval_passed: bool) -> bool:
-        """Whether to snapshot now: the interval passed or enough events came since the last
-        one, no snapshot is being written, and the compliance log holds every decision."""
+    def _snapshot_wanted(self, interval_passed: bool) -> bool:
+        """Whether a snapshot is wanted: the interval passed or enough events came since the
+        last one, and no snapshot is being written."""
         if self._snapshot_write is not None and not self._snapshot_write.done():
-            return False
-        if self._recorded != self._journaled or self._unrecorded.audit or self._unrecorded.alerts:
             return False
         position, last = self._position(), self._snapshot_at
         if position == last:
             return False
         return interval_passed or position.events - last.events >= self._snapshot_every
+
+    def _snapshot_due(self) -> bool:
+        """Whether the compliance log holds every decision up to the journal's end (only
+        such a state may be snapshotted: a restart replays nothing before it)."""
+        recorder = self._recorder
+        return recorder.idle and covers(recorder.recorded, self._journaled)
 
     def _begin_snapshot(self, forked: bool = _FORK) -> None:
         """Snapshot engine state now (between steps): from a forked child that pickles its
@@ -686,8 +710,7 @@ class EmbeddedRuntime:
         )
 
     async def _step(self, batches: list[_Batch]) -> None:
-        decisions, events = self._unrecorded, self._unrecorded_events
-        self._unrecorded, self._unrecorded_events = Decisions(), []
+        decisions, events = Decisions(), list[Event]()
         ticked = _Collect(decisions, self.telemetry)
         advance(self.engine, self._now(), ticked)  # the live clock: the wall clock, per step
         answers: list[tuple[_Batch, list[EventResult]]] = []
@@ -696,19 +719,7 @@ class EmbeddedRuntime:
             # Deadlines already past for what just arrived are decided now, not at the next
             # tick, so the requests' answers come after the alerts are in the log.
             advance(self.engine, self._now(), ticked)
-        if decisions.alerts or decisions.audit:
-            try:
-                await asyncio.to_thread(self._record_now, decisions, events)
-            except Exception:
-                self._metrics.record_failures.inc()
-                log.exception("compliance_log.write_failed", audit_records=len(decisions.audit))
-                self._unrecorded.extend(decisions)
-                self._unrecorded_events.extend(events)
-            else:
-                self._recorded = self._journaled
-                self._mark_touched(decisions)
-        else:
-            self._recorded = self._journaled
+        self._recorder.queue(decisions, events, self._journaled)
         for batch, results in answers:
             if not batch.future.done():
                 batch.future.set_result(results)
@@ -758,7 +769,8 @@ class EmbeddedRuntime:
                     )
             plans.append(plan)
 
-        checkpoint = None if self._recorded == self._stored_checkpoint else self._recorded
+        recorded = self._recorder.recorded
+        checkpoint = None if recorded == self._stored_checkpoint else recorded
         started = time.perf_counter()
         try:
             self._journaled = await asyncio.to_thread(
@@ -950,20 +962,20 @@ class EmbeddedRuntime:
             )
 
     def _record_now(self, decisions: Decisions, events: Sequence[Event] = ()) -> int:
-        """Write accepted events' content and decisions to the compliance log; returns how
-        many alerts were new."""
-        if events:
-            self.compliance.save_events(events)
-        new_alerts = 0
-        if decisions.alerts:
-            new_alerts = self.compliance.save_alerts(decisions.alerts)
-        if decisions.audit:
-            started = time.perf_counter()
-            result = self.compliance.append_audit(decisions.audit)
-            inserted = getattr(result, "inserted", len(decisions.audit))
-            duplicates = getattr(result, "duplicates", 0)
-            self.telemetry.audit_batch(inserted, duplicates, time.perf_counter() - started)
-        return new_alerts
+        """Write accepted events' content and decisions to the compliance log in one
+        transaction; returns how many alerts were new. Any thread."""
+        if not (events or decisions.alerts or decisions.audit):
+            return 0
+        started = time.perf_counter()
+        recorded = self.compliance.record_decisions(events, decisions.alerts, decisions.audit)
+        appended = recorded.audit
+        self.telemetry.audit_batch(
+            appended.inserted, appended.duplicates, time.perf_counter() - started
+        )
+        return recorded.new_alerts
+
+    def _recorded_through(self, _through: Checkpoint, decisions: Decisions) -> None:
+        self._mark_touched(decisions)
 
 
 def _rejected(rejection: Rejection) -> EventResult:

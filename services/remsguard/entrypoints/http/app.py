@@ -27,17 +27,19 @@ from remsguard import __version__
 from remsguard.config import Settings
 from remsguard.entrypoints.http import alerts, events, fhir, rems_registry
 from remsguard.entrypoints.http.auditor_routes import AUDITOR_ROUTERS
-from remsguard.entrypoints.http.capabilities import Process, ServedProcess
+from remsguard.entrypoints.http.capabilities import READS_AFTER_WRITES, Process, ServedProcess
 from remsguard.entrypoints.http.docs import OPENAPI_URL, docs_router, swagger_ui_files
 from remsguard.entrypoints.http.errors import install_error_handlers
 from remsguard.entrypoints.http.security import SecurityHeaders, require_metrics_token
 from remsguard.entrypoints.http.staff_routes import STAFF_ROUTERS
 
-__all__ = ["ROUTERS", "create_app", "surface_line"]
+__all__ = ["INGEST_ROUTERS", "ROUTERS", "create_app", "surface_line"]
 
+# The ingest doors answer once events are journaled; every other router reads or changes the
+# compliance log, so its routes first wait for it to hold every write answered before
+# (`READS_AFTER_WRITES`: a client that got its 2xx sees the alerts its events raised).
+INGEST_ROUTERS: list[APIRouter] = [events.router, fhir.router]
 ROUTERS: list[APIRouter] = [
-    events.router,
-    fhir.router,
     alerts.router,
     rems_registry.router,
     *STAFF_ROUTERS,
@@ -113,6 +115,8 @@ def create_app(container: ServedProcess, routers: Sequence[APIRouter] = ()) -> F
     files = swagger_ui_files() if docs else None
     if files is not None:
         app.include_router(docs_router(files))
-    for router in [*ROUTERS, *routers]:
+    for router in INGEST_ROUTERS:
         app.include_router(router)
+    for router in [*ROUTERS, *routers]:
+        app.include_router(router, dependencies=[READS_AFTER_WRITES])
     return app

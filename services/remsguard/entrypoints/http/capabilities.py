@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Protocol
+from typing import Annotated, Final, Protocol
 
+import structlog
 from fastapi import Depends, Request
 
 from remsguard.adapters.storage import ComplianceLog
@@ -31,6 +32,7 @@ from remsguard.entrypoints.http.errors import ApiError
 from remsguard.identity import Principal
 
 __all__ = [
+    "READS_AFTER_WRITES",
     "Compliance",
     "EventIngest",
     "Ingest",
@@ -39,6 +41,8 @@ __all__ = [
     "ServedProcess",
     "StaffAlerting",
 ]
+
+log = structlog.get_logger(__name__)
 
 
 class EventIngest(Protocol):
@@ -99,6 +103,11 @@ class ServedProcess(Protocol):
         """The REMS registry changed through the API: re-read it where an engine judges."""
         ...
 
+    async def caught_up(self) -> bool:
+        """Wait until the compliance log holds what every answered write decided (embedded
+        mode records just behind ingest); False if it is still behind after a bound."""
+        ...
+
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
 
@@ -129,6 +138,15 @@ def _live_sessions(process: Annotated[ServedProcess, Depends(_process)]) -> Moni
         raise ApiError(503, "no_engine", "discharge readiness is served where the engine runs")
     return process.live_sessions
 
+
+async def _reads_after_writes(process: Annotated[ServedProcess, Depends(_process)]) -> None:
+    if not await process.caught_up():
+        log.warning("http.read_behind_writes")  # served from what the log holds so far
+
+
+READS_AFTER_WRITES: Final = Depends(_reads_after_writes)
+"""A router dependency: its routes run once the compliance log holds every write answered
+before the request came (`app.py` puts it on every router but the ingest doors')."""
 
 Process = Annotated[ServedProcess, Depends(_process)]
 Compliance = Annotated[ComplianceLog, Depends(_compliance)]

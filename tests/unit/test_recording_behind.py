@@ -1,0 +1,186 @@
+"""Embedded ingest answers once events are journaled; the compliance log is written just
+behind (issue 19, `embedded/recorder.py`). Reads wait for it (`caught_up`), a failed write is
+retried in order and never skipped, nothing unrecorded is snapshotted, and what a stop could
+not record is re-recorded by recovery from the journal.
+
+The journal is real; the compliance log is the in-memory fake, with a gate that holds its
+writes and a switch that makes them fail."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from remsguard.adapters.metrics import new_registry
+from remsguard.adapters.storage import DecisionsRecorded
+from remsguard.adapters.telemetry import Telemetry
+from remsguard.bootstrap import load_protocols
+from remsguard.contract.decode import decode_event
+from remsguard.domain.decisions import Alert, AuditKind, AuditRecord, Decisions
+from remsguard.domain.engine import MonitoringEngine
+from remsguard.domain.events import Event
+from remsguard.embedded.ingest import Incoming
+from remsguard.embedded.journal import Checkpoint, EventJournal
+from remsguard.embedded.recorder import DecisionRecorder
+from remsguard.embedded.runtime import EmbeddedRuntime
+from remsguard.embedded.snapshot import SnapshotStore, engine_version, protocols_version
+
+from .runtime_kit import MemoryLog
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+class GatedLog(MemoryLog):
+    """Writes wait for `gate`; with `failing` set they raise instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.failing = False
+        self.writes = 0
+
+    def record_decisions(
+        self, events: Iterable[Event], alerts: Iterable[Alert], audit: Iterable[AuditRecord]
+    ) -> DecisionsRecorded:
+        assert self.gate.wait(10), "the test never opened the gate"
+        if self.failing:
+            raise OSError("disk full")
+        self.writes += 1
+        return super().record_decisions(events, alerts, audit)
+
+
+def _event(n: int, session: str = "s1") -> tuple[bytes, Event]:
+    kind, data = (
+        ("session.opened", {"patient_ref": "p1"})
+        if n == 0
+        else ("vitals.recorded", {"spo2": 91, "systolic": 130, "diastolic": 80})
+    )
+    raw = orjson.dumps(
+        {
+            "type": kind,
+            "event_id": f"{session}-{n}",
+            "session_id": session,
+            "clinic_id": "c1",
+            "occurred_at": (NOW - timedelta(minutes=30 - n)).isoformat(),
+            "data": data,
+        }
+    )
+    decoded = decode_event(raw)
+    assert isinstance(decoded, Event)
+    return raw, decoded
+
+
+def _runtime(path: Path, log: GatedLog, *, snapshots: bool = False) -> EmbeddedRuntime:
+    engine = MonitoringEngine(load_protocols())
+    store = SnapshotStore(path / "engine.snapshot", engine_version(), protocols_version(engine))
+    return EmbeddedRuntime(
+        engine,
+        EventJournal(path / "journal.db"),
+        log,
+        Telemetry(new_registry()),
+        now=lambda: NOW,
+        snapshots=store if snapshots else None,
+    )
+
+
+async def _submit(runtime: EmbeddedRuntime, n: int) -> None:
+    results = await runtime.submit([Incoming(*_event(n))], None)
+    assert results[0].reason is None, results[0]
+
+
+def test_a_request_is_answered_before_its_decisions_are_recorded_and_reads_wait(
+    tmp_path: Path,
+) -> None:
+    log = GatedLog()
+    runtime = _runtime(tmp_path, log)
+    runtime.recover()
+
+    async def run() -> None:
+        await runtime.start()
+        log.gate.clear()  # the compliance log stalls
+        await asyncio.wait_for(_submit(runtime, 0), 5)  # answered all the same
+        await asyncio.wait_for(_submit(runtime, 1), 5)  # SpO2 91: SPO2_LOW
+        assert not log.alerts
+        assert not await runtime.caught_up(timeout=0.3)  # a read would wait
+        waiting = asyncio.create_task(runtime.caught_up(timeout=5))
+        await asyncio.sleep(0.05)
+        log.gate.set()
+        assert await waiting  # ...and sees the alert once it is written
+        assert [a.rule for a in log.alerts] == ["SPO2_LOW"]
+        assert await runtime.caught_up(timeout=0.1)  # nothing behind: at once
+        await runtime.stop()
+
+    asyncio.run(run())
+    assert runtime.journal.recorded_through() == runtime.journal.last()
+
+
+def test_a_failed_write_is_retried_in_order_and_a_stop_leaves_the_rest_to_recovery(
+    tmp_path: Path,
+) -> None:
+    log = GatedLog()
+    runtime = _runtime(tmp_path, log, snapshots=True)
+    runtime.recover()
+
+    async def run() -> None:
+        await runtime.start()
+        log.failing = True
+        await _submit(runtime, 0)
+        await _submit(runtime, 1)
+        assert not await runtime.caught_up(timeout=0.3)
+        await runtime.stop()  # still failing: nothing recorded, no snapshot of it
+
+    asyncio.run(run())
+    assert not log.audit and not log.alerts
+    assert runtime.journal.recorded_through() == Checkpoint()
+    assert not (tmp_path / "engine.snapshot").exists()
+    runtime.journal.close()
+
+    healthy = GatedLog()
+    restarted = _runtime(tmp_path, healthy, snapshots=True)
+    summary = restarted.recover()
+    assert summary.snapshot is None and summary.events == 2
+    assert [a.rule for a in healthy.alerts] == ["SPO2_LOW"]  # re-recorded from the journal
+    assert {r.subject_id for r in healthy.audit} >= {"s1-0", "s1-1"}
+
+
+def test_the_recorder_writes_queued_steps_together_oldest_first_after_a_failure() -> None:
+    written: list[list[str]] = []
+    fail = [True]
+    failures: list[int] = []
+    recorded: list[Checkpoint] = []
+
+    def write(decisions: Decisions, _events: object) -> None:
+        if fail[0]:
+            fail[0] = False
+            raise OSError("locked")
+        written.append([r.record_id for r in decisions.audit])
+
+    def step(record_id: str) -> Decisions:
+        record = AuditRecord(record_id, AuditKind.EVENT_ACCEPTED, record_id, "s1", "c1", NOW)
+        return Decisions(audit=[record])
+
+    async def run() -> None:
+        recorder = DecisionRecorder(
+            write,
+            lambda through, _d: recorded.append(through),
+            lambda: failures.append(1),
+            retry_pause=0.05,
+        )
+        recorder.start()
+        recorder.queue(step("a"), [], Checkpoint(1, 0))
+        recorder.queue(step("b"), [], Checkpoint(2, 0))
+        await asyncio.wait_for(recorder.caught_up(Checkpoint(2, 0)), 5)
+        recorder.queue(Decisions(), [], Checkpoint(3, 0))  # nothing to write: moves at once
+        assert recorder.recorded == Checkpoint(3, 0) and recorder.idle
+        await recorder.stop()
+
+    asyncio.run(run())
+    assert failures == [1]
+    assert [ids for batch in written for ids in batch] == ["a", "b"]  # in order, once each
+    assert recorded[-1] == Checkpoint(2, 0)
