@@ -25,13 +25,27 @@ from starlette.types import ASGIApp
 
 from remsguard import __version__
 from remsguard.config import Settings
-from remsguard.entrypoints.http import alerts, events, fhir, rems_registry
-from remsguard.entrypoints.http.auditor_routes import AUDITOR_ROUTERS
+from remsguard.entrypoints.http import (
+    acknowledgements,
+    alerts,
+    audit,
+    console,
+    events,
+    fhir,
+    form_document,
+    readiness,
+    rems_registry,
+    reports,
+    session_chart,
+    sessions,
+    sse,
+    staff,
+    summary,
+)
 from remsguard.entrypoints.http.capabilities import READS_AFTER_WRITES, Process, ServedProcess
 from remsguard.entrypoints.http.docs import OPENAPI_URL, docs_router, swagger_ui_files
 from remsguard.entrypoints.http.errors import install_error_handlers
 from remsguard.entrypoints.http.security import SecurityHeaders, require_metrics_token
-from remsguard.entrypoints.http.staff_routes import STAFF_ROUTERS
 
 __all__ = ["INGEST_ROUTERS", "ROUTERS", "create_app", "surface_line"]
 
@@ -42,8 +56,21 @@ INGEST_ROUTERS: list[APIRouter] = [events.router, fhir.router]
 ROUTERS: list[APIRouter] = [
     alerts.router,
     rems_registry.router,
-    *STAFF_ROUTERS,
-    *AUDITOR_ROUTERS,
+    # staff alerting: acknowledge, resolve and shelve, discharge readiness, the live stream,
+    # staff tokens, the console and its session chart
+    acknowledgements.router,
+    readiness.router,
+    sse.router,
+    staff.router,
+    console.router,
+    session_chart.router,
+    # the auditor API: log queries and proofs, sessions' timelines and forms, the compliance
+    # summary and report
+    audit.router,
+    sessions.router,
+    form_document.router,
+    summary.router,
+    reports.router,
 ]
 
 _ops = APIRouter(tags=["operations"])
