@@ -53,6 +53,12 @@ def reader(engine: Engine) -> Engine:
     return engine.execution_options(**{_READS_ONLY: True})
 
 
+def forward_only() -> None:
+    """Every migration's ``downgrade`` (``from ...db import forward_only as downgrade``): the
+    compliance log is append-only and evidence, so its schema only ever moves forward."""
+    raise NotImplementedError("the compliance log is never downgraded")
+
+
 def migrate(url_or_engine: str | Engine) -> None:
     """Bring the schema to the latest revision (idempotent; safe from concurrent start-ups)."""
     engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine

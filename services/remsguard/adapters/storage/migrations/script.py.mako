@@ -10,15 +10,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from remsguard.adapters.storage.db import forward_only as downgrade  # noqa: F401
+
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
     ${upgrades if upgrades else "pass"}
-
-
-def downgrade() -> None:
-    ${downgrades if downgrades else "pass"}

@@ -11,10 +11,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from remsguard.adapters.storage.db import forward_only as downgrade  # noqa: F401
+
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
 
 APPEND_ONLY = ("audit_records", "audit_tree_heads")
 
@@ -172,7 +172,3 @@ def _append_only_triggers() -> None:
                     f"BEGIN SELECT RAISE(ABORT, 'remsguard: {table} is append-only: "
                     f"{verb} refused'); END"
                 )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("the compliance log is never downgraded")

@@ -16,10 +16,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from remsguard.adapters.storage.db import forward_only as downgrade  # noqa: F401
+
 revision = "0003"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
 
 WHERE = "rule IS NOT NULL"
 
@@ -32,7 +32,3 @@ def upgrade() -> None:
         postgresql_where=sa.text(WHERE),
         sqlite_where=sa.text(WHERE),
     )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("the compliance log is never downgraded")

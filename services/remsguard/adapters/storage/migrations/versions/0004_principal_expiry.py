@@ -12,16 +12,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from remsguard.adapters.storage.db import forward_only as downgrade  # noqa: F401
+
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
     with op.batch_alter_table("api_principals") as batch:
         batch.add_column(sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True))
-
-
-def downgrade() -> None:
-    raise NotImplementedError("the compliance log is never downgraded")

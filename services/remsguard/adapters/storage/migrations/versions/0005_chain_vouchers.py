@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from alembic import op
 
+from remsguard.adapters.storage.db import forward_only as downgrade  # noqa: F401
+
 revision = "0005"
 down_revision = "0004"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
@@ -26,7 +26,3 @@ def upgrade() -> None:
 
     conn = op.get_bind()
     ComplianceLog(conn.engine).chain_unvouched_rows(conn)
-
-
-def downgrade() -> None:
-    raise NotImplementedError("the compliance log is never downgraded")

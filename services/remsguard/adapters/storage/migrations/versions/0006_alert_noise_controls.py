@@ -15,10 +15,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from remsguard.adapters.storage.db import forward_only as downgrade  # noqa: F401
+
 revision = "0006"
 down_revision = "0005"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
@@ -29,7 +29,3 @@ def upgrade() -> None:
         batch.add_column(sa.Column("shelve_reason", sa.String(500), nullable=True))
     op.create_index("ix_alerts_inhibited_by", "alerts", ["inhibited_by"])
     op.create_index("ix_alerts_shelved_until", "alerts", ["status", "shelved_until"])
-
-
-def downgrade() -> None:
-    raise NotImplementedError("the compliance log is never downgraded")

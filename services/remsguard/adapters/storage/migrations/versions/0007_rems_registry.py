@@ -16,10 +16,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from remsguard.adapters.storage.db import forward_only as downgrade  # noqa: F401
+
 revision = "0007"
 down_revision = "0006"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
@@ -40,7 +40,3 @@ def upgrade() -> None:
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("recorded_by", sa.String(128), nullable=False),
     )
-
-
-def downgrade() -> None:
-    raise NotImplementedError("the compliance log is never downgraded")
