@@ -8,20 +8,30 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from remsguard.contract.decode import decode_event
+from remsguard.contract.decode import decode_events
 from remsguard.domain.decisions import Alert, AuditRecord, Decisions, Rejection, Withdrawal
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.events import Event
 from remsguard.monitoring.clocks import EventTime
 from remsguard.monitoring.service import advance, monitor
 
+READ_AHEAD = 2048
+
 
 @dataclass(frozen=True, slots=True)
 class ReplayEvents:
-    """The command: raw JSON lines in arrival order, and where the clock stops at the end."""
+    """The command: raw JSON lines in arrival order, and where the clock stops at the end.
+
+    `read_ahead`: how many lines are read and decoded before the engine takes them, in
+    order (outputs are the same for any value; 1 gives each line's outputs before the next
+    line is read, for a live pipe). Decoding a batch, then stepping the engine through it,
+    keeps each one's code and data in the caches: 5-13% less CPU for the whole replay at
+    4,000 concurrent sessions, best at about 2,000 lines (bench.engine_scale, paired A/B).
+    """
 
     lines: Iterable[bytes]
     until: datetime | None = None
+    read_ahead: int = READ_AHEAD
 
 
 @dataclass(slots=True)
@@ -77,29 +87,46 @@ def replay(
                 on_audit(record)
         summary.audit_records += len(decisions.audit)
 
-    accepted = duplicates = 0
+    accepted = duplicates = rejected = 0
     clock, started_at = EventTime(), engine.clock
-    with _bulk_collection():
-        for number, line in enumerate(command.lines, start=1):
-            if not line or line.isspace():  # a blank line (`isspace` copies nothing)
+
+    def apply(numbers: list[int], lines: list[bytes]) -> None:
+        nonlocal accepted, duplicates, rejected
+        for number, event in zip(numbers, decode_events(lines), strict=True):
+            if isinstance(event, Rejection):
+                monitor(engine, event, f"line:{number}", clock, emit)
+                rejected += 1
+                on_rejected(number, event)
                 continue
-            event = decode_event(line)
-            refused = event if isinstance(event, Rejection) else None
-            source = "" if refused is None else f"line:{number}"  # formatted only when used
-            decisions = monitor(engine, event, source, clock, emit)
-            rejection = refused or decisions.rejection
+            decisions = monitor(engine, event, "", clock, emit)
+            rejection = decisions.rejection
             if rejection is not None:
-                summary.rejected += 1
+                rejected += 1
                 on_rejected(number, rejection)
             elif decisions.outcome == "duplicate":
                 duplicates += 1
             else:
                 accepted += 1
+
+    read_ahead = max(1, command.read_ahead)
+    with _bulk_collection():
+        numbers: list[int] = []
+        lines: list[bytes] = []
+        for number, line in enumerate(command.lines, start=1):
+            if not line or line.isspace():  # a blank line (`isspace` copies nothing)
+                continue
+            numbers.append(number)
+            lines.append(line)
+            if len(lines) >= read_ahead:
+                apply(numbers, lines)
+                numbers, lines = [], []
+        apply(numbers, lines)
         if engine.clock != started_at:
             summary.last_event_at = engine.clock
         if command.until is not None:
             advance(engine, command.until, emit)
     summary.accepted += accepted
     summary.duplicates += duplicates
+    summary.rejected += rejected
     summary.audit_records += quiet_audit_records
     return summary
