@@ -69,6 +69,24 @@ class ComplianceLogContract(Backend):
         assert log.get_alert(a.alert_id) is not None
         assert verify_log(log.engine).ok
 
+    def test_writers_of_one_process_take_turns(self, log: ComplianceLog) -> None:
+        """The runtime's recorder, the alerting service and the summary refresh write from
+        their own threads at once; every write lands and the chain verifies (a failed write
+        in between leaves the log writable: see the test above)."""
+
+        def writer(n: int) -> None:
+            for i in range(20):
+                step = record(1000 * n + i, session=f"s{n}", clinic="clinic-0", detail={})
+                log.record_decisions([], [], [step])
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert log.size() == 80
+        assert verify_log(log.engine).ok
+
     def test_reads_do_not_wait_for_a_writer(self, log: ComplianceLog) -> None:
         _, token = log.create_principal("auditor-1", PrincipalRole.AUDITOR)
         holding, release = threading.Event(), threading.Event()

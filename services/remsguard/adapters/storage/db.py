@@ -2,13 +2,16 @@
 
 SQLite runs in WAL mode with ``synchronous=FULL`` (a committed audit record survives power
 loss) and every transaction starts ``BEGIN IMMEDIATE``, so writers serialise up front instead
-of failing on lock upgrade. Reads that never write go through ``reader(engine)``: their
-transactions begin deferred, and a WAL reader never waits for the writer, so token checks and
-auditor queries do not queue behind ingest's writes.
+of failing on lock upgrade. Writers of one process queue on a lock of the engine before
+their BEGIN IMMEDIATE, so they take turns as soon as the previous one is done instead of in
+SQLite's busy handler, which sleeps up to 100 ms between tries. Reads that never write go
+through ``reader(engine)``: their transactions begin deferred, and a WAL reader never waits
+for the writer, so token checks and auditor queries do not queue behind ingest's writes.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,13 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 APPEND_LOCK = 0x72656D73  # "rems"
 MIGRATE_LOCK = APPEND_LOCK + 1
 _READS_ONLY = "remsguard_reads_only"
+_WRITER_WAIT = 30.0  # seconds a SQLite writer waits for the one before it
+_WRITING = "remsguard_writing"  # in a connection's info while it holds the writers' lock
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_engine(url, connect_args={"timeout": _WRITER_WAIT}, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -37,10 +42,29 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
+        writers = threading.Lock()
+
         @event.listens_for(engine, "begin")
         def _begin(connection: Any) -> None:
-            reads_only = connection.get_execution_options().get(_READS_ONLY, False)
-            connection.exec_driver_sql("BEGIN" if reads_only else "BEGIN IMMEDIATE")
+            if connection.get_execution_options().get(_READS_ONLY, False):
+                connection.exec_driver_sql("BEGIN")
+                return
+            if not writers.acquire(timeout=_WRITER_WAIT):  # as SQLite's own busy timeout
+                raise TimeoutError(f"another writer held {url} for {_WRITER_WAIT:.0f} s")
+            connection.info[_WRITING] = True
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                _done(connection)
+                raise
+
+        # Released just before COMMIT or ROLLBACK: the next writer's BEGIN IMMEDIATE waits
+        # only for that (in the busy handler's first, millisecond sleeps).
+        @event.listens_for(engine, "commit")
+        @event.listens_for(engine, "rollback")
+        def _done(connection: Any) -> None:
+            if connection.info.pop(_WRITING, False):
+                writers.release()
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
