@@ -14,7 +14,8 @@ other, each for `--seconds`:
    session's audit records (`/v1/audit`).
 5. (`--only runtime`) the same single-event clients in process, straight to
    `EmbeddedRuntime.submit` of a real container (no HTTP, no token check), with the time of
-   each part of a step: the journal append, and the compliance log's three writes.
+   each part of a step: the journal append (answered after it), and the compliance log's
+   write just behind (`record_decisions`), and how far behind the answers it ran.
 Events are `bench.engine_scale` sessions (33 events each) that started in the last hours, so
 they are within the door's time bounds; each request's latency is measured at the client.
 The load comes from `--workers` processes (asyncio + httpx), so the client's own CPU is split
@@ -219,14 +220,20 @@ async def _runtime_only(clients: int, seconds: float) -> None:
         began = time.monotonic()
         sent = await asyncio.gather(*[client(began + seconds) for _ in range(clients)])
         rate = sum(sent) / (time.monotonic() - began)
+        await container.runtime.caught_up()
+        registry = container.telemetry.registry
+        lag_sum = registry.get_sample_value("remsguard_compliance_record_lag_seconds_sum") or 0.0
+        lag_count = registry.get_sample_value("remsguard_compliance_record_lag_seconds_count")
         await container.stop()
     steps = ", ".join(
         f"{name} {statistics.fmean(values) * 1000:.2f} ms ({len(values)})"
         for name, values in parts.items()
     )
+    lag = f"{lag_sum / lag_count * 1000:.1f} ms" if lag_count else "n/a"
     print(
         f"in process, {clients} clients, single events: {rate:,.0f} events/s; "
-        f"{_percentiles(latencies)}; mean per step: {steps}; load {os.getloadavg()[0]:.2f}"
+        f"{_percentiles(latencies)}; mean per call: {steps}; compliance log behind the answer "
+        f"by {lag} on average; load {os.getloadavg()[0]:.2f}"
     )
 
 

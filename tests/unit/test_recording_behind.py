@@ -168,7 +168,7 @@ def test_the_recorder_writes_queued_steps_together_oldest_first_after_a_failure(
     async def run() -> None:
         recorder = DecisionRecorder(
             write,
-            lambda through, _d: recorded.append(through),
+            lambda through, _d, _lag: recorded.append(through),
             lambda: failures.append(1),
             retry_pause=0.05,
         )

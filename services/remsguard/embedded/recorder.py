@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -44,18 +45,20 @@ class _Step:
     decisions: Decisions
     events: list[Event]
     through: Checkpoint
+    queued_at: float  # time.monotonic()
 
 
 class DecisionRecorder:
     """Writes queued steps' decisions with `write` (in a worker thread), oldest first.
 
-    `on_recorded(through, decisions)` runs on the event loop after each successful write;
-    `on_failure()` after each failed one (the write is retried after `retry_pause` s)."""
+    `on_recorded(through, decisions, lag)` runs on the event loop after each successful
+    write (`lag`: seconds since the oldest step written was queued); `on_failure()` after
+    each failed one (the write is retried after `retry_pause` s)."""
 
     def __init__(
         self,
         write: Write,
-        on_recorded: Callable[[Checkpoint, Decisions], None],
+        on_recorded: Callable[[Checkpoint, Decisions, float], None],
         on_failure: Callable[[], None],
         *,
         recorded: Checkpoint | None = None,
@@ -86,7 +89,7 @@ class DecisionRecorder:
             self.recorded = through
             self._notify()
             return
-        self._queued.append(_Step(decisions, events, through))
+        self._queued.append(_Step(decisions, events, through, time.monotonic()))
         self._wake.set()
 
     async def caught_up(self, through: Checkpoint) -> None:
@@ -160,7 +163,7 @@ class DecisionRecorder:
         finally:
             self._in_flight = False
         self.recorded = steps[-1].through
-        self._on_recorded(self.recorded, decisions)
+        self._on_recorded(self.recorded, decisions, time.monotonic() - steps[0].queued_at)
         self._notify()
         return True
 

@@ -227,6 +227,7 @@ class _Metrics:
     commit_seconds: Histogram
     group_events: Histogram
     record_failures: Counter
+    record_lag: Histogram
     journal_failures: Counter
     summary_seconds: Histogram
     summary_failures: Counter
@@ -253,8 +254,15 @@ class _Metrics:
             ),
             record_failures=Counter(
                 "remsguard_compliance_write_failures_total",
-                "Failed writes to the compliance log (retried on the next step).",
+                "Failed writes to the compliance log (retried, in order, after a pause).",
                 registry=registry,
+            ),
+            record_lag=Histogram(
+                "remsguard_compliance_record_lag_seconds",
+                "Time from a step's answer until its decisions are in the compliance log "
+                "(reads wait for it).",
+                registry=registry,
+                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
             ),
             journal_failures=Counter(
                 "remsguard_journal_failures_total",
@@ -974,7 +982,8 @@ class EmbeddedRuntime:
         )
         return recorded.new_alerts
 
-    def _recorded_through(self, _through: Checkpoint, decisions: Decisions) -> None:
+    def _recorded_through(self, _through: Checkpoint, decisions: Decisions, lag: float) -> None:
+        self._metrics.record_lag.observe(lag)
         self._mark_touched(decisions)
 
 
