@@ -7,7 +7,7 @@ from typing import Any
 from aiokafka.partitioner import DefaultPartitioner
 from faust.types import TP
 
-from remsguard.adapters.kafka.processor import _KeyPartitions
+from remsguard.adapters.kafka.outbox import KeyPartitions
 
 
 class FakeProducer:
@@ -30,9 +30,9 @@ class FakeApp:
         self.producer = producer
 
 
-def partitions(producer: FakeProducer, limit: int = 1000) -> _KeyPartitions:
+def partitions(producer: FakeProducer, limit: int = 1000) -> KeyPartitions:
     app: Any = FakeApp(producer)
-    return _KeyPartitions(app, limit=limit)
+    return KeyPartitions(app, limit=limit)
 
 
 def test_a_key_gets_the_default_partitioners_choice_and_is_looked_up_once() -> None:

@@ -2,55 +2,53 @@
 
 - One agent (`concurrency=1`) over one multi-name topic: the three input topics and the
   tick topic, raw bytes in and out, keys are raw UTF-8 session ids.
-- One table, `sessions` (memory store, changelog-backed): bytes session id -> pickled
-  session. It is written only in the agent loop, when a partition's state is flushed.
+- One table, `sessions` (memory store, changelog-backed): bytes session id -> stored session
+  (`handlers/stored_session.py`). It is written only in the agent loop, when a partition's
+  state is flushed.
 - One timer, on every worker: skipped while rebalancing; (re)builds the deadline heaps when
   the assignment changed; advances each actively owned partition's clock; sends a tick to
   the tick topic for every due session (and a flush request for partitions whose processed
   messages wait too long for their state write).
-- Manual acks: a message is acked only once its partition's state is in the changelog
+- Outputs go into record batches per topic-partition (`Outbox`); manual acks
+  (`WriteBehind`): a message is acked only once its partition's state is in the changelog
   (acknowledged by Kafka), and that state is sent only once every output sent before it is
   acknowledged. The changelog copy is sent by the agent itself and awaited: faust's own
   table writes go through a send-soon buffer that its pre-commit flush may leave undrained
   (`flush_atmost` gives up after 0.1 s), so offsets could be committed ahead of the state they
   need, and a worker taking over would skip readings it never saw.
+
+`_Worker` holds what the agent, the timer and the rebalance callbacks do; `create_app` builds
+the pieces and registers those with faust.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from time import monotonic
 from typing import Any
 
 import faust
 import structlog
-from faust.sensors import Monitor
-from faust.types import TP, EventT, Message, StreamT
+from faust.types import TP
 from kafka.partitioner.default import murmur2
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import SQLAlchemyError
 
 from remsguard.adapters.kafka.health import WorkerHealth
+from remsguard.adapters.kafka.outbox import Outbox
 from remsguard.adapters.kafka.topics import Topics
+from remsguard.adapters.kafka.worker_metrics import LeanMonitor, MessageCounts, ProcessorMetrics
+from remsguard.adapters.kafka.write_behind import WriteBehind
 from remsguard.adapters.storage import ComplianceLog
 from remsguard.adapters.storage.registry import RegistryStore
-from remsguard.adapters.telemetry import ClinicLabels, Series, Telemetry
+from remsguard.adapters.telemetry import ClinicLabels, Telemetry
 from remsguard.config import Settings, UnsetDatabase, compliance_log_url
 from remsguard.domain.admission import EventTimeBounds
 from remsguard.domain.engine import MonitoringEngine
-from remsguard.handlers.stream import (
-    FLUSH,
-    PROCESSING_ERROR,
-    Result,
-    SessionStore,
-    StreamProcessor,
-)
+from remsguard.handlers.stream import FLUSH, SessionStore, StreamProcessor
 from remsguard.protocols import load_protocols
 
 __all__ = ["ProcessorMetrics", "create_app"]
@@ -58,6 +56,7 @@ __all__ = ["ProcessorMetrics", "create_app"]
 log = structlog.get_logger("remsguard.processor")
 
 SESSIONS_SCAN_SECONDS = 5.0  # how often the timer counts sessions for telemetry
+STATE_LOG_SECONDS = 10.0  # how often the timer logs the processor's state
 
 CHANGELOG_CONFIG = {
     "cleanup.policy": "compact",
@@ -67,222 +66,212 @@ CHANGELOG_CONFIG = {
 }
 
 
-class ProcessorMetrics:
-    """Counts and latencies of the processor, registered on an explicit registry."""
+class _Worker:
+    """One worker: what its agent does with a message, what its timer does, and what a
+    rebalance changes."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.messages = Counter(
-            "remsguard_processor_messages_total",
-            "Messages processed, by topic kind and outcome.",
-            ["kind", "outcome"],
-            registry=registry,
-        )
-        self.alerts = Counter(
-            "remsguard_processor_alerts_total",
-            "Alerts raised (re-sent ones after a restart included), by rule.",
-            ["rule"],
-            registry=registry,
-        )
-        self.dead_letters = Counter(
-            "remsguard_processor_dead_letters_total",
-            "Messages sent to the dead-letter topic, by reason.",
-            ["reason"],
-            registry=registry,
-        )
-        self.latency = Histogram(
-            "remsguard_processor_message_seconds",
-            "Time to process one message (decode, engine, queue outputs).",
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0),
-            registry=registry,
-        )
-        self.flushes = Counter(
-            "remsguard_processor_state_flushes_total",
-            "Session-state writes to the changelog table (one per partition flush).",
-            registry=registry,
-        )
-        self.clock_lag = Gauge(
-            "remsguard_processor_clock_lag_seconds",
-            "How far the partition's deadline clock is behind the wall clock: 0 once every "
-            "input is caught up and quiet, else wall clock minus the event-time clock.",
-            ["partition"],
-            registry=registry,
-        )
-        self.evictions = Counter(
-            "remsguard_processor_sessions_evicted_total",
-            "Finished sessions evicted from memory and the changelog after the retention.",
-            registry=registry,
-        )
-        self.partitions = Gauge(
-            "remsguard_processor_partitions",
-            "Partitions actively owned by this worker.",
-            registry=registry,
-        )
-
-
-@dataclass(slots=True)
-class _Sealed:
-    """A partition's state as of one flush, written once the outputs before it are acked."""
-
-    blobs: list[tuple[bytes, bytes | None]]  # None: delete the key (a Kafka tombstone)
-    sends: list[Any]
-    events: list[Any]
-
-
-@dataclass(slots=True)
-class _Written:
-    """A partition's state sent to the changelog; its messages are acked once Kafka has it."""
-
-    sends: list[Any]
-    events: list[Any]
-
-
-@dataclass
-class _Pending:
-    """Per partition: messages waiting for their state write, outputs waiting for acks,
-    sealed state snapshots waiting for those acks, and written snapshots waiting for the
-    changelog's acks (each oldest first)."""
-
-    events: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    sends: dict[int, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    sealed: dict[int, deque[_Sealed]] = field(default_factory=lambda: defaultdict(deque))
-    written: dict[int, deque[_Written]] = field(default_factory=lambda: defaultdict(deque))
-
-    def drop(self, partitions: set[int]) -> None:
-        for partition in partitions:
-            self.events.pop(partition, None)
-            self.sends.pop(partition, None)
-            self.sealed.pop(partition, None)
-            self.written.pop(partition, None)
-
-    def waiting(self) -> list[int]:
-        stages = (self.sealed, self.written)
-        return sorted({p for stage in stages for p, batches in stage.items() if batches})
-
-    def seal(self, partition: int, blobs: list[tuple[bytes, bytes | None]]) -> None:
-        """The partition's state now, to be written once every output sent before it is
-        acknowledged (`settle`, which never blocks the stream)."""
-        sends, events = self.sends.pop(partition, []), self.events.pop(partition, [])
-        self.sealed[partition].append(_Sealed(blobs, sends, events))
-
-    async def settle(
+    def __init__(
         self,
-        partition: int,
-        write: Callable[[bytes, bytes | None], Awaitable[Any]],
-        ack: Callable[[Any], Awaitable[Any]],
-    ) -> int:
-        """Write the sealed states whose outputs are acknowledged (`write` sends one to the
-        changelog), then ack the messages whose state the changelog acknowledged; returns
-        how many states were written."""
-        written = 0
-        batches = self.sealed.get(partition)
-        while batches and _delivered(batches[0].sends):
-            batch = batches.popleft()
-            sent = [await write(key, blob) for key, blob in batch.blobs]
-            self.written[partition].append(_Written(sent, batch.events))
-            written += 1
-        done = self.written.get(partition)
-        while done and _delivered(done[0].sends):
-            for event in done.popleft().events:
-                await ack(event)
-        return written
-
-
-class _KeyPartitions:
-    """The partition the producer's partitioner gives a key, worked out once per topic and
-    key (murmur2 in pure Python is a measurable share of each send); cleared on rebalance.
-    An output topic that gains partitions between rebalances keeps each session on its old
-    partition until then: per-session order holds, and no consumer depends on the partition."""
-
-    def __init__(self, app: faust.App, limit: int = 200_000) -> None:
-        self._app = app
-        self._limit = limit
-        self._known: dict[tuple[str, bytes], int] = {}
-
-    def of(self, topic: str, key: bytes | None) -> int | None:
-        """None: let the producer choose (no key, or the topic's metadata not loaded yet)."""
-        if key is None:
-            return None
-        partition = self._known.get((topic, key))
-        if partition is None:
-            try:
-                partition = int(self._app.producer.key_partition(topic, key).partition)
-            except Exception:  # metadata not loaded yet: this send computes it itself
-                return None
-            if len(self._known) >= self._limit:
-                self._known.clear()
-            self._known[(topic, key)] = partition
-        return partition
-
-    def clear(self) -> None:
-        self._known.clear()
-
-
-class _LeanMonitor(Monitor):
-    """faust's monitor without its per-message statistics (counts by stream and task,
-    event runtimes), which nothing here reads: ~5% of a do-nothing agent's time. It keeps
-    what faust's own stall diagnostics read (`stream_inbound_time`, read offsets)."""
-
-    def on_message_in(self, tp: TP, offset: int, message: Message) -> None:
-        self.tp_read_offsets[tp] = offset
-
-    def on_stream_event_in(
-        self, tp: TP, offset: int, stream: StreamT[Any], event: EventT[Any]
-    ) -> dict[str, Any] | None:
-        self.stream_inbound_time[tp] = monotonic()
-        return None
-
-    def on_stream_event_out(
-        self,
-        tp: TP,
-        offset: int,
-        stream: StreamT[Any],
-        event: EventT[Any],
-        state: dict[str, Any] | None = None,
+        app: faust.App,
+        settings: Settings,
+        table: Any,
+        processor: StreamProcessor,
+        metrics: ProcessorMetrics,
+        telemetry: Telemetry,
     ) -> None:
-        return None
+        self.app = app
+        self.settings = settings
+        self.topics = Topics.from_settings(settings)
+        self.table = table
+        self.changelog = table.changelog_topic.get_topic_name()
+        self.processor = processor
+        self.metrics = metrics
+        self.telemetry = telemetry
+        self.health = WorkerHealth(settings.processor_stall_seconds)
+        self.outbox = Outbox(app)
+        self.pending = WriteBehind()
+        self.logical = len(settings.topic_prefix)  # telemetry labels topics without the prefix
+        self.counted = MessageCounts(metrics, telemetry, self.logical)
+        self._inputs = frozenset(self.topics.inputs)
+        self._kinds = {name: "input" for name in self.topics.inputs} | {self.topics.ticks: "tick"}
+        self._rebalances = -1  # `app.rebalancing_count` when the assignment was last taken
+        self._sessions_counted = 0.0
+        self._evicted = time.monotonic()
+        self._logged = 0.0
 
-    def on_message_out(self, tp: TP, offset: int, message: Message) -> None:
-        return None
+    # -- the agent -------------------------------------------------------------------------
 
+    async def agent(self, stream: Any) -> None:
+        """Every message of the input and tick topics, in order; acked by `WriteBehind`."""
+        try:
+            manual = stream.noack()
+            async for event in manual.events():
+                await self._message(event, manual.ack)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # faust restarts the agent: make a crash loop visible
+            self.health.crashed(exc)
+            log.error("processor.agent_crashed", error=f"{type(exc).__name__}: {exc}"[:500])
+            raise
 
-class _MessageCounts:
-    """Counts one processed message: the processor's own families and the shared telemetry
-    (topics labelled without the environment's prefix, `logical` characters)."""
+    async def _message(self, event: Any, ack: Callable[[Any], Any]) -> None:
+        message = event.message
+        partition = message.partition
+        processor = self.processor
+        if not processor.owns(partition):
+            return  # buffered before a revocation: its new owner processes it
+        started = time.perf_counter()
+        if message.topic == self.topics.ticks and message.value == FLUSH:
+            self.health.heartbeat_seen(partition)
+        result = processor.process(
+            message.topic,
+            partition,
+            message.offset,
+            message.key,
+            message.value,
+            message.timestamp,
+        )
+        send = self.outbox.send
+        sends = [await send(out.topic, out.key, out.value, out.headers) for out in result.outbound]
+        self.pending.processed(partition, event, sends)
+        self.metrics.latency.observe(time.perf_counter() - started)
+        self.counted(self._kinds.get(message.topic, "other"), message, result)
+        if not processor.owns(partition):  # revoked while we sent: its new owner redoes it
+            self.pending.drop({partition})
+            return
+        if processor.should_flush(partition):  # a flush request only brings us here
+            self.pending.seal(partition, processor.flush(partition))
+        written = await self.pending.settle(partition, self._write, ack)
+        if written:
+            self.metrics.flushes.inc(written)
 
-    def __init__(self, metrics: ProcessorMetrics, telemetry: Telemetry, logical: int) -> None:
-        self._metrics = metrics
-        self._messages = Series(metrics.messages)
-        self._telemetry = telemetry
-        self._logical = logical
+    async def _write(self, partition: int, key: bytes, blob: bytes | None) -> Any:
+        """One session's state: the table's local copy, and the changelog's, sent here (None
+        deletes the key: a Kafka tombstone)."""
+        if blob is None:
+            self.table.data.pop(key, None)
+        else:
+            self.table.data[key] = blob
+        return await self.app.producer.send(self.changelog, key, blob, partition, None, None)
 
-    def __call__(self, kind: str, message: Any, result: Result) -> None:
-        metrics, telemetry = self._metrics, self._telemetry
-        self._messages(kind, result.outcome).inc()
-        for rule in result.alerts:
-            metrics.alerts.labels(rule).inc()
-        if result.dead_letter_reason is not None:
-            metrics.dead_letters.labels(result.dead_letter_reason).inc()
-        topic = message.topic[self._logical :]
-        if result.outcome == PROCESSING_ERROR:
-            telemetry.dead_letter(topic, PROCESSING_ERROR)
-        elif result.decisions is not None:
-            telemetry.observe_decisions(
-                result.decisions,
-                topic=topic if kind == "input" else None,
-                event=result.event,
-                ingested_at=message.timestamp if kind == "input" else None,
-                dead_lettered=True,
-            )
+    # -- the timer -------------------------------------------------------------------------
 
+    async def timer(self) -> None:
+        """Health; the assignment; the partitions' clocks; eviction; deadline ticks and
+        flush requests for the agent."""
+        app, health = self.app, self.health
+        health.timer_ran(bool(app.rebalancing))
+        self.telemetry.up("processor", health.check() is None)
+        if app.rebalancing:
+            return
+        owned = self._follow_assignment()
+        if not owned:
+            return
+        ends = await self._input_ends(owned)
+        wall = datetime.now(UTC)
+        self.processor.clocks(ends, wall)
+        self._evict()
+        self._observe(ends, wall)
+        await self._send_ticks()
+        await self._request_flushes(owned)
 
-def _delivered(sends: list[Any]) -> bool:
-    """Whether every send is acknowledged; raises if one failed (crash and redo, never skip)."""
-    if not all(fut.done() for fut in sends):
-        return False
-    failed = [f.exception() for f in sends if f.exception() is not None]
-    if failed:
-        raise RuntimeError(f"output not delivered: {failed[0]!r}")
-    return True
+    def _follow_assignment(self) -> set[int]:
+        """The input partitions actively owned now; the processor takes them (rebuilding its
+        deadline heaps) whenever the assignment changed."""
+        app, processor = self.app, self.processor
+        actives = app.assignor.assigned_actives()
+        owned = {tp.partition for tp in actives if tp.topic in self._inputs}
+        if self._rebalances != app.rebalancing_count or owned != processor.partitions:
+            lost = processor.partitions - owned
+            self.pending.drop(lost)
+            self.health.revoked(lost)
+            self.outbox.rebalanced()
+            processor.assign(owned)
+            self._rebalances = app.rebalancing_count
+            self.metrics.partitions.set(len(owned))
+        return owned
+
+    async def _input_ends(self, owned: set[int]) -> dict[tuple[str, int], int]:
+        """End offsets of the owned input partitions as of the consumer's last fetch (no
+        broker round trip: this runs twice a second); missing until the first fetch
+        answered, which counts as lagging. Where consumption starts is noted for partitions
+        nothing has been processed of yet."""
+        consumer, processor = self.app.consumer, self.processor
+        tps = [TP(topic, p) for topic in self.topics.inputs for p in sorted(owned)]
+        ends: dict[tuple[str, int], int] = {}
+        for tp in tps:
+            end = consumer.highwater(tp)
+            if end is not None:
+                ends[(tp.topic, tp.partition)] = end
+        unknown = [tp for tp in tps if not processor.has_consumed(tp.topic, tp.partition)]
+        if unknown:
+            found = await asyncio.gather(*(consumer.position(tp) for tp in unknown))
+            for tp, position in zip(unknown, found, strict=True):
+                if position is not None:
+                    processor.note_position(tp.topic, tp.partition, position)
+        return ends
+
+    def _evict(self) -> None:
+        """Every `session_eviction_seconds`: finished sessions past the retention leave (their
+        tombstones are written with each partition's next flush)."""
+        if time.monotonic() - self._evicted < self.settings.session_eviction_seconds:
+            return
+        self._evicted = time.monotonic()
+        gone = self.processor.evict()
+        self.metrics.evictions.inc(len(gone))
+        if gone:
+            at = self.processor.eviction_clock()
+            log.info("processor.evicted", sessions=len(gone), clock=at and at.isoformat())
+
+    def _observe(self, ends: dict[tuple[str, int], int], wall: datetime) -> None:
+        """Consumer and clock lags; every few seconds the sessions' gauges and a state line."""
+        processor, telemetry = self.processor, self.telemetry
+        for (topic, p), end in ends.items():
+            position = processor.consumed(topic, p)
+            if position is not None:
+                telemetry.set_consumer_lag(topic[self.logical :], p, end - position)
+        for partition, lag in processor.clock_lags(wall).items():
+            self.metrics.clock_lag.labels(str(partition)).set(lag)
+        now = time.monotonic()
+        if now - self._sessions_counted >= SESSIONS_SCAN_SECONDS:
+            self._sessions_counted = now
+            engine = processor.engine
+            telemetry.observe_sessions(engine.sessions.values(), engine.protocol_of)
+        if now - self._logged >= STATE_LOG_SECONDS:
+            self._logged = now
+            ends_by_name = {f"{topic}/{p}": end for (topic, p), end in sorted(ends.items())}
+            log.info("processor state", ends=ends_by_name, **processor.stats())
+
+    async def _send_ticks(self) -> None:
+        """A tick for every session with a deadline due, to its partition of the tick topic."""
+        producer, ticks, processor = self.app.producer, self.topics.ticks, self.processor
+        for partition, session_id, now in processor.due_ticks():
+            value = processor.tick_value(now)
+            await producer.send(ticks, session_id.encode("utf-8"), value, partition, None, None)
+
+    async def _request_flushes(self, owned: set[int]) -> None:
+        """A flush request (`F`) to each partition whose state waits to be written, and
+        every few seconds to all (the health heartbeat: it must come back through the
+        agent)."""
+        flushes = {*self.processor.stale_partitions(), *self.pending.waiting()}
+        if self.health.heartbeat_due():
+            self.health.heartbeats_sent(owned)
+            flushes |= owned
+        producer, ticks = self.app.producer, self.topics.ticks
+        for partition in flushes:
+            await producer.send(ticks, b"", FLUSH, partition, None, None)
+
+    # -- rebalances ------------------------------------------------------------------------
+
+    def assigned(self, got: set[TP]) -> None:
+        """Accept the new partitions' messages now (their state may still be recovering)."""
+        self.processor.adopt({tp.partition for tp in got if tp.topic in self._inputs})
+
+    def revoked(self, revoked: set[TP]) -> None:
+        lost = {tp.partition for tp in revoked if tp.topic in self._inputs}
+        self.health.revoked(lost)
+        self.pending.drop(lost)
+        self.processor.revoke(lost)
 
 
 def _rems_gate(settings: Settings, engine: MonitoringEngine) -> Callable[[], None] | None:
@@ -343,23 +332,12 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=max(0.5, settings.processor_session_timeout_seconds / 10),
         stream_wait_empty=False,
         stream_buffer_maxsize=16384,
-        monitor=_LeanMonitor(),
+        monitor=LeanMonitor(),
     )
 
 
-def create_app(
-    settings: Settings,
-    registry: CollectorRegistry,
-    protocol_files: list[Path] | None = None,
-) -> faust.App:
-    topics = Topics.from_settings(settings)
-    partitions = settings.topic_partitions
-    app = _faust_app(settings)
-    metrics = ProcessorMetrics(registry)
-    telemetry = Telemetry(registry, ClinicLabels(settings.metrics_max_clinics))
-    logical = len(settings.topic_prefix)  # telemetry labels topics without the env prefix
-    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-    source = app.topic(*topics.inputs, topics.ticks, key_type=bytes, value_type=bytes, **raw)
+def _sessions_table(app: faust.App, partitions: int) -> Any:
+    """The `sessions` table: raw bytes both ways, a compacted changelog."""
     table: Any = app.Table(
         "sessions",
         partitions=partitions,
@@ -370,7 +348,35 @@ def create_app(
     # faust derives table serializers from the types (json for bytes); the changelog topic is
     # created lazily, so raw set here applies to it too.
     table.key_serializer = table.value_serializer = "raw"
-    changelog = table.changelog_topic.get_topic_name()
+    return table
+
+
+def _stream_processor(
+    settings: Settings, engine: MonitoringEngine, store: SessionStore
+) -> StreamProcessor:
+    return StreamProcessor(
+        engine,
+        store,
+        Topics.from_settings(settings).stream(),
+        idle_grace_seconds=settings.clock_idle_grace_seconds,
+        flush_seconds=settings.state_flush_seconds,
+        backlog_flush_seconds=settings.state_flush_backlog_seconds,
+        bounds=EventTimeBounds.of(settings.event_max_future_seconds, settings.event_max_age_days),
+        partition_count=settings.topic_partitions,
+        key_hash=murmur2,
+        retention=timedelta(hours=settings.session_retention_hours),
+    )
+
+
+def create_app(
+    settings: Settings,
+    registry: CollectorRegistry,
+    protocol_files: list[Path] | None = None,
+) -> faust.App:
+    """The worker's faust app: its table, engine and stream processor, and the agent, timers
+    and rebalance callbacks of a `_Worker` over them."""
+    app = _faust_app(settings)
+    table = _sessions_table(app, settings.topic_partitions)
     store = SessionStore(table)
     engine = MonitoringEngine(
         load_protocols(protocol_files or settings.protocol_files),
@@ -378,183 +384,51 @@ def create_app(
         sessions=store,
     )
     refresh_registry = _rems_gate(settings, engine)
-    processor = StreamProcessor(
-        engine,
-        store,
-        topics.stream(),
-        idle_grace_seconds=settings.clock_idle_grace_seconds,
-        flush_seconds=settings.state_flush_seconds,
-        backlog_flush_seconds=settings.state_flush_backlog_seconds,
-        bounds=EventTimeBounds.of(settings.event_max_future_seconds, settings.event_max_age_days),
-        partition_count=partitions,
-        key_hash=murmur2,
-        retention=timedelta(hours=settings.session_retention_hours),
+    worker = _Worker(
+        app,
+        settings,
+        table,
+        _stream_processor(settings, engine, store),
+        ProcessorMetrics(registry),
+        Telemetry(registry, ClinicLabels(settings.metrics_max_clinics)),
     )
-    health = WorkerHealth(settings.processor_stall_seconds)
-    pending = _Pending()
-    inputs = frozenset(topics.inputs)
-    kinds = {name: "input" for name in topics.inputs} | {topics.ticks: "tick"}
-    assigned: dict[str, Any] = {"count": -1}
-    sessions_scanned = [0.0]
-    evicted_at = [time.monotonic()]
-    counted = _MessageCounts(metrics, telemetry, logical)
-    key_partitions = _KeyPartitions(app)
+    topics = worker.topics
+    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+    source = app.topic(*topics.inputs, topics.ticks, key_type=bytes, value_type=bytes, **raw)
 
     # A plain coroutine, not a generator: faust formats a debug line for every value an agent
     # yields, whatever the log level (14% of a do-nothing agent's time).
     @app.agent(source, concurrency=1)
     async def process(stream: Any) -> None:
-        try:
-            await _process(stream)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # faust restarts the agent: make a crash loop visible
-            health.crashed(exc)
-            log.error("processor.agent_crashed", error=f"{type(exc).__name__}: {exc}"[:500])
-            raise
-
-    async def _process(stream: Any) -> None:
-        producer = app.producer
-        partitions_of = key_partitions.of
-        manual = stream.noack()
-        async for event in manual.events():
-            message = event.message
-            partition = message.partition
-            if not processor.owns(partition):
-                continue  # buffered before a revocation: its new owner processes it
-            started = time.perf_counter()
-            if message.topic == topics.ticks and message.value == FLUSH:
-                health.heartbeat_seen(partition)
-            result = processor.process(
-                message.topic,
-                partition,
-                message.offset,
-                message.key,
-                message.value,
-                message.timestamp,
-            )
-            for out in result.outbound:
-                # Straight to the producer: no faust Topic/FutureMessage per output.
-                fut = await producer.send(
-                    out.topic,
-                    out.key,
-                    out.value,
-                    partitions_of(out.topic, out.key),
-                    None,
-                    list(out.headers) or None,
-                )
-                pending.sends[partition].append(fut)
-            pending.events[partition].append(event)
-            metrics.latency.observe(time.perf_counter() - started)
-            counted(kinds.get(message.topic, "other"), message, result)
-            if not processor.owns(partition):  # revoked while we sent: its new owner redoes it
-                pending.drop({partition})
-                continue
-            if processor.should_flush(partition):  # a flush request only brings us here
-                pending.seal(partition, processor.flush(partition))
-
-            async def write(key: bytes, blob: bytes | None, partition: int = partition) -> Any:
-                # The local copy; the changelog's is sent here (None: a Kafka tombstone).
-                if blob is None:
-                    table.data.pop(key, None)
-                else:
-                    table.data[key] = blob
-                return await producer.send(changelog, key, blob, partition, None, None)
-
-            metrics.flushes.inc(await pending.settle(partition, write, manual.ack))
+        await worker.agent(stream)
 
     @app.timer(interval=settings.clock_tick_seconds)  # type: ignore[untyped-decorator]
     async def clock() -> None:
-        health.timer_ran(bool(app.rebalancing))
-        telemetry.up("processor", health.check() is None)
-        if app.rebalancing:
-            return
-        actives = app.assignor.assigned_actives()
-        owned = {tp.partition for tp in actives if tp.topic in inputs}
-        if assigned["count"] != app.rebalancing_count or owned != processor.partitions:
-            lost = processor.partitions - owned
-            pending.drop(lost)
-            health.revoked(lost)
-            key_partitions.clear()
-            processor.assign(owned)
-            assigned["count"] = app.rebalancing_count
-            metrics.partitions.set(len(owned))
-        if not owned:
-            return
-        tps = [TP(topic, p) for topic in topics.inputs for p in sorted(owned)]
-        # End offsets as of the consumer's last fetch (no broker round trip: this runs twice
-        # a second); None until the first fetch answered, which counts as lagging.
-        ends: dict[tuple[str, int], int] = {}
-        for tp in tps:
-            end = app.consumer.highwater(tp)
-            if end is not None:
-                ends[(tp.topic, tp.partition)] = end
-        unknown = [tp for tp in tps if not processor.has_consumed(tp.topic, tp.partition)]
-        if unknown:  # nothing processed yet since assignment: where does the consumer start?
-            found = await asyncio.gather(*(app.consumer.position(tp) for tp in unknown))
-            for tp, position in zip(unknown, found, strict=True):
-                if position is not None:
-                    processor.note_position(tp.topic, tp.partition, position)
-        for (topic, p), end in ends.items():
-            position = processor.consumed(topic, p)
-            if position is not None:
-                telemetry.set_consumer_lag(topic[logical:], p, end - position)
-        if time.monotonic() - sessions_scanned[0] >= SESSIONS_SCAN_SECONDS:
-            sessions_scanned[0] = time.monotonic()
-            telemetry.observe_sessions(engine.sessions.values(), engine.protocol_of)
-        wall = datetime.now(UTC)
-        processor.clocks(ends, wall)
-        if time.monotonic() - evicted_at[0] >= settings.session_eviction_seconds:
-            evicted_at[0] = time.monotonic()
-            gone = processor.evict()  # written with each partition's next flush
-            metrics.evictions.inc(len(gone))
-            if gone:
-                at = processor.eviction_clock()
-                log.info("processor.evicted", sessions=len(gone), clock=at and at.isoformat())
-        for partition, lag in processor.clock_lags(wall).items():
-            metrics.clock_lag.labels(str(partition)).set(lag)
-        if time.monotonic() - assigned.get("logged", 0.0) >= 10:
-            assigned["logged"] = time.monotonic()
-            ends_by_name = {f"{topic}/{p}": end for (topic, p), end in sorted(ends.items())}
-            log.info("processor state", ends=ends_by_name, **processor.stats())
-        producer, ticks = app.producer, topics.ticks
-        for partition, session_id, now in processor.due_ticks():
-            await producer.send(
-                ticks, session_id.encode("utf-8"), processor.tick_value(now), partition, None, None
-            )
-        flushes = {*processor.stale_partitions(), *pending.waiting()}
-        if health.heartbeat_due():  # a flush request that must come back through the agent
-            health.heartbeats_sent(owned)
-            flushes |= owned
-        for partition in flushes:
-            await producer.send(ticks, b"", FLUSH, partition, None, None)
+        await worker.timer()
 
     if refresh_registry is not None:
+        refresh = refresh_registry
 
         @app.timer(interval=settings.registry_refresh_seconds)  # type: ignore[untyped-decorator]
         async def registry_refresh() -> None:
-            await asyncio.to_thread(refresh_registry)
+            await asyncio.to_thread(refresh)
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(_sender: Any, *args: Any, **_kwargs: Any) -> None:
-        got: set[TP] = args[0] if args else set()
-        processor.adopt({tp.partition for tp in got if tp.topic in inputs})
+        worker.assigned(args[0] if args else set())
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(_sender: Any, *args: Any, **_kwargs: Any) -> None:
-        revoked: set[TP] = args[0] if args else set()
-        lost = {tp.partition for tp in revoked if tp.topic in inputs}
-        health.revoked(lost)
-        pending.drop(lost)
-        processor.revoke(lost)
+        worker.revoked(args[0] if args else set())
 
     app.remsguard = {  # type: ignore[attr-defined]
-        "processor": processor,
-        "metrics": metrics,
-        "telemetry": telemetry,
+        "worker": worker,
+        "processor": worker.processor,
+        "metrics": worker.metrics,
+        "telemetry": worker.telemetry,
         "topics": topics,
         "agent": process,
         "timer": clock,
-        "health": health,
+        "health": worker.health,
     }
     return app
