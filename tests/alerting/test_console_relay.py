@@ -64,7 +64,7 @@ def test_relay_stores_and_shows_each_open_alert_once_and_claims_nothing(tmp_path
         assert note["kind"] == "acknowledged" and note["by_name"] == "rn-jane"
         # an alert already acknowledged elsewhere is stored but not shown as new
         log.save_alerts([alert("a2")])
-        log.acknowledge_alert("a2", "staff-2")
+        log.alert_store.acknowledge("a2", "staff-2")
         fresh = build_console_alerting(log)
         sub = fresh.hub.subscribe(None)
         assert await fresh.relay([alert("a2")]) == 0

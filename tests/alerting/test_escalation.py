@@ -172,7 +172,7 @@ def test_acknowledged_in_another_process_stops_escalation(tmp_path: Path) -> Non
         await svc.restore()
         await svc.process([alert("a1")], save=True)
         clock.advance(seconds=30)
-        log.acknowledge_alert("a1", "staff-9")  # e.g. through the API of another process
+        log.alert_store.acknowledge("a1", "staff-9")  # e.g. through the API of another process
         clock.advance(minutes=10)
         assert await svc.tick() == 0
 
@@ -271,7 +271,7 @@ def test_open_alerts_past_their_last_step_are_counted_until_acknowledged(tmp_pat
         await service.drain()
 
     run(first_life())
-    log.acknowledge_alert("a2", "staff-2")  # by another process, while this one is down
+    log.alert_store.acknowledge("a2", "staff-2")  # by another process, while this one is down
     log.save_alerts([alert("a3")])
     clock.advance(minutes=10)
 
@@ -281,7 +281,7 @@ def test_open_alerts_past_their_last_step_are_counted_until_acknowledged(tmp_pat
         assert past() is None
         await service.tick()
         assert past() == 1
-        log.resolve_alert("a3", "staff-2")  # by another process
+        log.alert_store.resolve("a3", "staff-2")  # by another process
         await service.tick()
         assert past() == 0
         await service.drain()

@@ -67,7 +67,7 @@ def _work_the_month(log: ComplianceLog) -> None:
             if alert.severity != "critical" or n % 6 == 5:
                 continue
             waited = timedelta(minutes=1 + (n * 7) % 40, seconds=n % 50)
-            log.acknowledge_alert(alert.alert_id, "rn-pat", utc(alert.triggered_at) + waited)
+            log.alert_store.acknowledge(alert.alert_id, "rn-pat", utc(alert.triggered_at) + waited)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -124,8 +124,8 @@ class ComplianceLogContract(Backend):
         ]
         assert log.append_audit([*recs, alert_record(a), alert_record(b)]).inserted == 4
         assert log.save_alerts([a, b]) == 2 and log.save_events([opened]) == 1
-        assert log.acknowledge_alert(a.alert_id, "rn").status == AlertStatus.ACKNOWLEDGED  # type: ignore[union-attr]
-        assert log.resolve_alert(a.alert_id, "md").status == AlertStatus.RESOLVED  # type: ignore[union-attr]
+        assert log.alert_store.acknowledge(a.alert_id, "rn").status == AlertStatus.ACKNOWLEDGED  # type: ignore[union-attr]
+        assert log.alert_store.resolve(a.alert_id, "md").status == AlertStatus.RESOLVED  # type: ignore[union-attr]
         shelved = log.shelve_alert(b.alert_id, "rn", T0 + timedelta(hours=1), "busy", at=T0)
         assert shelved is not None and shelved.status == AlertStatus.SHELVED
         assert [r.alert_id for r in log.unshelve_due(T0 + timedelta(hours=1))] == [b.alert_id]

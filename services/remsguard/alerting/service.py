@@ -1,7 +1,7 @@
 """`AlertingService`: alert lifecycle, escalation and delivery over the compliance log.
 
 **Lifecycle.** `open` (raised) -> `acknowledged` (by a named staff member) -> `resolved`, stored
-in the compliance log's alerts table (`ComplianceLog.acknowledge_alert`/`resolve_alert`, which
+in the compliance log's alerts table (`AlertStore.acknowledge`/`resolve`, which
 are conditional updates, so concurrent clicks cannot both win). Each transition is also an
 audit record naming the staff member (`records.py`), chained by the log in the same
 transaction as the change, so `audit verify` holds each alert row to its records.
@@ -864,6 +864,7 @@ class AlertingService:
         detail: dict[str, object],
     ) -> AlertRow | None:
         """The staff step `kind` (acknowledged, else resolved) on one alert, in the log."""
+        alerts = self.log.alert_store
         if kind == "acknowledged":
-            return self.log.acknowledge_alert(alert_id, by, now, detail=detail)
-        return self.log.resolve_alert(alert_id, by, now, detail=detail)
+            return alerts.acknowledge(alert_id, by, now, detail=detail)
+        return alerts.resolve(alert_id, by, now, detail=detail)

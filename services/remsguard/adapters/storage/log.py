@@ -195,26 +195,6 @@ class ComplianceLog:
     def withdraw_alerts(self, withdrawals: Iterable[Withdrawal]) -> int:
         return self.alert_store.withdraw(withdrawals)
 
-    def acknowledge_alert(
-        self,
-        alert_id: str,
-        by: str,
-        at: datetime | None = None,
-        *,
-        detail: Mapping[str, object] | None = None,
-    ) -> AlertRow | None:
-        return self.alert_store.acknowledge(alert_id, by, at, detail=detail)
-
-    def resolve_alert(
-        self,
-        alert_id: str,
-        by: str,
-        at: datetime | None = None,
-        *,
-        detail: Mapping[str, object] | None = None,
-    ) -> AlertRow | None:
-        return self.alert_store.resolve(alert_id, by, at, detail=detail)
-
     def shelve_alert(
         self, alert_id: str, by: str, until: datetime, reason: str, at: datetime | None = None
     ) -> AlertRow | None:
