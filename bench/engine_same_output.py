@@ -5,8 +5,9 @@ every corpus and writes one line per output, in the order produced: every alert,
 record, withdrawal and rejection as the contract serialises it; every 2,000 lines the
 clock, and `next_due` and discharge readiness of a sample of the sessions; at the end (the
 clock run a day past the last event) `next_due`, readiness and the state of every session
-(as it pickles, sets sorted). The two streams must be byte-identical; the first difference
-is printed.
+(as it pickles, sets sorted); then the same corpus through `handlers.replay` (its loop,
+decode and clock), every callback in order and its summary. The two streams must be
+byte-identical; the first difference is printed.
 
     git worktree add --detach /tmp/rg-before <commit before the change>
     python -m bench.engine_same_output --base /tmp/rg-before/services [--new DIR/services]
@@ -30,6 +31,7 @@ import sys
 import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 from bench.engine_differential import _generate
 from bench.engine_scale import staggered
@@ -86,7 +88,35 @@ def harness(file: Path, out_path: Path) -> None:
                 [_canonical(value) for value in engine.sessions[session_id].__getstate__()]
             )
             out.write(f"P {session_id} {hashlib.sha256(state.encode()).hexdigest()}\n".encode())
+    _through_replay(lines, latest, out)
     out.close()
+
+
+def _through_replay(lines: list[bytes], latest: datetime | None, out: BinaryIO) -> None:
+    """The same corpus through `handlers.replay` (its own loop, decode and clock), every
+    callback written in order, then its summary."""
+    from remsguard.bootstrap import build_engine
+    from remsguard.contract.outbound import alert_to_json, audit_record_to_json
+    from remsguard.domain.decisions import Alert, AuditRecord, Rejection, Withdrawal
+    from remsguard.handlers.replay import ReplayEvents, replay
+
+    def on_alert(alert: Alert) -> None:
+        out.write(b"rA " + alert_to_json(alert) + b"\n")
+
+    def on_rejected(number: int, rejection: Rejection) -> None:
+        out.write(f"rX {number} {rejection!r}\n".encode())
+
+    def on_audit(record: AuditRecord) -> None:
+        out.write(b"rR " + audit_record_to_json(record) + b"\n")
+
+    def on_withdrawal(withdrawal: Withdrawal) -> None:
+        out.write(f"rW {withdrawal!r}\n".encode())
+
+    until = None if latest is None else latest + timedelta(days=1)
+    engine = build_engine("spravato-rems", None)
+    command = ReplayEvents(lines, until)
+    summary = replay(command, engine, on_alert, on_rejected, on_audit, on_withdrawal)
+    out.write(f"rS {summary!r}\n".encode())
 
 
 def _canonical(value: object) -> object:

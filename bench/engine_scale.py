@@ -67,7 +67,7 @@ def session(
         rows.append((dose_at + timedelta(minutes=minute), "vitals.recorded", _vitals(rng, minute)))
         if minute % 30 == 0:
             moaas = 5 if minute > 60 else rng.choice([3, 4, 5, 5])
-            assessed = {"sedation_moaas": moaas, "dissociation": minute < 60}
+            assessed: dict[str, object] = {"sedation_moaas": moaas, "dissociation": minute < 60}
             at = dose_at + timedelta(minutes=minute, seconds=30)
             rows.append((at, "assessment.recorded", assessed))
     discharged = {"staff_id": "rn-1", "clinically_stable": True}

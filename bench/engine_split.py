@@ -4,7 +4,8 @@
         [--concurrent 4000] [--rounds 2]
 
 Times, in CPU seconds of this process and alternating within each round (best of rounds,
-per event): `json.loads` of every line; the contract's decode (`decode_event`); the engine's
+per event): `json.loads` of every line; the contract's decode (`decode_event`, and
+`decode_events` in batches of replay's `READ_AHEAD` lines, as replay decodes); the engine's
 `handle` alone on pre-decoded events (the clock never moved); the engine as replay drives it
 (`handle`, then `advance_to` on every later event time); the same through the service step
 (`monitoring.monitor` with replay's `EventTime` clock and a sink that does nothing); and
@@ -26,9 +27,10 @@ from pathlib import Path
 from bench.engine_scale import staggered
 from bench.replay_throughput import replay_file
 from remsguard.bootstrap import build_engine
-from remsguard.contract.decode import decode_event
+from remsguard.contract.decode import decode_event, decode_events
 from remsguard.domain.decisions import Decisions, Rejection
 from remsguard.domain.events import Event
+from remsguard.handlers.replay import READ_AHEAD
 from remsguard.monitoring.clocks import EventTime
 from remsguard.monitoring.service import monitor
 
@@ -54,6 +56,10 @@ def layers(path: Path, lines: list[bytes], events: list[Event]) -> dict[str, Cal
     def decode() -> None:
         for line in lines:
             decode_event(line)
+
+    def decode_batched() -> None:
+        for start in range(0, len(lines), READ_AHEAD):
+            decode_events(lines[start : start + READ_AHEAD])
 
     def handle() -> None:
         engine = build_engine("spravato-rems")
@@ -81,6 +87,7 @@ def layers(path: Path, lines: list[bytes], events: list[Event]) -> dict[str, Cal
     return {
         "json.loads": lambda: _timed(parse),
         "decode": lambda: _timed(decode),
+        "decode_events": lambda: _timed(decode_batched),
         "handle": lambda: _timed(handle),
         "engine": lambda: _timed(engine_alone),
         "monitor": lambda: _timed(service_step),
@@ -112,7 +119,7 @@ def main() -> None:
         "CPU µs per event, best of rounds:"
     )
     for name, micros in per_event.items():
-        print(f"  {name:<10} {micros:6.2f}")
+        print(f"  {name:<13} {micros:6.2f}")
     print(f"  replay / json.loads {best['replay'] / best['json.loads']:.2f}x")
 
 
