@@ -367,3 +367,24 @@ def test_a_partition_catching_up_a_backlog_writes_its_state_less_often() -> None
     assert not h.processor.should_flush(0)
     h.clock.now += 5.0
     assert h.processor.should_flush(0)
+
+
+def test_a_deadline_readings_moved_on_is_queued_again_not_ticked() -> None:
+    h = Harness()
+    h.send(bp(1, -5))
+    h.send(dose(2, 0))
+    h.clock.now += 2.5
+    h.send(event(3, "vitals.recorded", 6, spo2=97))
+    assert h.tick_all(WALL) == []  # the pre-dose check; the gap check is queued next
+    queued = h.processor._due["s1"]
+    assert queued == T0 + timedelta(minutes=26)
+    for n, minute in enumerate(range(9, 40, 3), start=4):  # readings move the gap check on
+        h.send(event(n, "vitals.recorded", minute, spo2=97))
+    assert h.processor._due["s1"] == queued  # readings leave the queued one, a lower bound
+    actual = h.engine.next_due("s1")
+    assert actual == T0 + timedelta(minutes=55)  # the post-dose BP check is next now
+    assert h.processor.clocks(h.ends(), WALL)[0] == T0 + timedelta(minutes=39)
+    assert h.processor.due_ticks() == []  # a tick at 39 minutes would have decided nothing
+    assert h.processor._due["s1"] == actual
+    h.clock.now += 3  # quiet: the wall clock decides what is due, with a tick
+    assert "POST_DOSE_BP_MISSED" in h.tick_all(T0 + timedelta(hours=3))

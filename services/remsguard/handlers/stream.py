@@ -512,7 +512,9 @@ class StreamProcessor:
         wall clock once that passed it while every input of the partition is idle and the
         session has been quiet for the grace period (so neither a backlog nor a device
         uploading a buffer is judged before it has been read). A session is handed out
-        once; the agent queues its next deadline when it applies the tick.
+        once; the agent queues its next deadline when it applies the tick. A queued deadline
+        the session no longer has before that clock (readings only move deadlines later, and
+        queue none) is queued again at the session's own instead of sent.
         """
         ticks = []
         wall = self._wall
@@ -538,6 +540,18 @@ class StreamProcessor:
                     at = wall
                 else:
                     deferred.append(entry)
+                    continue
+                actual = self.engine.next_due(session_id)
+                if actual is None or actual >= at:
+                    # Readings moved the deadline on since it was queued (or the session has
+                    # none left): a tick now would decide nothing. Queue what the session
+                    # has, as `_reschedule` after that tick would, without the round trip
+                    # through Kafka.
+                    if actual is None:
+                        del self._due[session_id]
+                    else:
+                        self._due[session_id] = actual
+                        heapq.heappush(heap, (actual, next(self._order), session_id))
                     continue
                 del self._due[session_id]
                 ticks.append((partition, session_id, at))
