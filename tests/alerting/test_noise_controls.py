@@ -5,6 +5,7 @@ expires; every step is chained and `audit verify` holds the rows to the records.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -198,3 +199,43 @@ def test_an_alert_withdrawn_while_it_waits_in_its_group_never_goes_out(tmp_path:
 
     run(scenario())
     assert [(n.kind, n.alert_id) for n in rec.sent] == [("alert", "w0")]
+
+
+def test_two_notifiers_racing_for_an_expired_shelf_notify_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two notifier replicas share the log and both run the shelf timer: the one whose
+    timer read the expired shelf just before the other unshelved it must not notify it too."""
+    clock = Clock()
+    first_log, second_log = (
+        open_log(tmp_path / "log.db", clock),
+        open_log(tmp_path / "log.db", clock),
+    )
+    first_rec, second_rec = Recorder(), Recorder()
+    _stored(first_log, [alert("w1", Severity.WARNING, rule="SPO2_LOW")])
+
+    async def scenario() -> None:
+        first, second = service(first_log, clock, first_rec), service(second_log, clock, second_rec)
+        loop = asyncio.get_running_loop()
+        await first.shelve("w1", "staff-1", "rn-jane", 30, "probe off the finger")
+        clock.advance(minutes=31)
+        store = second_log.alert_store
+        original = store._transition
+
+        def first_wins(*args, **kwargs):  # type: ignore[no-untyped-def]
+            # the second read the shelf as due; the first's timer unshelves it meanwhile
+            asyncio.run_coroutine_threadsafe(first.tick(), loop).result(timeout=10)
+            monkeypatch.setattr(store, "_transition", original)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(store, "_transition", first_wins)
+        await second.tick()
+        await first.drain()
+        await second.drain()
+
+    run(scenario())
+    assert first_log.get_alert("w1").status == "open"  # type: ignore[union-attr]
+    assert [n.kind for n in first_rec.sent] == ["shelved", "unshelved"]
+    assert [n.kind for n in second_rec.sent] == []
+    assert [subject for subject, _ in kinds(first_log, "alert.unshelved")] == ["w1"]
+    assert verify_log(first_log.engine).ok

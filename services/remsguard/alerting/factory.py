@@ -64,10 +64,13 @@ def build_alerting(
 
 def build_console_alerting(log: ComplianceLog) -> AlertingService:
     """The service of a process that serves consoles but does not notify (`remsguard api` in
-    the Kafka deployment): its SSE hub, acknowledge and resolve, `relay` of live alerts. No
-    webhook and no escalation policy (the notifier owns both and re-reads each alert's stored
-    status before every escalation step, so an acknowledgement made here stops it). Never
-    `start` it: start-up catch-up would claim notifications that are the notifier's."""
+    the Kafka deployment): its SSE hub, acknowledge, resolve and shelve, `relay` of live
+    alerts. No webhook, no escalation policy and no timer: the notifier owns escalation and
+    the shelf timer, and re-reads each alert's stored status before every escalation step, so
+    an acknowledgement or a shelf made here stops it; a shelf it ends reaches these consoles
+    with the stream's next snapshot of the stored alerts (every 2 s). Never `start` it:
+    start-up catch-up would claim notifications that are the notifier's, and its timer would
+    take the notifier's unshelving (and with it the notification and escalation)."""
     return AlertingService(log, Policies(EscalationPolicy(), {}), hub=SseHub())
 
 

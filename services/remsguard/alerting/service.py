@@ -743,7 +743,9 @@ class AlertingService:
 
     async def _unshelve_due(self, now: datetime) -> None:
         """Shelves that expired: the alerts are notified again and escalate from the steps
-        they had not reached."""
+        they had not reached. Only the shelves this process's timer ended (two notifiers
+        finding one due: one notifies); other processes' consoles read the change from the
+        log (the stream's snapshot)."""
         rows = await asyncio.to_thread(self.log.unshelve_due, now)
         for row in rows:
             self._notify(Notification("unshelved", alert_row_dict(row), now))

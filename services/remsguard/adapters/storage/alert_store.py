@@ -178,7 +178,9 @@ class AlertStore:
 
     def unshelve_due(self, now: datetime) -> list[AlertRow]:
         """Every shelved alert whose shelf has expired by `now`, back to open (acknowledged
-        if it was), each with its chained ``alert.unshelved`` record; returns them."""
+        if it was), each with its chained ``alert.unshelved`` record; returns the ones this
+        call changed (when two processes' timers find the same shelf due, only the one that
+        unshelves it gets it back, so the alert is notified again once)."""
         now = utc(now)
         with self.audit.reader.connect() as conn:
             due = conn.execute(
@@ -202,8 +204,9 @@ class AlertStore:
                 {"until": utc(until), "status": back.value},
                 utc(until),
                 occasion=utc(until).isoformat(),
+                changed_only=True,
             )
-            if row is not None and row.status == back.value:
+            if row is not None:
                 out.append(row)
         return out
 
@@ -220,9 +223,11 @@ class AlertStore:
         at: datetime,
         *,
         occasion: str | None = None,
+        changed_only: bool = False,
     ) -> AlertRow | None:
         """One lifecycle step, with its record (id from the kind and alert, and `occasion`
-        for steps an alert can take more than once, e.g. each shelf)."""
+        for steps an alert can take more than once, e.g. each shelf); the row after it, or
+        with `changed_only` None unless this call changed it."""
         with self.audit.recorded_change() as change:
             changed = change.conn.execute(
                 update(ALERTS)
@@ -246,7 +251,7 @@ class AlertStore:
                         )
                     ]
                 )
-        return self.get(alert_id)
+        return None if changed_only and changed is None else self.get(alert_id)
 
     # -- reading --------------------------------------------------------------------------
 
