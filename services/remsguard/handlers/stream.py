@@ -281,8 +281,9 @@ class StreamProcessor:
         if topic == self.topics.ticks:
             result = self._tick(partition, key, value or b"")
         else:
-            result = self._input(topic, partition, offset, key, value, timestamp)
             tp = (topic, partition)
+            raw = value if value is not None else b""
+            result = self._input(tp, f"{topic}/{partition}/{offset}", key, raw, timestamp)
             self._last_message[tp] = self._monotonic()
             self._consumed[tp] = max(self._consumed.get(tp, 0), offset + 1)
         state.unflushed += 1
@@ -290,15 +291,14 @@ class StreamProcessor:
 
     def _input(
         self,
-        topic: str,
-        partition: int,
-        offset: int,
+        tp: tuple[str, int],
+        source: str,
         key: bytes | None,
-        value: bytes | None,
-        timestamp: float | None = None,
+        raw: bytes,
+        timestamp: float | None,
     ) -> Result:
-        raw = value if value is not None else b""
-        source = f"{topic}/{partition}/{offset}"
+        """One input message (`source`: topic/partition/offset, for a rejection's record)."""
+        partition = tp[1]
         result = Result()
         session_id: str | None = None
         try:
@@ -312,9 +312,9 @@ class StreamProcessor:
             if not isinstance(event, Rejection):
                 session_id = event.session_id
                 result.event = event
-            watermark = self._watermarks.get((topic, partition))
+            watermark = self._watermarks.get(tp)
             if watermark is None:
-                watermark = self._watermarks[(topic, partition)] = Watermark()
+                watermark = self._watermarks[tp] = Watermark()
             decisions = monitor(
                 self.engine, event, source, watermark, lambda step, _: self._emit(step, result)
             )
