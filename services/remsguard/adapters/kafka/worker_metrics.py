@@ -101,18 +101,19 @@ class MessageCounts:
     (topics labelled without the environment's prefix, `logical` characters)."""
 
     def __init__(self, metrics: ProcessorMetrics, telemetry: Telemetry, logical: int) -> None:
-        self._metrics = metrics
         self._messages = Series(metrics.messages)
+        self._alerts = Series(metrics.alerts)
+        self._dead_letters = Series(metrics.dead_letters)
         self._telemetry = telemetry
         self._logical = logical
 
     def __call__(self, kind: str, message: Any, result: Result) -> None:
-        metrics, telemetry = self._metrics, self._telemetry
+        telemetry = self._telemetry
         self._messages(kind, result.outcome).inc()
         for rule in result.alerts:
-            metrics.alerts.labels(rule).inc()
+            self._alerts(rule).inc()
         if result.dead_letter_reason is not None:
-            metrics.dead_letters.labels(result.dead_letter_reason).inc()
+            self._dead_letters(result.dead_letter_reason).inc()
         topic = message.topic[self._logical :]
         if result.outcome == PROCESSING_ERROR:
             telemetry.dead_letter(topic, PROCESSING_ERROR)
