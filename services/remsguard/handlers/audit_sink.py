@@ -32,16 +32,8 @@ class SinkBatch:
 
 
 def audit_record_from_json(raw: bytes) -> AuditRecord:
-    public = AuditRecordPublic.model_validate_json(raw)
-    return AuditRecord(
-        record_id=public.record_id,
-        kind=public.kind,
-        subject_id=public.subject_id,
-        session_id=public.session_id,
-        clinic_id=public.clinic_id,
-        occurred_at=public.occurred_at,
-        detail=dict(public.detail),
-    )
+    # The public model has the domain record's fields, in its order.
+    return AuditRecord(**dict(AuditRecordPublic.model_validate_json(raw)))
 
 
 def decode_batch(messages: Iterable[tuple[str, bytes | None, str]]) -> SinkBatch:

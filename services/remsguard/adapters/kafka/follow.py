@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Final
 
 import structlog
@@ -29,24 +30,17 @@ MAX_RETRY_SECONDS: Final = 10.0
 TOPIC_POLL_SECONDS: Final = 1.0
 
 
+@dataclass(eq=False)
 class TopicFollower:
-    def __init__(
-        self,
-        bootstrap: str,
-        topic: str,
-        on_batch: OnBatch,
-        *,
-        from_beginning: bool,
-        max_records: int = 2000,
-    ) -> None:
-        self.bootstrap = bootstrap
-        self.topic = topic
-        self.on_batch = on_batch
-        self.from_beginning = from_beginning
-        self.max_records = max_records
-        self.caught_up = False
-        self.records = 0
-        self._task: asyncio.Task[None] | None = None
+    bootstrap: str
+    topic: str
+    on_batch: OnBatch
+    _: KW_ONLY
+    from_beginning: bool
+    max_records: int = 2000
+    caught_up: bool = field(default=False, init=False)
+    records: int = field(default=0, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     def start(self) -> None:
         if self._task is None:
