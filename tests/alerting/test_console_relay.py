@@ -5,13 +5,12 @@ made there stops the notifier's escalation (two services, one compliance log).""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import orjson
 import pytest
 
 from remsguard.adapters.metrics import new_registry
-from remsguard.adapters.storage import AuditQuery
+from remsguard.adapters.storage import AuditQuery, ComplianceLog
 from remsguard.adapters.telemetry import Telemetry
 from remsguard.alerting import records
 from remsguard.alerting import service as service_module
@@ -20,8 +19,7 @@ from remsguard.alerting.policy import Policies
 from remsguard.alerting.service import AlertingService
 from remsguard.domain.decisions import Severity
 
-from .support import Clock, alert, open_log
-from .test_escalation import Recorder
+from .support import Clock, Recorder, alert
 
 pytestmark = pytest.mark.skipif(
     not records.KINDS_AVAILABLE, reason="alerting audit kinds not registered"
@@ -38,10 +36,9 @@ def _frames(queue: asyncio.Queue[bytes | None]) -> list[dict[str, object]]:
     return out
 
 
-def test_relay_stores_and_shows_each_open_alert_once_and_claims_nothing(tmp_path: Path) -> None:
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
-
+def test_relay_stores_and_shows_each_open_alert_once_and_claims_nothing(
+    clock: Clock, log: ComplianceLog
+) -> None:
     async def scenario() -> None:
         console = build_console_alerting(log)
         c1 = console.hub.subscribe(frozenset({"c1"}))
@@ -77,14 +74,10 @@ def test_relay_stores_and_shows_each_open_alert_once_and_claims_nothing(tmp_path
 
 
 def test_acknowledged_on_the_console_does_not_escalate_unacknowledged_does(
-    tmp_path: Path,
+    clock: Clock, log: ComplianceLog, rec: Recorder
 ) -> None:
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
-    recorder = Recorder()
-
     async def scenario() -> None:
-        notifier = AlertingService(log, Policies(), [recorder], clock=clock)
+        notifier = AlertingService(log, Policies(), [rec], clock=clock)
         console = build_console_alerting(log)
         await notifier.restore()
         await console.relay([alert("acked"), alert("ignored", session="s2")])  # API first
@@ -99,17 +92,15 @@ def test_acknowledged_on_the_console_does_not_escalate_unacknowledged_does(
         await notifier.drain()
 
     asyncio.run(scenario())
-    assert [(a, s) for a, s, _ in recorder.escalations()] == [("ignored", 0), ("ignored", 1)]
+    assert [(a, s) for a, s, _ in rec.escalations()] == [("ignored", 0), ("ignored", 1)]
     [ack] = log.audit_records(AuditQuery(kind=records.ACKNOWLEDGED, limit=10)).items
     assert ack.subject_id == "acked" and orjson.loads(ack.detail)["by"] == "staff-1"
 
 
 def test_the_notifiers_open_alert_gauge_follows_a_console_acknowledgement(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    clock: Clock, log: ComplianceLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(service_module, "OPEN_COUNT_SECONDS", 0.0)
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
     telemetry = Telemetry(new_registry())
 
     def open_now(severity: str) -> float | None:

@@ -3,19 +3,17 @@ notifier in between changes neither (the steps are derived from the stored log).
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 
-from remsguard.adapters.storage import AuditQuery, ComplianceLog
+from remsguard.adapters.storage import ComplianceLog
 from remsguard.alerting import records
-from remsguard.alerting.channels import Notification
 from remsguard.alerting.policy import Policies, PolicyError
 from remsguard.alerting.service import AlertingService
-from remsguard.domain.decisions import Severity, Withdrawal, WithdrawalReason
+from remsguard.domain.decisions import Severity
 
-from .support import T0, Clock, alert, open_log
+from .support import Clock, Recorder, alert, kinds, run, service, withdrawal
 
 pytestmark = pytest.mark.skipif(
     not records.KINDS_AVAILABLE,
@@ -23,45 +21,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-class Recorder:
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.sent: list[Notification] = []
-
-    async def deliver(self, notification: Notification) -> bool:
-        self.sent.append(notification)
-        return True
-
-    async def aclose(self) -> None:
-        pass
-
-    def escalations(self) -> list[tuple[str, int | None, str]]:
-        return [(n.alert_id, n.step, n.target) for n in self.sent if n.kind == "escalation"]
-
-
-def service(log: ComplianceLog, clock: Clock, recorder: Recorder) -> AlertingService:
-    return AlertingService(log, Policies(), [recorder], clock=clock)
-
-
-def kinds(log: ComplianceLog, kind: str) -> list[tuple[str, dict[str, object]]]:
-    import orjson
-
-    page = log.audit_records(AuditQuery(kind=kind, limit=1000))
-    return [(row.subject_id, orjson.loads(row.detail)) for row in page.items]
-
-
-def run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
-
-
 def test_unacknowledged_critical_escalates_on_time_and_restart_changes_nothing(
-    tmp_path: Path,
+    clock: Clock, log: ComplianceLog, rec: Recorder
 ) -> None:
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
-    rec = Recorder()
-
     async def first_life() -> None:
         svc = service(log, clock, rec)
         await svc.restore()
@@ -117,11 +79,9 @@ def test_unacknowledged_critical_escalates_on_time_and_restart_changes_nothing(
     assert sorted(s for s, _ in kinds(log, records.NOTIFIED)) == ["a1", "w1"]
 
 
-def test_acknowledged_critical_does_not_escalate_even_across_a_restart(tmp_path: Path) -> None:
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
-    rec = Recorder()
-
+def test_acknowledged_critical_does_not_escalate_even_across_a_restart(
+    clock: Clock, log: ComplianceLog, rec: Recorder
+) -> None:
     async def first_life() -> None:
         svc = service(log, clock, rec)
         await svc.restore()
@@ -162,11 +122,9 @@ def test_acknowledged_critical_does_not_escalate_even_across_a_restart(tmp_path:
     ]
 
 
-def test_acknowledged_in_another_process_stops_escalation(tmp_path: Path) -> None:
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
-    rec = Recorder()
-
+def test_acknowledged_in_another_process_stops_escalation(
+    clock: Clock, log: ComplianceLog, rec: Recorder
+) -> None:
     async def scenario() -> None:
         svc = service(log, clock, rec)
         await svc.restore()
@@ -180,11 +138,9 @@ def test_acknowledged_in_another_process_stops_escalation(tmp_path: Path) -> Non
     assert rec.escalations() == []
 
 
-def test_resolve_and_redelivery_never_notify_twice(tmp_path: Path) -> None:
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
-    rec = Recorder()
-
+def test_resolve_and_redelivery_never_notify_twice(
+    clock: Clock, log: ComplianceLog, rec: Recorder
+) -> None:
     async def scenario() -> None:
         svc = service(log, clock, rec)
         await svc.restore()
@@ -232,12 +188,12 @@ warning = [{ after_minutes = 10, target = "lead" }]
         Policies.load(path)
 
 
-def test_open_alerts_past_their_last_step_are_counted_until_acknowledged(tmp_path: Path) -> None:
+def test_open_alerts_past_their_last_step_are_counted_until_acknowledged(
+    clock: Clock, log: ComplianceLog
+) -> None:
     from remsguard.adapters.metrics import new_registry
     from remsguard.adapters.telemetry import Telemetry
 
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
     telemetry = Telemetry(new_registry())  # one process's metrics; a restart gets new ones
 
     def past() -> float | None:
@@ -289,28 +245,12 @@ def test_open_alerts_past_their_last_step_are_counted_until_acknowledged(tmp_pat
     run(second_life())
 
 
-def _withdrawal(alert_id: str) -> Withdrawal:
-    return Withdrawal(
-        alert_id=alert_id,
-        rule="BP_CRISIS",
-        session_id="s1",
-        clinic_id="c1",
-        withdrawn_at=T0,
-        reason=WithdrawalReason.DISCHARGE_ARRIVED_LATE,
-        detail="the reading came after the discharge",
-        evidence=("discharge-1",),
-    )
-
-
 def test_a_withdrawn_alert_stops_escalating_and_the_channels_that_had_it_are_told(
-    tmp_path: Path,
+    clock: Clock, log: ComplianceLog, rec: Recorder
 ) -> None:
     """a1 was notified: its withdrawal reaches the webhook-like channel, the console's hub,
     and no escalation follows. a2 was never notified (withdrawn before it was processed):
     only the consoles hear of it, and a redelivery of a2 notifies nothing."""
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
-    rec = Recorder()
     shown: list[dict[str, object]] = []
 
     async def scenario() -> None:
@@ -318,8 +258,8 @@ def test_a_withdrawn_alert_stops_escalating_and_the_channels_that_had_it_are_tol
         await svc.restore()
         svc.hub.publish = lambda _event, payload, *_: shown.append(payload)  # type: ignore[method-assign]
         await svc.process([alert("a1")], save=True)
-        log.withdraw_alerts([_withdrawal("a1")])
-        assert await svc.withdraw([_withdrawal("a1"), _withdrawal("a2")]) == 2
+        log.withdraw_alerts([withdrawal("a1")])
+        assert await svc.withdraw([withdrawal("a1"), withdrawal("a2")]) == 2
         assert await svc.process([alert("a2")], save=True) == []
         clock.advance(hours=2)
         assert await svc.tick() == 0
@@ -338,17 +278,15 @@ def test_a_withdrawn_alert_stops_escalating_and_the_channels_that_had_it_are_tol
     assert log.get_alert("a1").status == "withdrawn"  # type: ignore[union-attr]
 
 
-def test_a_resolved_alert_is_not_taken_back_from_anyone(tmp_path: Path) -> None:
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
-    rec = Recorder()
-
+def test_a_resolved_alert_is_not_taken_back_from_anyone(
+    clock: Clock, log: ComplianceLog, rec: Recorder
+) -> None:
     async def scenario() -> None:
         svc = service(log, clock, rec)
         await svc.restore()
         await svc.process([alert("a1")], save=True)
         await svc.resolve("a1", "staff-1", "rn-jane")
-        assert await svc.withdraw([_withdrawal("a1")]) == 0
+        assert await svc.withdraw([withdrawal("a1")]) == 0
         await svc.drain()
 
     run(scenario())

@@ -12,28 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from remsguard.adapters.storage import verify_log
+from remsguard.adapters.storage import ComplianceLog, verify_log
 from remsguard.alerting.service import NotShelvable
-from remsguard.domain.decisions import AuditRecord, Severity, alert_raised
+from remsguard.domain.decisions import Severity
 
-from .support import Clock, alert, open_log
-from .test_escalation import Recorder, kinds, run, service
-
-
-def _stored(log, alerts) -> None:  # type: ignore[no-untyped-def]
-    """As the engine's path stores them: the rows and their `alert.raised` records."""
-    log.save_alerts(alerts)
-    records: list[AuditRecord] = [alert_raised(a) for a in alerts]
-    log.append_audit(records)
+from .support import Clock, Recorder, alert, kinds, open_log, run, service, stored, withdrawal
 
 
-def test_an_inhibited_alert_is_not_pushed_and_follows_its_carrier(tmp_path: Path) -> None:
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
-    rec = Recorder()
+def test_an_inhibited_alert_is_not_pushed_and_follows_its_carrier(
+    clock: Clock, log: ComplianceLog, rec: Recorder
+) -> None:
     crisis = alert("crisis", rule="BP_CRISIS")
     rise = replace(alert("rise", Severity.WARNING, rule="BP_RISE"), inhibited_by="crisis")
-    _stored(log, [crisis, rise])
+    stored(log, [crisis, rise])
 
     async def scenario() -> None:
         svc = service(log, clock, rec)
@@ -56,13 +47,10 @@ def test_an_inhibited_alert_is_not_pushed_and_follows_its_carrier(tmp_path: Path
 
 
 def test_a_shelved_warning_leaves_escalation_and_comes_back_when_the_shelf_expires(
-    tmp_path: Path,
+    clock: Clock, log: ComplianceLog, rec: Recorder
 ) -> None:
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
-    rec = Recorder()
     warning = alert("w1", Severity.WARNING, rule="SPO2_LOW")
-    _stored(log, [warning])
+    stored(log, [warning])
 
     async def scenario() -> None:
         svc = service(log, clock, rec)
@@ -98,11 +86,11 @@ def test_a_shelved_warning_leaves_escalation_and_comes_back_when_the_shelf_expir
         (Severity.WARNING, 61, "a shelf is 1 to"),
     ],
 )
-def test_what_cannot_be_shelved(tmp_path: Path, severity: Severity, minutes: int, why: str) -> None:
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
+def test_what_cannot_be_shelved(
+    clock: Clock, log: ComplianceLog, severity: Severity, minutes: int, why: str
+) -> None:
     a = alert("a1", severity)
-    _stored(log, [a])
+    stored(log, [a])
 
     async def scenario() -> None:
         svc = service(log, clock, Recorder())
@@ -113,12 +101,10 @@ def test_what_cannot_be_shelved(tmp_path: Path, severity: Severity, minutes: int
     assert log.get_alert("a1").status == "open"  # type: ignore[union-attr]
 
 
-def test_a_shelf_edited_around_the_log_fails_verification(tmp_path: Path) -> None:
+def test_a_shelf_edited_around_the_log_fails_verification(clock: Clock, log: ComplianceLog) -> None:
     from sqlalchemy import text
 
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
-    _stored(log, [alert("w1", Severity.WARNING, rule="SPO2_LOW")])
+    stored(log, [alert("w1", Severity.WARNING, rule="SPO2_LOW")])
     log.shelve_alert("w1", "staff-1", clock.now + timedelta(minutes=30), "busy")
     assert verify_log(log.engine).ok
     with log.engine.begin() as conn:
@@ -128,7 +114,7 @@ def test_a_shelf_edited_around_the_log_fails_verification(tmp_path: Path) -> Non
 
 
 def test_a_patients_alerts_go_out_grouped_and_the_burden_counts_messages(
-    tmp_path: Path,
+    clock: Clock, log: ComplianceLog, rec: Recorder
 ) -> None:
     """Three warnings of one patient within the window: the first at once, the other two as
     one message at the end of the window; the burden counter counts two pushes."""
@@ -137,9 +123,6 @@ def test_a_patients_alerts_go_out_grouped_and_the_burden_counts_messages(
     from remsguard.alerting.policy import Policies
     from remsguard.alerting.service import AlertingService
 
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
-    rec = Recorder()
     telemetry = Telemetry(new_registry())
     warnings = [alert(f"w{i}", Severity.WARNING, rule="SPO2_LOW") for i in range(3)]
     svc = AlertingService(
@@ -166,26 +149,15 @@ def test_a_patients_alerts_go_out_grouped_and_the_burden_counts_messages(
     assert pushed == 2
 
 
-def test_an_alert_withdrawn_while_it_waits_in_its_group_never_goes_out(tmp_path: Path) -> None:
+def test_an_alert_withdrawn_while_it_waits_in_its_group_never_goes_out(
+    clock: Clock, log: ComplianceLog, rec: Recorder
+) -> None:
     from remsguard.alerting.policy import Policies
     from remsguard.alerting.service import AlertingService
-    from remsguard.domain.decisions import Withdrawal, WithdrawalReason
 
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
-    rec = Recorder()
     first, second = (alert(f"w{i}", Severity.WARNING, rule="SPO2_LOW") for i in range(2))
     svc = AlertingService(log, Policies(), [rec], clock=clock, group_window=timedelta(seconds=30))
-    taken_back = Withdrawal(
-        alert_id="w1",
-        rule="SPO2_LOW",
-        session_id="s1",
-        clinic_id="c1",
-        withdrawn_at=clock.now,
-        reason=WithdrawalReason.DISCHARGE_ARRIVED_LATE,
-        detail="the reading came after the discharge",
-        evidence=("d-1",),
-    )
+    taken_back = withdrawal("w1", rule="SPO2_LOW")
 
     async def scenario() -> None:
         await svc.process([first], save=True)
@@ -202,20 +174,20 @@ def test_an_alert_withdrawn_while_it_waits_in_its_group_never_goes_out(tmp_path:
 
 
 def test_two_notifiers_racing_for_an_expired_shelf_notify_it_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    clock: Clock,
+    log: ComplianceLog,
+    rec: Recorder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Two notifier replicas share the log and both run the shelf timer: the one whose
     timer read the expired shelf just before the other unshelved it must not notify it too."""
-    clock = Clock()
-    first_log, second_log = (
-        open_log(tmp_path / "log.db", clock),
-        open_log(tmp_path / "log.db", clock),
-    )
-    first_rec, second_rec = Recorder(), Recorder()
-    _stored(first_log, [alert("w1", Severity.WARNING, rule="SPO2_LOW")])
+    second_log = open_log(tmp_path / "log.db", clock)  # the other replica's connection
+    second_rec = Recorder()
+    stored(log, [alert("w1", Severity.WARNING, rule="SPO2_LOW")])
 
     async def scenario() -> None:
-        first, second = service(first_log, clock, first_rec), service(second_log, clock, second_rec)
+        first, second = service(log, clock, rec), service(second_log, clock, second_rec)
         loop = asyncio.get_running_loop()
         await first.shelve("w1", "staff-1", "rn-jane", 30, "probe off the finger")
         clock.advance(minutes=31)
@@ -234,8 +206,8 @@ def test_two_notifiers_racing_for_an_expired_shelf_notify_it_once(
         await second.drain()
 
     run(scenario())
-    assert first_log.get_alert("w1").status == "open"  # type: ignore[union-attr]
-    assert [n.kind for n in first_rec.sent] == ["shelved", "unshelved"]
+    assert log.get_alert("w1").status == "open"  # type: ignore[union-attr]
+    assert [n.kind for n in rec.sent] == ["shelved", "unshelved"]
     assert [n.kind for n in second_rec.sent] == []
-    assert [subject for subject, _ in kinds(first_log, "alert.unshelved")] == ["w1"]
-    assert verify_log(first_log.engine).ok
+    assert [subject for subject, _ in kinds(log, "alert.unshelved")] == ["w1"]
+    assert verify_log(log.engine).ok

@@ -10,12 +10,11 @@ import threading
 import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import orjson
 import pytest
 
-from remsguard.adapters.storage import AuditQuery
+from remsguard.adapters.storage import AuditQuery, ComplianceLog
 from remsguard.alerting import records
 from remsguard.alerting.channels import Notification
 from remsguard.alerting.service import AlertingService
@@ -27,7 +26,7 @@ from remsguard.alerting.webhook import (
     verify_signature,
 )
 
-from .support import Clock, alert, open_log
+from .support import Clock, alert
 
 SECRET = b"test-secret-\x00\xff"
 
@@ -144,10 +143,7 @@ def test_4xx_is_not_retried(note: Notification) -> None:
 
 
 @pytest.mark.skipif(not records.KINDS_AVAILABLE, reason="alerting audit kinds not registered")
-def test_dead_letter_record_after_the_last_attempt(tmp_path: Path) -> None:
-    clock = Clock()
-    log = open_log(tmp_path / "log.db", clock)
-
+def test_dead_letter_record_after_the_last_attempt(clock: Clock, log: ComplianceLog) -> None:
     async def scenario(url: str) -> None:
         service = AlertingService(log, clock=clock)
         channel = WebhookChannel(
