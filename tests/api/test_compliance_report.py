@@ -54,13 +54,15 @@ def month_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _work_the_month(log: ComplianceLog) -> None:
     """Staff submit most forms (every fifth one after its 7 days, every seventh never) and
     acknowledge critical alerts after 1 to 40 minutes (every sixth never)."""
-    for n, summary in enumerate(log.session_summaries(since=datetime(2026, 11, 1, tzinfo=UTC))):
+    for n, summary in enumerate(
+        log.summaries.opened_between(since=datetime(2026, 11, 1, tzinfo=UTC))
+    ):
         form = log.get_form(summary.session_id)
         if form is None or form.due_at is None or n % 7 == 0:
             continue
         due = utc(form.due_at)
         at = due + timedelta(days=1) if n % 5 == 0 else due - timedelta(days=6, hours=n % 24)
-        log.submit_form(summary.session_id, "rn-pat", None, at)
+        log.forms.submit(summary.session_id, "rn-pat", None, at)
     for clinic in CLINICS:
         start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
         for n, alert in enumerate(clinic_alerts(log, clinic, start, end)):
@@ -165,7 +167,7 @@ def test_report_numbers_equal_the_auditor_apis_own(month: Any, clinic: str) -> N
     assert ack["median_minutes"] == pytest.approx(statistics.median(waited), abs=0.01)
     assert ack["p90_minutes"] == waited[math.ceil(0.9 * len(waited)) - 1]
 
-    forms = [log.get_form(s.session_id) for s in log.session_summaries(clinic_id=clinic)]
+    forms = [log.get_form(s.session_id) for s in log.summaries.opened_between(clinic_id=clinic)]
     due = [f for f in forms if f is not None]
     on_time = [f for f in due if f.submitted_at and utc(f.submitted_at) <= utc(f.due_at)]
     assert report["forms"]["due"] == len(due)
@@ -181,7 +183,9 @@ def test_report_numbers_equal_the_auditor_apis_own(month: Any, clinic: str) -> N
     assert report["open_items_total"] == len(unresolved) + len(overdue_forms)
 
     check = report["forty_minute_check"]
-    dosed = [s for s in log.session_summaries(clinic_id=clinic) if s.first_dose_at is not None]
+    dosed = [
+        s for s in log.summaries.opened_between(clinic_id=clinic) if s.first_dose_at is not None
+    ]
     assert check["sessions_dosed"] == len(dosed)
     missed = by_rule.get("POST_DOSE_BP_MISSED", 0)
     in_window = check["in_window"]

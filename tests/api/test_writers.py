@@ -175,7 +175,7 @@ def test_the_deadline_task_sets_the_forms_overdue_gauge(tmp_path: Path) -> None:
     clock.now = at(60) + timedelta(days=7, seconds=1)
     task.run_once()
     assert gauge() == 1 and raised == [[RULE]] and raised_total() == 1
-    log.submit_form("b-s1", "rn-1")
+    log.forms.submit("b-s1", "rn-1")
     task.run_once()
     assert gauge() == 0 and raised == [[RULE]]
     log.close()

@@ -96,14 +96,16 @@ def test_audit_sink_is_idempotent_under_redelivery(
         # replay --db also stores the events (the sink here reads no input topic), each
         # session's vouched for by an event.stored record; the rest is the same.
         vouchers = {k for k in _keys(replayed) if k[1] == EVENT_STORED}
-        assert {k[2] for k in vouchers} == {s.session_id for s in replayed.session_summaries()}
+        assert {k[2] for k in vouchers} == {
+            s.session_id for s in replayed.summaries.opened_between()
+        }
         assert log.size() == first_rows == replayed.size() - len(vouchers)
         assert verify_log(log.engine).ok and verify_log(replayed.engine).ok
         assert _keys(log) == _keys(replayed) - vouchers
         sink_alerts = {a.alert_id for a in log.session_timeline(alerts[0].session_id)[1]}
         assert alerts[0].alert_id in sink_alerts
-        sessions = {s.session_id: s for s in log.session_summaries()}
-        replay_sessions = {s.session_id: s for s in replayed.session_summaries()}
+        sessions = {s.session_id: s for s in log.summaries.opened_between()}
+        replay_sessions = {s.session_id: s for s in replayed.summaries.opened_between()}
         assert sessions.keys() == replay_sessions.keys()
         for sid, s in sessions.items():
             r = replay_sessions[sid]

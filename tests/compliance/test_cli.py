@@ -88,7 +88,7 @@ def test_replay_db_writes_the_alerts_replay_prints(events: Path, db_url: str) ->
     with ComplianceLog.open(db_url) as log:
         assert all_alerts(log) == printed
         size = log.size()
-        summaries = log.session_summaries()
+        summaries = log.summaries.opened_between()
         assert summaries and all(s.patient_ref for s in summaries)
         assert sum(s.alerts_total for s in summaries) == len(printed)
     again = run_replay_db(events, db_url)  # re-audit the same file: nothing doubles

@@ -137,7 +137,7 @@ class ComplianceLogContract(Backend):
         assert _field("alert_id", *log.alerts(AlertQuery()).items) == both
         assert log.refresh_sessions([sid], patient_refs={sid: "p"}) == 1
         assert _field("patient_ref", log.session_summary(sid)) == ["p"]
-        assert [s.session_id for s in log.session_summaries()] == [sid]
+        assert [s.session_id for s in log.summaries.opened_between()] == [sid]
         assert log.sessions_since(0)[0] == [sid]
         records, alerts = log.session_timeline(sid)
         assert len(records) == log.size() and len(alerts) == 2  # all of this session
@@ -146,7 +146,7 @@ class ComplianceLogContract(Backend):
         assert log.forms_overdue_by_clinic(late) == {"clinic-0": 1}
         assert [f.session_id for f in log.overdue_forms(late)] == [sid]
         assert log.mark_form_overdue(sid, a.alert_id)
-        assert log.submit_form(sid, "rn").submitted_by == "rn"  # type: ignore[union-attr]
+        assert log.forms.submit(sid, "rn").submitted_by == "rn"  # type: ignore[union-attr]
         assert _field("submitted_by", log.get_form(sid)) == ["rn"]
         principal, token = log.create_principal("aud", PrincipalRole.AUDITOR)
         assert _field("principal_id", log.principal_for_token(token)) == [principal.principal_id]

@@ -191,7 +191,7 @@ def world(
     early = next(a for a in alerts if a.session_id == "b-s1" and a.alert_id != crisis.alert_id)
     log.alert_store.acknowledge(crisis.alert_id, "staff-1", detail={"by_name": "rn-1"})
     log.alert_store.resolve(early.alert_id, "staff-2")
-    log.submit_form("a-s1", "rn-1", {"signed": True})
+    log.forms.submit("a-s1", "rn-1", {"signed": True})
     log.create_principal("auditor-1", PrincipalRole.AUDITOR, ["clinic-a"])
     log.create_principal("device-1", PrincipalRole.DEVICE, ["clinic-a"])
     gone, _ = log.create_principal("device-2", PrincipalRole.DEVICE)

@@ -299,7 +299,7 @@ def compliance_report(
 
     since = datetime.combine(month, time(), UTC)
     until = datetime.combine(end, time(), UTC)
-    summaries = log.session_summaries(clinic_id=clinic_id, since=since, until=until)
+    summaries = log.summaries.opened_between(clinic_id=clinic_id, since=since, until=until)
     patients = {s.session_id: s.patient_ref for s in summaries}
     items: list[OpenItem] = []
     for s in summaries:

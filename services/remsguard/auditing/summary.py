@@ -64,7 +64,9 @@ def daily_summary(
     alert included); it is fully compliant otherwise and its form is not overdue."""
     start = datetime.combine(since, time(), UTC)
     end = datetime.combine(until, time(), UTC)
-    summaries = clog.session_summaries(clinics=clinics, clinic_id=clinic_id, since=start, until=end)
+    summaries = clog.summaries.opened_between(
+        clinics=clinics, clinic_id=clinic_id, since=start, until=end
+    )
     forms: dict[str, MonitoringForm] = {}
     ids = [s.session_id for s in summaries]
     with Session(clog.engine) as db:

@@ -82,7 +82,7 @@ def export_command(
     now = datetime.now(UTC)
     written = 0
     with ComplianceLog.open(url) as log:
-        summaries = log.session_summaries(
+        summaries = log.summaries.opened_between(
             clinic_id=clinic,
             since=datetime.combine(first, time(), UTC),
             until=datetime.combine(last + timedelta(days=1), time(), UTC),

@@ -232,18 +232,6 @@ class ComplianceLog:
     def session_summary(self, session_id: str) -> SessionSummary | None:
         return self.summaries.get(session_id)
 
-    def session_summaries(
-        self,
-        *,
-        clinics: frozenset[str] | None = None,
-        clinic_id: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> list[SessionSummary]:
-        return self.summaries.opened_between(
-            clinics=clinics, clinic_id=clinic_id, since=since, until=until
-        )
-
     def sessions_since(self, log_index: int, limit: int = 10_000) -> tuple[list[str], int]:
         return self.summaries.sessions_since(log_index, limit)
 
@@ -254,17 +242,6 @@ class ComplianceLog:
 
     def get_form(self, session_id: str) -> MonitoringForm | None:
         return self.forms.get(session_id)
-
-    def submit_form(
-        self,
-        session_id: str,
-        by: str,
-        payload: Mapping[str, Any] | None = None,
-        at: datetime | None = None,
-        *,
-        detail: Mapping[str, object] | None = None,
-    ) -> MonitoringForm | None:
-        return self.forms.submit(session_id, by, payload, at, detail=detail)
 
     def overdue_forms(
         self, now: datetime, *, clinics: frozenset[str] | None = None

@@ -380,7 +380,7 @@ def submit_form(
     if not already:
         on_time = before.due_at is None or at <= utc(before.due_at)
         form = (
-            log.submit_form(
+            log.forms.submit(
                 session_id,
                 principal.name,
                 payload,
