@@ -5,6 +5,7 @@ whatever the batch size (issue 19)."""
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -74,3 +75,33 @@ def test_the_outputs_do_not_depend_on_the_read_ahead() -> None:
     assert len(one) > 1000
     for read_ahead in (2, 7, 1000, 100_000):
         assert _outputs(read_ahead) == (one, summary)
+
+
+class _Terminal:
+    """Lines typed at a terminal: each read is logged."""
+
+    def __init__(self, lines: list[bytes], log: list[str]) -> None:
+        self.lines, self.log = lines, log
+
+    def isatty(self) -> bool:
+        return True
+
+    def __iter__(self) -> Iterator[bytes]:
+        for number, line in enumerate(self.lines, start=1):
+            self.log.append(f"read {number}")
+            yield line
+
+
+def test_a_terminal_gets_each_lines_outputs_before_the_next_line_is_read() -> None:
+    log: list[str] = []
+    lines = gzip.decompress(CORPUS.read_bytes()).splitlines()[:3]
+    replay(
+        ReplayEvents(_Terminal(lines, log)),
+        build_engine("spravato-rems", None),
+        lambda alert: None,
+        lambda number, rejection: None,
+        lambda record: log.append(f"record {record.subject_id}"),
+    )
+    first, second = (f"record {orjson.loads(line)['event_id']}" for line in lines[:2])
+    assert log.index("read 1") < log.index(first) < log.index("read 2")
+    assert log.index(second) < log.index("read 3")

@@ -24,9 +24,10 @@ class ReplayEvents:
 
     `read_ahead`: how many lines are read and decoded before the engine takes them, in
     order (outputs are the same for any value; 1 gives each line's outputs before the next
-    line is read, for a live pipe). Decoding a batch, then stepping the engine through it,
-    keeps each one's code and data in the caches: 5-13% less CPU for the whole replay at
-    4,000 concurrent sessions, best at about 2,000 lines (bench.engine_scale, paired A/B).
+    line is read, for a live pipe; a terminal always gets 1). Decoding a batch, then
+    stepping the engine through it, keeps each one's code and data in the caches: 0.92x
+    CPU for the whole replay at 100 to 10,000 concurrent sessions, about the best of the
+    sizes tried (256 to 32,768 lines): bench.engine_scale, paired A/B.
     """
 
     lines: Iterable[bytes]
@@ -109,6 +110,9 @@ def replay(
                 accepted += 1
 
     read_ahead = max(1, command.read_ahead)
+    isatty = getattr(command.lines, "isatty", None)
+    if callable(isatty) and isatty():  # someone typing events: each line's outputs at once
+        read_ahead = 1
     with _bulk_collection():
         numbers: list[int] = []
         lines: list[bytes] = []
