@@ -119,6 +119,25 @@ class AlertStoreContract(Backend):
         assert kinds.count(AuditKind.ALERT_SHELVED) == kinds.count(AuditKind.ALERT_UNSHELVED) == 2
         assert verify_log(alerts.audit.engine).ok
 
+    def test_a_shelved_alert_the_engine_withdraws_stays_withdrawn(self, alerts: AlertStore) -> None:
+        """A shelf is staff's pause, a withdrawal the engine's verdict: the withdrawal closes
+        the shelved row (its shelf cleared), and the shelf's expiry never reopens it. An alert
+        on a shelf that nothing withdraws comes back as before."""
+        withdrawn, kept = alert(1), alert(2)
+        alerts.audit.append([alert_record(withdrawn), alert_record(kept)])
+        alerts.save([withdrawn, kept])
+        until = T0 + timedelta(minutes=30)
+        for a in (withdrawn, kept):
+            alerts.shelve(a.alert_id, "rn-1", until, "on the phone", at=T0)
+        assert alerts.withdraw([withdrawal(withdrawn)]) == 1
+        row = alerts.get(withdrawn.alert_id)
+        assert row is not None and row.status == AlertStatus.WITHDRAWN
+        assert row.shelved_until is None and row.shelved_by is None
+        back = alerts.unshelve_due(until)
+        assert [(r.alert_id, r.status) for r in back] == [(kept.alert_id, AlertStatus.OPEN)]
+        assert alerts.statuses([withdrawn.alert_id]) == {withdrawn.alert_id: AlertStatus.WITHDRAWN}
+        assert verify_log(alerts.audit.engine).ok
+
     def test_inhibited_alerts_are_found_by_their_carrier(self, alerts: AlertStore) -> None:
         carrier = alert(1, rule="BP_CRISIS", severity=Severity.CRITICAL)
         lower = replace(alert(2, rule="BP_RISE"), inhibited_by=carrier.alert_id)

@@ -99,9 +99,10 @@ class AlertStore:
         return len(inserted)
 
     def withdraw(self, withdrawals: Iterable[Withdrawal]) -> int:
-        """Close the engine's withdrawn alerts: open or acknowledged -> withdrawn, each with
-        its chained ``alert.withdrawn`` record (the reason and the contradicting events), in
-        one transaction; never a delete. Idempotent; returns how many rows were closed.
+        """Close the engine's withdrawn alerts: open, acknowledged or shelved -> withdrawn
+        (a shelf is cleared), each with its chained ``alert.withdrawn`` record (the reason and
+        the contradicting events), in one transaction; never a delete. Idempotent; returns
+        how many rows were closed.
 
         ``AuditLog.append`` does the same for ``alert.withdrawn`` records it is given (a path
         that only carries audit records, e.g. the audit topic, applies withdrawals too); a

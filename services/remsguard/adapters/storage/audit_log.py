@@ -322,17 +322,26 @@ class AuditLog:
             return [p.hex() for p in merkle.consistency_proof(old_size, new_size, _subtree(conn))]
 
 
+_WITHDRAWABLE = [AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value, AlertStatus.SHELVED.value]
+
+
 def close_withdrawn(conn: Connection, alert_ids: list[str]) -> int:
-    """open/acknowledged -> withdrawn for these alerts; a resolved one stays resolved."""
+    """open/acknowledged/shelved -> withdrawn for these alerts (a shelf is cleared: its
+    expiry must not reopen what the engine withdrew); a resolved one stays resolved."""
     closed = 0
     for start in range(0, len(alert_ids), CHUNK):
         result = conn.execute(
             update(ALERTS)
             .where(
                 ALERTS.c.alert_id.in_(alert_ids[start : start + CHUNK]),
-                ALERTS.c.status.in_([AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value]),
+                ALERTS.c.status.in_(_WITHDRAWABLE),
             )
-            .values(status=AlertStatus.WITHDRAWN.value)
+            .values(
+                status=AlertStatus.WITHDRAWN.value,
+                shelved_until=None,
+                shelved_by=None,
+                shelve_reason=None,
+            )
         )
         closed += result.rowcount
     return closed
