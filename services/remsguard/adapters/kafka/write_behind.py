@@ -11,7 +11,7 @@ only once every output sent before it is in Kafka. An output whose delivery fail
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Reversible
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,7 @@ class _Sealed:
     """A partition's state as of one flush, written once the outputs before it are acked."""
 
     blobs: Blobs
-    sends: Iterable[Any]
+    sends: dict[Any, None]  # an ordered set of futures
     events: list[Any]
 
 
@@ -33,15 +33,17 @@ class _Sealed:
 class _Written:
     """A partition's state sent to the changelog; its messages are acked once Kafka has it."""
 
-    sends: Iterable[Any]
+    sends: list[Any]
     events: list[Any]
 
 
-def delivered(sends: Iterable[Any]) -> bool:
-    """Whether every send is acknowledged; raises if one failed (crash and redo, never skip)."""
-    sends = list(sends)
-    if not all(fut.done() for fut in sends):
-        return False
+def delivered(sends: Reversible[Any]) -> bool:
+    """Whether every send is acknowledged; raises if one failed (crash and redo, never skip).
+    Checked on every message while a state waits: the last sent, the likeliest to be pending,
+    is looked at first."""
+    for fut in reversed(sends):
+        if not fut.done():
+            return False
     failed = [f.exception() for f in sends if f.exception() is not None]
     if failed:
         raise RuntimeError(f"output not delivered: {failed[0]!r}")
