@@ -16,7 +16,8 @@ from remsguard.alerting import records
 from remsguard.alerting import service as service_module
 from remsguard.alerting.factory import build_console_alerting
 from remsguard.alerting.policy import Policies
-from remsguard.alerting.service import AlertingService
+from remsguard.alerting.service import AlertingService, NotShelvable
+from remsguard.config import Settings
 from remsguard.domain.decisions import Severity
 
 from .support import Clock, Recorder, alert
@@ -40,7 +41,7 @@ def test_relay_stores_and_shows_each_open_alert_once_and_claims_nothing(
     clock: Clock, log: ComplianceLog
 ) -> None:
     async def scenario() -> None:
-        console = build_console_alerting(log)
+        console = build_console_alerting(Settings(), log)
         c1 = console.hub.subscribe(frozenset({"c1"}))
         c2 = console.hub.subscribe(frozenset({"c2"}))
         shown = await console.relay([alert("a1"), alert("a1"), alert("w1", Severity.WARNING)])
@@ -62,7 +63,7 @@ def test_relay_stores_and_shows_each_open_alert_once_and_claims_nothing(
         # an alert already acknowledged elsewhere is stored but not shown as new
         log.save_alerts([alert("a2")])
         log.alert_store.acknowledge("a2", "staff-2")
-        fresh = build_console_alerting(log)
+        fresh = build_console_alerting(Settings(), log)
         sub = fresh.hub.subscribe(None)
         assert await fresh.relay([alert("a2")]) == 0
         assert _frames(sub.queue) == []
@@ -78,7 +79,7 @@ def test_acknowledged_on_the_console_does_not_escalate_unacknowledged_does(
 ) -> None:
     async def scenario() -> None:
         notifier = AlertingService(log, Policies(), [rec], clock=clock)
-        console = build_console_alerting(log)
+        console = build_console_alerting(Settings(), log)
         await notifier.restore()
         await console.relay([alert("acked"), alert("ignored", session="s2")])  # API first
         await notifier.process([alert("acked"), alert("ignored", session="s2")], save=True)
@@ -115,7 +116,9 @@ def test_the_notifiers_open_alert_gauge_follows_a_console_acknowledgement(
         assert open_now("critical") == 2
         await notifier.tick()
         assert open_now("critical") == 2  # nothing changed elsewhere: the count agrees
-        console = build_console_alerting(log)  # the API's, another process in production
+        console = build_console_alerting(
+            Settings(), log
+        )  # the API's, another process in production
         assert (await console.acknowledge("a1", "staff-1", "rn-jane")).changed
         assert (await console.resolve("a2", "staff-1", "rn-jane")).changed
         await notifier.tick()
@@ -123,3 +126,18 @@ def test_the_notifiers_open_alert_gauge_follows_a_console_acknowledgement(
 
     asyncio.run(scenario())
     assert open_now("critical") == 0
+
+
+def test_the_api_console_bounds_a_shelf_by_the_configured_limit(log: ComplianceLog) -> None:
+    """`remsguard api`'s console takes `REMSGUARD_ALERTING_MAX_SHELF_MINUTES` as the notifier
+    does (it used the default 60 minutes whatever was configured)."""
+
+    async def scenario() -> None:
+        console = build_console_alerting(Settings(alerting_max_shelf_minutes=15), log)
+        await console.relay([alert("w1", Severity.WARNING)])
+        with pytest.raises(NotShelvable, match="1 to 0:15:00"):
+            await console.shelve("w1", "staff-1", "rn-jane", 30, "on the phone", None)
+        shelved = await console.shelve("w1", "staff-1", "rn-jane", 15, "on the phone", None)
+        assert shelved.changed and shelved.row.status == "shelved"
+
+    asyncio.run(scenario())

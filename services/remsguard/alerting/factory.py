@@ -62,7 +62,7 @@ def build_alerting(
     return service
 
 
-def build_console_alerting(log: ComplianceLog) -> AlertingService:
+def build_console_alerting(settings: Settings, log: ComplianceLog) -> AlertingService:
     """The service of a process that serves consoles but does not notify (`remsguard api` in
     the Kafka deployment): its SSE hub, acknowledge, resolve and shelve, `relay` of live
     alerts. No webhook, no escalation policy and no timer: the notifier owns escalation and
@@ -70,8 +70,14 @@ def build_console_alerting(log: ComplianceLog) -> AlertingService:
     an acknowledgement or a shelf made here stops it; a shelf it ends reaches these consoles
     with the stream's next snapshot of the stored alerts (every 2 s). Never `start` it:
     start-up catch-up would claim notifications that are the notifier's, and its timer would
-    take the notifier's unshelving (and with it the notification and escalation)."""
-    return AlertingService(log, Policies(EscalationPolicy(), {}), hub=SseHub())
+    take the notifier's unshelving (and with it the notification and escalation). Shelves
+    made here are bounded by the same `alerting_max_shelf_minutes` as the notifier's."""
+    return AlertingService(
+        log,
+        Policies(EscalationPolicy(), {}),
+        hub=SseHub(),
+        max_shelf=timedelta(minutes=settings.alerting_max_shelf_minutes),
+    )
 
 
 class NotifyingLog:

@@ -66,7 +66,7 @@ class StaffConsole:
         engine = MonitoringEngine(
             protocols, default_protocol=settings.default_protocol, sessions=view.sessions
         )
-        alerting = build_console_alerting(log)
+        alerting = build_console_alerting(settings, log)
         feed = AlertFeed(settings.kafka_bootstrap, Topics.from_settings(settings).alerts, alerting)
         return cls(view, engine, alerting, feed)
 
