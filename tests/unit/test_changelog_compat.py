@@ -29,15 +29,22 @@ FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "changelog"
 SPLIT = 700
 
 
-def first_half(lines: list[bytes]) -> MonitoringEngine:
-    engine = build_engine("spravato-rems", None)
-    for line in lines:
+def steps(engine: MonitoringEngine, lines: list[bytes]) -> Iterator[int]:
+    """Apply each valid line, the clock at the greatest event time; yields its number."""
+    for number, line in enumerate(lines, start=1):
         event = decode_event(line)
         if isinstance(event, Rejection):
             continue
         engine.handle(event)
         if engine.clock is None or event.occurred_at > engine.clock:
             engine.advance_to(event.occurred_at)
+        yield number
+
+
+def first_half(lines: list[bytes]) -> MonitoringEngine:
+    engine = build_engine("spravato-rems", None)
+    for _ in steps(engine, lines):
+        pass
     return engine
 
 

@@ -37,8 +37,18 @@ class Mark(NamedTuple):
 Row = TypeVar("Row", Mark, BPReading, Measurement)
 
 
+class _Kept:
+    """What the engine keeps on a session to save work: derived from its state, never
+    pickled or compared, and not a dataclass field (so `fields(Session)` is the state)."""
+
+    __slots__ = ("done",)
+
+    # `deadlines.due_checks`: (the dose, the end, bits of its checks done), or None.
+    done: tuple[Mark, Mark | None, int] | None
+
+
 @dataclass(slots=True)
-class Session:
+class Session(_Kept):
     """Mutable per-session state; every list is kept sorted by (event time, event id)."""
 
     session_id: str
@@ -62,6 +72,9 @@ class Session:
     unstable: list[Mark] = field(default_factory=list)  # discharges not clinically stable
     withdrawn: set[str] = field(default_factory=set)  # rule:key of the alerts taken back
     raised_again: dict[str, int] = field(default_factory=dict)  # rule:key -> times re-raised
+
+    def __post_init__(self) -> None:
+        keep_done(self, None)
 
     def __getstate__(self) -> tuple[Any, ...]:
         """Field values in order, rows as plain tuples: a named tuple pickles through a Python
@@ -87,6 +100,7 @@ class Session:
                 kind = _ROWS[spec.name]
                 value = [tuple.__new__(kind, row) for row in value]
             object.__setattr__(self, spec.name, value)
+        keep_done(self, None)
 
     @property
     def first_dose(self) -> Mark | None:
@@ -148,6 +162,14 @@ class Session:
         if index > 1 and rows[index - 2].at == rows[index - 1].at:
             return min(latest_instant(rows[:index]), key=_value)
         return rows[index - 1]
+
+
+def keep_done(session: Session, done: tuple[Mark, Mark | None, int] | None) -> None:
+    """Set `Session.done` (a slot of the base class, which mypy does not see as one)."""
+    _DONE.__set__(session, done)
+
+
+_DONE: Any = _Kept.__dict__["done"]
 
 
 def latest_instant(rows: list[Row]) -> list[Row]:
