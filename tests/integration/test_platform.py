@@ -8,6 +8,7 @@ import os
 import random
 import socket
 import subprocess
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
@@ -32,7 +33,14 @@ def create_topic(bootstrap: str, name: str, partitions: int) -> None:
             [NewTopic(name, num_partitions=partitions, replication_factor=1)],
             timeout_ms=15_000,
         )
-        described = admin.describe_topics([name])
+        # The controller accepts the topic before every broker's metadata shows its
+        # partitions (seconds on a loaded machine): wait for them, boundedly.
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            described = admin.describe_topics([name])
+            if len(described[0]["partitions"]) == partitions or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert len(described[0]["partitions"]) == partitions
     finally:
         admin.close()
