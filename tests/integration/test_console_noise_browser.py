@@ -66,7 +66,13 @@ def test_inhibited_shelved_and_withdrawn_alerts_on_the_console(tmp_path: Path) -
                 has_text="SPO2_LOW"
             )
             warning.wait_for(timeout=5_000)
-            warning.locator("input.shelve-reason").fill("probe off the finger")
+            reason = warning.locator("input.shelve-reason")
+            reason.fill("probe off the finger")
+            # The list is rebuilt with every sessions snapshot (2 s): what a nurse is typing
+            # survives it (it was lost, and a shelve clicked after a rebuild did nothing).
+            page.wait_for_timeout(2_500)
+            assert reason.input_value() == "probe off the finger"
+            assert reason.evaluate("el => el === document.activeElement")
             warning.locator("button.shelve").click()
             shelved = page.locator("#shelved li.alert", has_text="PT-s-ox").filter(
                 has_text="SPO2_LOW"

@@ -99,13 +99,39 @@
       actions);
   }
 
+  // The lists are rebuilt on every alert and every sessions snapshot (2 s): a shelve form being
+  // filled in keeps its reason, its duration, its focus and its caret across the rebuild.
+  function shelveForms() {
+    const kept = new Map();
+    for (const form of document.querySelectorAll("form.shelve")) {
+      const reason = form.querySelector(".shelve-reason"), minutes = form.querySelector(".shelve-minutes");
+      const focus = document.activeElement === reason ? "reason" : document.activeElement === minutes ? "minutes" : null;
+      kept.set(form.dataset.alert, { reason: reason.value, minutes: minutes.value, focus,
+        start: reason.selectionStart, end: reason.selectionEnd });
+    }
+    return kept;
+  }
+
+  function restoreShelveForms(kept) {
+    for (const form of document.querySelectorAll("form.shelve")) {
+      const was = kept.get(form.dataset.alert);
+      if (!was) continue;
+      const reason = form.querySelector(".shelve-reason"), minutes = form.querySelector(".shelve-minutes");
+      reason.value = was.reason; minutes.value = was.minutes;
+      if (was.focus === "reason") { reason.focus(); reason.setSelectionRange(was.start, was.end); }
+      else if (was.focus === "minutes") minutes.focus();
+    }
+  }
+
   function renderAlerts() {
     const all = sortedAlerts();
     const alsoOf = (a) => all.filter((x) => x.inhibited_by === a.alert_id);
     const items = all.filter((a) => a.status !== "shelved" && !carried(a));
     const shelved = all.filter((a) => a.status === "shelved" && !carried(a));
+    const forms = shelveForms();
     $("alerts").replaceChildren(...items.map((a) => alertCard(a, alsoOf(a))));
     $("shelved").replaceChildren(...shelved.map((a) => alertCard(a, alsoOf(a))));
+    restoreShelveForms(forms);
     $("alert-count").textContent = String(items.length);
     $("shelved-count").textContent = String(shelved.length);
     $("shelved-title").hidden = shelved.length === 0;
