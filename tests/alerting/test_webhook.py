@@ -5,7 +5,6 @@ notification is dead-lettered as an audit record."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import threading
 import time
 from datetime import UTC, datetime
@@ -92,8 +91,24 @@ def test_signature_verifies_over_the_exact_body(note: Notification) -> None:
 
 
 def test_retries_5xx_with_exponential_backoff_then_delivers(note: Notification) -> None:
+    """The waits are the ones the channel asks for (recorded, not timed: a loaded machine
+    stretches wall-clock gaps): doubling from 0.1 s, full jitter within [50%, 100%]."""
+    waits: list[float] = []
+    draws = iter([0.0, 1.0, 0.5])  # the jitter's random draws: lowest, highest, middle
+
+    async def recorded_sleep(seconds: float) -> None:
+        waits.append(seconds)
+
     async def scenario(url: str) -> bool:
-        channel = WebhookChannel(url, SECRET, max_attempts=5, base_delay=0.1, max_delay=5)
+        channel = WebhookChannel(
+            url,
+            SECRET,
+            max_attempts=5,
+            base_delay=0.1,
+            max_delay=5,
+            sleep=recorded_sleep,
+            rng=lambda: next(draws),
+        )
         try:
             return await channel.deliver(note)
         finally:
@@ -101,13 +116,8 @@ def test_retries_5xx_with_exponential_backoff_then_delivers(note: Notification) 
 
     with Receiver([500, 502, 503]) as receiver:
         assert asyncio.run(scenario(receiver.url))
-    times = [t for t, _, _ in receiver.requests]
-    assert len(times) == 4  # three failures, then delivered
-    gaps = [b - a for a, b in itertools.pairwise(times)]
-    # full jitter within [50%, 100%] of 0.1, 0.2, 0.4 s
-    for gap, ceiling in zip(gaps, (0.1, 0.2, 0.4), strict=True):
-        assert ceiling * 0.5 - 0.01 <= gap <= ceiling + 0.15, gaps
-    assert gaps[2] > gaps[0]
+    assert len(receiver.requests) == 4  # three failures, then delivered
+    assert waits == pytest.approx([0.05, 0.2, 0.3])  # 0.1 x 0.5, 0.2 x 1.0, 0.4 x 0.75
     bodies = {body for _, _, body in receiver.requests}
     assert len(bodies) == 1  # the same signed body each time (receivers dedupe on its id)
 
