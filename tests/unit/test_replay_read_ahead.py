@@ -5,7 +5,9 @@ whatever the batch size (issue 19)."""
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator
+import select
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -77,31 +79,26 @@ def test_the_outputs_do_not_depend_on_the_read_ahead() -> None:
         assert _outputs(read_ahead) == (one, summary)
 
 
-class _Terminal:
-    """Lines typed at a terminal: each read is logged."""
-
-    def __init__(self, lines: list[bytes], log: list[str]) -> None:
-        self.lines, self.log = lines, log
-
-    def isatty(self) -> bool:
-        return True
-
-    def __iter__(self) -> Iterator[bytes]:
-        for number, line in enumerate(self.lines, start=1):
-            self.log.append(f"read {number}")
-            yield line
-
-
-def test_a_terminal_gets_each_lines_outputs_before_the_next_line_is_read() -> None:
-    log: list[str] = []
-    lines = gzip.decompress(CORPUS.read_bytes()).splitlines()[:3]
-    replay(
-        ReplayEvents(_Terminal(lines, log)),
-        build_engine("spravato-rems", None),
-        lambda alert: None,
-        lambda number, rejection: None,
-        lambda record: log.append(f"record {record.subject_id}"),
+def test_a_pipe_gets_each_events_alerts_before_the_next_line_arrives() -> None:
+    """`remsguard replay -` reading a pipe (a live feed) answers line by line; a file is read
+    ahead (the outputs are the same, above)."""
+    at = "2026-11-23T09:00:00Z"
+    envelope = {"session_id": "s1", "clinic_id": "c1", "occurred_at": at}
+    opened = {**envelope, "type": "session.opened", "event_id": "e1", "data": {"patient_ref": "p"}}
+    low = {**envelope, "type": "vitals.recorded", "event_id": "e2", "data": {"spo2": 84}}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "remsguard", "replay", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
-    first, second = (f"record {orjson.loads(line)['event_id']}" for line in lines[:2])
-    assert log.index("read 1") < log.index(first) < log.index("read 2")
-    assert log.index(second) < log.index("read 3")
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        process.stdin.write(orjson.dumps(opened) + b"\n" + orjson.dumps(low) + b"\n")
+        process.stdin.flush()  # and nothing more yet: the pipe stays open
+        ready, _, _ = select.select([process.stdout], [], [], 60)
+        assert ready, "no alert before the next line"
+        assert orjson.loads(process.stdout.readline())["rule"] == "SPO2_CRITICAL"
+    finally:
+        process.stdin.close()
+        process.wait(60)

@@ -110,9 +110,6 @@ def replay(
                 accepted += 1
 
     read_ahead = max(1, command.read_ahead)
-    isatty = getattr(command.lines, "isatty", None)
-    if callable(isatty) and isatty():  # someone typing events: each line's outputs at once
-        read_ahead = 1
     with _bulk_collection():
         numbers: list[int] = []
         lines: list[bytes] = []
