@@ -164,7 +164,6 @@ class StreamProcessor:
         self._watermarks: dict[tuple[str, int], Watermark] = {}  # per input topic-partition
         self._consumed: dict[tuple[str, int], int] = {}  # next offset to process
         self._last_message: dict[tuple[str, int], float] = {}  # monotonic time of the last
-        self._active_at: dict[str, float] = {}  # session -> monotonic time of its last event
         self._wall: datetime | None = None
         self._due: dict[str, datetime] = {}  # the deadline each session is queued for
         self._order = count()
@@ -222,7 +221,6 @@ class StreamProcessor:
         self._new_epoch()
         for name in list(self.store):
             if self.store.partition_of(name) in partitions:
-                self._active_at.pop(name, None)
                 self._due.pop(name, None)
         self.store.forget(partitions)
         for partition in partitions:
@@ -509,16 +507,15 @@ class StreamProcessor:
         """(partition, session, clock) for every queued deadline that may be decided now.
 
         A deadline is decided at the partition's event clock once that passed it, or at the
-        wall clock once that passed it while every input of the partition is idle and the
-        session has been quiet for the grace period (so neither a backlog nor a device
-        uploading a buffer is judged before it has been read). A session is handed out
+        wall clock once that passed it while every input of the partition has been idle for
+        the grace period, and so the session too (neither a backlog nor a device uploading a
+        buffer is judged before it has been read). A session is handed out
         once; the agent queues its next deadline when it applies the tick. A queued deadline
         the session no longer has before that clock (readings only move deadlines later, and
         queue none) is queued again at the session's own instead of sent.
         """
         ticks = []
         wall = self._wall
-        now = self._monotonic()
         for partition, state in self._partitions.items():
             clock, heap = state.clock, state.heap
             limit = max(clock, wall) if clock is not None and wall is not None else clock or wall
@@ -532,11 +529,7 @@ class StreamProcessor:
                     continue  # superseded
                 if clock is not None and due < clock:
                     at = clock
-                elif (
-                    wall is not None
-                    and state.idle
-                    and now - self._active_at.get(session_id, 0.0) >= self.idle_grace
-                ):
+                elif wall is not None and state.idle:
                     at = wall
                 else:
                     deferred.append(entry)
@@ -585,7 +578,6 @@ class StreamProcessor:
             return []
         gone = self.engine.evict_finished(now, self.retention)
         for session_id in gone:
-            self._active_at.pop(session_id, None)
             self._due.pop(session_id, None)
         return gone
 
