@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import timedelta
 
-from remsguard.adapters.storage import AppendResult, ComplianceLog, DecisionsRecorded
+from remsguard.adapters.storage import ComplianceLog, DecisionsRecorded
 from remsguard.adapters.telemetry import Telemetry
 from remsguard.alerting.channels import Channel
 from remsguard.alerting.policy import EscalationPolicy, Policies
@@ -90,27 +90,11 @@ class NotifyingLog:
         self._log = log
         self._service = service
 
-    def append_audit(self, records: Iterable[AuditRecord]) -> AppendResult:
-        batch = list(records)
-        result = self._log.append_audit(batch)
-        if withdrawals := [withdrawal_of(r) for r in batch if r.kind == AuditKind.ALERT_WITHDRAWN]:
-            self._service.on_withdrawals(withdrawals)  # the rows are closed: consoles drop them
-        return result
-
-    def save_events(self, events: Iterable[Event]) -> int:
-        return self._log.save_events(events)
-
-    def save_alerts(self, alerts: Iterable[Alert]) -> int:
-        batch = list(alerts)
-        inserted = self._log.save_alerts(batch)
-        self._service.on_alerts(batch)
-        return inserted
-
     def record_decisions(
         self, events: Iterable[Event], alerts: Iterable[Alert], audit: Iterable[AuditRecord]
     ) -> DecisionsRecorded:
         """A step's events, alerts and records in one transaction, then the alerting service
-        is told (as `save_alerts` and `append_audit` tell it)."""
+        is told of the alerts and of the withdrawals (their rows are closed by then)."""
         raised, records = list(alerts), list(audit)
         recorded = self._log.record_decisions(events, raised, records)
         if raised:
