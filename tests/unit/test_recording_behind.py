@@ -76,7 +76,9 @@ def _event(n: int, session: str = "s1") -> tuple[bytes, Event]:
     return raw, decoded
 
 
-def _runtime(path: Path, log: GatedLog, *, snapshots: bool = False) -> EmbeddedRuntime:
+def _runtime(
+    path: Path, log: GatedLog, *, snapshots: bool = False, every: int = 100_000
+) -> EmbeddedRuntime:
     engine = MonitoringEngine(load_protocols())
     store = SnapshotStore(path / "engine.snapshot", engine_version(), protocols_version(engine))
     return EmbeddedRuntime(
@@ -86,6 +88,7 @@ def _runtime(path: Path, log: GatedLog, *, snapshots: bool = False) -> EmbeddedR
         Telemetry(new_registry()),
         now=lambda: NOW,
         snapshots=store if snapshots else None,
+        snapshot_every_events=every,
     )
 
 
@@ -147,6 +150,27 @@ def test_a_failed_write_is_retried_in_order_and_a_stop_leaves_the_rest_to_recove
     assert summary.snapshot is None and summary.events == 2
     assert [a.rule for a in healthy.alerts] == ["SPO2_LOW"]  # re-recorded from the journal
     assert {r.subject_id for r in healthy.audit} >= {"s1-0", "s1-1"}
+
+
+def test_a_failing_log_does_not_hold_ingest_up_for_snapshots(tmp_path: Path) -> None:
+    """A snapshot is due after every event here, but the log fails: a snapshot waits for
+    nothing that cannot come, and each request is answered at once (not one per 5 s)."""
+    log = GatedLog()
+    runtime = _runtime(tmp_path, log, snapshots=True, every=1)
+    runtime.recover()
+
+    async def run() -> None:
+        await runtime.start()
+        log.failing = True
+        for n in range(4):
+            await asyncio.wait_for(_submit(runtime, n), 2.0)
+        log.failing = False
+        assert await runtime.caught_up(timeout=5)  # retried, then recorded
+        await runtime.stop()
+
+    asyncio.run(run())
+    assert [a.rule for a in log.alerts] == ["SPO2_LOW"]
+    assert (tmp_path / "engine.snapshot").exists()  # once recorded, the stop's snapshot
 
 
 def test_the_recorder_writes_queued_steps_together_oldest_first_after_a_failure() -> None:

@@ -72,10 +72,11 @@ class DecisionRecorder:
         self._queued: list[_Step] = []
         self._in_flight = False
         self._wake = asyncio.Event()
-        # Readers waiting: the position each wants recorded (None: wants the recorder idle).
+        # Readers waiting: the position each wants recorded (None: wants it `settled`).
         self._waiters: list[tuple[Checkpoint | None, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.failing = False  # the last write failed; its steps wait for the retry
 
     @property
     def idle(self) -> bool:
@@ -97,10 +98,14 @@ class DecisionRecorder:
         if not covers(self.recorded, through):
             await self._wait(through)
 
-    async def drained(self) -> None:
-        """Return once nothing is queued or being written."""
-        if not self.idle:
+    async def settled(self) -> None:
+        """Return once nothing is queued or being written, or the last write failed."""
+        if not self._settled:
             await self._wait(None)
+
+    @property
+    def _settled(self) -> bool:
+        return self.idle or self.failing
 
     def _wait(self, through: Checkpoint | None) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -156,12 +161,14 @@ class DecisionRecorder:
             await asyncio.to_thread(self._write, decisions, events)
         except Exception:
             self._queued[:0] = steps  # oldest first, ahead of what came meanwhile
+            self.failing = True
             self._on_failure()
             log.exception("compliance_log.write_failed", audit_records=len(decisions.audit))
             self._notify()
             return False
         finally:
             self._in_flight = False
+        self.failing = False
         self.recorded = steps[-1].through
         self._on_recorded(self.recorded, decisions, time.monotonic() - steps[0].queued_at)
         self._notify()
@@ -171,7 +178,7 @@ class DecisionRecorder:
         """Wake the readers whose wait is over."""
         waiting = []
         for through, future in self._waiters:
-            done = self.idle if through is None else covers(self.recorded, through)
+            done = self._settled if through is None else covers(self.recorded, through)
             if future.done():
                 continue
             if done:

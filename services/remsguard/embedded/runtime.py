@@ -125,6 +125,7 @@ _REPLAY_EVICTION_EVERY: Final = timedelta(hours=1)
 # 9,800 sessions here paused ingest 3.0-4.6 s (bench.embedded_restart's state, loaded 2-core
 # VM); the fork pauses it for the page tables' copy.
 _FORK: Final = hasattr(os, "fork")
+_SNAPSHOT_RETRY_SECONDS: Final = 30.0
 
 
 class DecisionLog(Protocol):
@@ -579,6 +580,7 @@ class EmbeddedRuntime:
         next_scan = time.monotonic() + self._scan_interval
         next_eviction = time.monotonic() + self._eviction_interval
         next_snapshot = time.monotonic() + self._snapshot_interval
+        snapshot_retry = 0.0  # after a snapshot the recorder could not make due in time
         done = False
         while not done:
             timeout = max(0.0, next_tick - time.monotonic())
@@ -617,13 +619,20 @@ class EmbeddedRuntime:
             if now >= next_eviction:
                 next_eviction = now + self._eviction_interval
                 await self._evict()
-            if self._snapshots is not None and self._snapshot_wanted(now >= next_snapshot):
-                # Only a recorded state is snapshotted: let the recorder finish (briefly).
+            if (
+                self._snapshots is not None
+                and now >= snapshot_retry
+                and self._snapshot_wanted(now >= next_snapshot)
+            ):
+                # Only a recorded state is snapshotted: let the recorder finish (briefly);
+                # while the log's writes fail, or if they take longer, try again later.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._recorder.drained(), timeout=5.0)
+                    await asyncio.wait_for(self._recorder.settled(), timeout=5.0)
                 if self._snapshot_due():
                     next_snapshot = time.monotonic() + self._snapshot_interval
                     self._begin_snapshot()
+                else:
+                    snapshot_retry = time.monotonic() + _SNAPSHOT_RETRY_SECONDS
 
     # -- bounded state and snapshots ---------------------------------------------------------
 
