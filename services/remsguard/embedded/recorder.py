@@ -11,7 +11,9 @@ after a pause; nothing after it is recorded first.
 
 Reads wait for it: `caught_up()` returns once everything journaled when it was called is
 recorded, so a client that got its 2xx and then asks for alerts sees the ones its events
-raised.
+raised. While the log's writes fail it returns at once (False), and the read is served from
+what the log holds (`compliance_log.write_failed` and `remsguard_compliance_write_failures_total`
+say why) instead of stalling every request.
 """
 
 from __future__ import annotations
@@ -93,10 +95,12 @@ class DecisionRecorder:
         self._queued.append(_Step(decisions, events, through, time.monotonic()))
         self._wake.set()
 
-    async def caught_up(self, through: Checkpoint) -> None:
-        """Return once every journal row up to `through` is recorded."""
-        if not covers(self.recorded, through):
+    async def caught_up(self, through: Checkpoint) -> bool:
+        """Return once every journal row up to `through` is recorded (True), or at once while
+        the log's writes fail (False: the caller serves what the log holds, not a stall)."""
+        if not covers(self.recorded, through) and not self.failing:
             await self._wait(through)
+        return covers(self.recorded, through)
 
     async def settled(self) -> None:
         """Return once nothing is queued or being written, or the last write failed."""
@@ -178,7 +182,9 @@ class DecisionRecorder:
         """Wake the readers whose wait is over."""
         waiting = []
         for through, future in self._waiters:
-            done = self._settled if through is None else covers(self.recorded, through)
+            done = self.failing or (
+                self.idle if through is None else covers(self.recorded, through)
+            )
             if future.done():
                 continue
             if done:

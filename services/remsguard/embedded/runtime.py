@@ -568,12 +568,11 @@ class EmbeddedRuntime:
 
     async def caught_up(self, timeout: float = 5.0) -> bool:
         """Wait until the compliance log holds what every answered request decided (False:
-        still behind after `timeout` seconds, e.g. while its writes fail)."""
+        still behind after `timeout` seconds, or its writes are failing)."""
         try:
-            await asyncio.wait_for(self._recorder.caught_up(self._journaled), timeout)
+            return await asyncio.wait_for(self._recorder.caught_up(self._journaled), timeout)
         except TimeoutError:
             return False
-        return True
 
     async def _run(self) -> None:
         next_tick = time.monotonic()
