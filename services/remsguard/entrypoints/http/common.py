@@ -29,6 +29,7 @@ from remsguard.identity import Principal
 
 __all__ = [
     "CSV_CONTENT",
+    "PDF",
     "Format",
     "IsoDate",
     "Rfc3339",
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 CSV_CONTENT: Final = {"text/csv": {"schema": {"type": "string"}}}
+PDF: Final = "application/pdf"
 COMMON_ERRORS: Final[dict[int | str, dict[str, Any]]] = {  # responses= of every route
     400: {"description": "A bad cursor or a time without an offset."},
     **auth_errors("This role may not do this, or a clinic this principal may not see."),

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from remsguard.auditing.form_document import form_evidence, form_pdf
 from remsguard.entrypoints.http.audit import READERS
 from remsguard.entrypoints.http.auth import require
-from remsguard.entrypoints.http.common import COMMON_ERRORS, log_query, now, protocols
+from remsguard.entrypoints.http.common import COMMON_ERRORS, PDF, log_query, now, protocols
 from remsguard.entrypoints.http.sessions import (
     NOT_FOUND,
     SessionId,
@@ -23,7 +23,6 @@ from remsguard.identity import Principal
 __all__ = ["router"]
 
 router = APIRouter(tags=["sessions"])
-PDF = "application/pdf"
 
 
 @router.get(

@@ -17,6 +17,7 @@ from remsguard.entrypoints.http.audit import READERS
 from remsguard.entrypoints.http.auth import require
 from remsguard.entrypoints.http.common import (
     COMMON_ERRORS,
+    PDF,
     check_clinic,
     compliance,
     json_response,
@@ -30,7 +31,6 @@ from remsguard.identity import Principal
 __all__ = ["router"]
 
 router = APIRouter(tags=["compliance"])
-PDF = "application/pdf"
 
 
 class ReportFormat(StrEnum):
