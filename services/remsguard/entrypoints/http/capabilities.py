@@ -12,9 +12,9 @@ dependency that asks for it answers for the route: 404 where the process has no 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Annotated, Final, Protocol
+from typing import Annotated, Any, Final, Protocol
 
 import structlog
 from fastapi import Depends, Request
@@ -123,22 +123,26 @@ async def _compliance(process: Annotated[ServedProcess, Depends(_process)]) -> C
     return process.compliance
 
 
-async def _ingest(process: Annotated[ServedProcess, Depends(_process)]) -> EventIngest:
-    if process.ingest is None:
-        raise ApiError(404, "not_found", "this service does not ingest events")
-    return process.ingest
+# A part the process lacks (None): what a route asking for it answers instead.
+_LACKING: Final = {
+    "ingest": (404, "not_found", "this service does not ingest events"),
+    "staff_alerting": (503, "no_alerting", "staff alerting is not running in this process"),
+    "live_sessions": (503, "no_engine", "discharge readiness is served where the engine runs"),
+}
 
 
-async def _staff_alerting(process: Annotated[ServedProcess, Depends(_process)]) -> AlertingService:
-    if process.staff_alerting is None:
-        raise ApiError(503, "no_alerting", "staff alerting is not running in this process")
-    return process.staff_alerting
+def _part(name: str) -> Callable[[ServedProcess], Awaitable[Any]]:
+    """A dependency handing a route the process's part `name`, or answering for the route
+    as `_LACKING` says where the process has none."""
+    status, code, message = _LACKING[name]
 
+    async def dependency(process: Annotated[ServedProcess, Depends(_process)]) -> Any:
+        part = getattr(process, name)
+        if part is None:
+            raise ApiError(status, code, message)
+        return part
 
-async def _live_sessions(process: Annotated[ServedProcess, Depends(_process)]) -> MonitoringEngine:
-    if process.live_sessions is None:
-        raise ApiError(503, "no_engine", "discharge readiness is served where the engine runs")
-    return process.live_sessions
+    return dependency
 
 
 async def _reads_after_writes(process: Annotated[ServedProcess, Depends(_process)]) -> None:
@@ -152,6 +156,6 @@ before the request came (`app.py` puts it on every router but the ingest doors')
 
 Process = Annotated[ServedProcess, Depends(_process)]
 Compliance = Annotated[ComplianceLog, Depends(_compliance)]
-Ingest = Annotated[EventIngest, Depends(_ingest)]
-StaffAlerting = Annotated[AlertingService, Depends(_staff_alerting)]
-LiveSessions = Annotated[MonitoringEngine, Depends(_live_sessions)]
+Ingest = Annotated[EventIngest, Depends(_part("ingest"))]
+StaffAlerting = Annotated[AlertingService, Depends(_part("staff_alerting"))]
+LiveSessions = Annotated[MonitoringEngine, Depends(_part("live_sessions"))]
