@@ -11,7 +11,7 @@ engine judges doses by the new registry from the next event on.
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -57,6 +57,16 @@ def _scoped(principal: Principal, clinic: str) -> None:
         raise ApiError(404, "not_found", f"no clinic {clinic!r}")
 
 
+async def _readable(clinic: str = _CLINIC, principal: Principal = Depends(_READERS)) -> str:
+    """The path's clinic, for a reader who may see it. (The writes check theirs in the route:
+    a 422 for a bad body comes before the 404.)"""
+    _scoped(principal, clinic)
+    return clinic
+
+
+ReadableClinic = Annotated[str, Depends(_readable)]
+
+
 def _changed(request: Request) -> None:
     """Tell the engine of this process (embedded mode) that the registry changed."""
     process: ServedProcess = request.app.state.container
@@ -64,12 +74,7 @@ def _changed(request: Request) -> None:
 
 
 @router.get("/v1/clinics/{clinic}/certification", summary="The clinic's REMS certification")
-def get_certification(
-    request: Request,
-    clinic: str = _CLINIC,
-    principal: Principal = Depends(_READERS),
-) -> dict[str, Any]:
-    _scoped(principal, clinic)
+def get_certification(request: Request, clinic: ReadableClinic) -> dict[str, Any]:
     found = _store(request).load().certification_of(clinic)
     if found is None:
         raise ApiError(404, "not_certified", f"clinic {clinic!r} has no certification on record")
@@ -96,12 +101,7 @@ def put_certification(
 
 
 @router.get("/v1/clinics/{clinic}/enrollments", summary="The clinic's enrolled patients")
-def get_enrollments(
-    request: Request,
-    clinic: str = _CLINIC,
-    principal: Principal = Depends(_READERS),
-) -> dict[str, Any]:
-    _scoped(principal, clinic)
+def get_enrollments(request: Request, clinic: ReadableClinic) -> dict[str, Any]:
     patients = _store(request).load().patients_of(clinic)
     return {"clinic_id": clinic, "enrollments": [enrollment_dict(e) for e in patients]}
 
