@@ -47,7 +47,7 @@ from remsguard.domain.inhibition import inhibit
 from remsguard.domain.protocol import MonitoringProtocol
 from remsguard.domain.readiness import DischargeReadiness, discharge_readiness
 from remsguard.domain.registry import RemsRegistry
-from remsguard.domain.session import LAST_ID, BPReading, Mark, Measurement, Session, insert
+from remsguard.domain.session import LAST_ID, BPReading, Mark, Measurement, Row, Session, insert
 from remsguard.domain.thresholds import Thresholds, all_starts, starts_at
 
 # `evict_finished`: how long a finished session stays (late events, the console's day), and
@@ -101,23 +101,13 @@ class MonitoringEngine:
             # warm in memory where each session's own copy went cold.
             session = Session(session_id, sys.intern(event.clinic_id), self._default)
         elif session.clinic_id != event.clinic_id:  # a session belongs to its first clinic
-            return self.reject(
-                rejection_of(
-                    event,
-                    SESSION_OF_ANOTHER_CLINIC,
-                    f"session {session_id!r} belongs to another clinic",
-                ),
-                source=f"{session_id}/{event_id}",
-            )
+            detail = f"session {session_id!r} belongs to another clinic"
+            return self._refuse(event, SESSION_OF_ANOTHER_CLINIC, detail)
         elif event_id in session.seen:
             return Decisions(outcome=Outcome.DUPLICATE)
         if isinstance(event, SessionOpened) and event.protocol not in (None, *self._protocols):
-            return self.reject(
-                rejection_of(
-                    event, UNKNOWN_PROTOCOL, f"protocol {event.protocol!r} is not configured"
-                ),
-                source=f"{session_id}/{event_id}",
-            )
+            detail = f"protocol {event.protocol!r} is not configured"
+            return self._refuse(event, UNKNOWN_PROTOCOL, detail)
         session.seen.add(event_id)
         # Every event's record, built here: its id is `stable_id(_ACCEPTED, session_id,
         # event_id)` hashed on from the kind's state, and it is built positionally (keyword
@@ -164,6 +154,11 @@ class MonitoringEngine:
             detail={"reason": rejection.reason, "detail": rejection.detail, "source": source},
         )
         return Decisions(audit=[record], outcome=Outcome.REJECTED, rejection=rejection)
+
+    def _refuse(self, event: Event, reason: str, detail: str) -> Decisions:
+        """Reject a contract-valid event the engine does not take, from its ids (`reject`)."""
+        rejection = rejection_of(event, reason, detail)
+        return self.reject(rejection, source=f"{event.session_id}/{event.event_id}")
 
     def advance_to(self, now: datetime) -> Decisions:
         """Move the clock forward and decide every deadline the clock has passed.
@@ -331,42 +326,30 @@ class MonitoringEngine:
         systolic, diastolic = event.systolic, event.diastolic
         if systolic is not None and diastolic is not None:
             reading = _new_row(BPReading, (at, event_id, systolic, diastolic))
-            bp_rows = session.bp
-            if not bp_rows or bp_rows[-1].at < at:
-                bp_rows.append(reading)
+            if _placed_last(session.bp, reading):
                 if judged:
                     findings += self._bp(session, reading, protocol, thresholds)
-            else:
-                insert(bp_rows, reading)
-                if judged:
-                    again += _BP_RULES
+            elif judged:
+                again += _BP_RULES
         value = event.spo2
         if value is not None:
-            row = _new_row(Measurement, (at, event_id, value))
             rows = session.spo2
-            if not rows or rows[-1].at < at:
-                rows.append(row)
+            if _placed_last(rows, _new_row(Measurement, (at, event_id, value))):
                 # The usual reading: meets no SpO2 rule and came last, so starts nothing.
                 if judged and value < thresholds.spo2_quiet_from:
                     findings += _spo2(rows, len(rows) - 1, thresholds)
-            else:
-                insert(rows, row)
-                if judged:
-                    again += _SPO2_RULES
+            elif judged:
+                again += _SPO2_RULES
         value = event.respiratory_rate
         if value is not None:
-            row = _new_row(Measurement, (at, event_id, value))
             rows = session.respiratory_rate
-            if not rows or rows[-1].at < at:
-                rows.append(row)
+            if _placed_last(rows, _new_row(Measurement, (at, event_id, value))):
                 condition = thresholds.respiratory_rate
                 if judged and condition is not None and value < thresholds.rate_quiet_from:
                     starts = starts_at(rows, len(rows) - 1, condition)
                     findings += [Finding.respiratory_rate(r, thresholds.rate_below) for r in starts]
-            else:
-                insert(rows, row)
-                if judged:
-                    again.append("RESPIRATORY_DEPRESSION")
+            elif judged:
+                again.append("RESPIRATORY_DEPRESSION")
         if again:
             reason = WithdrawalReason.READING_ARRIVED_LATE
             findings += self._reconcile(session, again, event, reason, decisions)
@@ -641,14 +624,8 @@ class MonitoringEngine:
         """An event naming an evicted session: recorded, judged by no rule (`evict_finished`)."""
         session_id, event_id = event.session_id, event.event_id
         if self._evicted[session_id][0] != event.clinic_id:
-            return self.reject(
-                rejection_of(
-                    event,
-                    SESSION_OF_ANOTHER_CLINIC,
-                    f"session {session_id!r} belongs to another clinic",
-                ),
-                source=f"{session_id}/{event_id}",
-            )
+            detail = f"session {session_id!r} belongs to another clinic"
+            return self._refuse(event, SESSION_OF_ANOTHER_CLINIC, detail)
         accepted = AuditRecord(
             stable_id(_ACCEPTED, session_id, event_id),
             _ACCEPTED,
@@ -874,6 +851,16 @@ def _withdrawal_detail(
         "A reading that arrived late belongs to the same episode or instant; judged again "
         "in event-time order, this alert does not hold."
     )
+
+
+def _placed_last(rows: list[Row], row: Row) -> bool:
+    """Put `row` into `rows` in event-time order; True when it is later than every row so far
+    (appended last, at an instant of its own), False when it is inserted among them."""
+    if not rows or rows[-1].at < row.at:
+        rows.append(row)
+        return True
+    insert(rows, row)
+    return False
 
 
 def _spo2(rows: list[Measurement], index: int, thresholds: Thresholds) -> list[Finding]:
