@@ -112,3 +112,11 @@ def test_cli_records_and_lists_and_verify_holds_the_rows_to_the_records(world: W
         conn.execute(text("DELETE FROM rems_certifications WHERE clinic_id = 'clinic-b'"))
     report = verify_log(world.log.engine)
     assert not report.ok and "deleted" in (report.problem or "")
+
+
+def test_a_reader_bound_to_another_clinic_is_told_the_clinic_does_not_exist(world: World) -> None:
+    for path in ("certification", "enrollments"):
+        r = world.client.get(f"/v1/clinics/clinic-a/{path}", headers=world.auth("staff-b"))
+        assert r.status_code == 404
+        assert r.json() == {"error": "not_found", "message": "no clinic 'clinic-a'"}
+    assert world.client.get("/v1/clinics/clinic-a/enrollments").status_code == 401
