@@ -23,24 +23,10 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import CoreConfig, CoreSchema, SchemaValidator, core_schema
 
-from remsguard.contract.events import (
-    AssessmentRecordedEvent,
-    DoseAdministeredEvent,
-    EventBase,
-    SessionDischargedEvent,
-    SessionOpenedEvent,
-    VitalsRecordedEvent,
-)
+from remsguard.contract.events import EventBase, EventCreate
 from remsguard.domain import admission
 from remsguard.domain.decisions import Rejection
-from remsguard.domain.events import (
-    AssessmentRecorded,
-    DoseAdministered,
-    Event,
-    SessionDischarged,
-    SessionOpened,
-    VitalsRecorded,
-)
+from remsguard.domain.events import EVENT_CLASSES_BY_TYPE, Event
 
 __all__ = ["MAX_EVENT_BYTES", "RejectionReason", "decode_event", "decode_events"]
 
@@ -73,12 +59,14 @@ class RejectionReason(StrEnum):
     MESSAGE_TOO_LARGE = admission.MESSAGE_TOO_LARGE
 
 
-_WIRE_TO_DOMAIN: Final[tuple[tuple[type[EventBase], type[Event]], ...]] = (
-    (SessionOpenedEvent, SessionOpened),
-    (VitalsRecordedEvent, VitalsRecorded),
-    (DoseAdministeredEvent, DoseAdministered),
-    (AssessmentRecordedEvent, AssessmentRecorded),
-    (SessionDischargedEvent, SessionDischarged),
+def _event_tag(wire: type[EventBase]) -> str:
+    (tag,) = get_args(wire.model_fields["type"].annotation)
+    return str(tag)
+
+
+# Each member of `EventCreate` and the domain event of its `type`.
+_WIRE_TO_DOMAIN: Final[tuple[tuple[type[EventBase], type[Event]], ...]] = tuple(
+    (wire, EVENT_CLASSES_BY_TYPE[_event_tag(wire)]) for wire in get_args(get_args(EventCreate)[0])
 )
 _FIELD_CONFIG: Final = ConfigDict(strict=True, allow_inf_nan=False)
 # Field strictness is applied when the validator is built, from the enclosing schema's config;
@@ -134,11 +122,6 @@ def _domain_schema(
         post_init=hasattr(domain, "__post_init__"),
         config=_CORE_CONFIG,
     )
-
-
-def _event_tag(wire: type[EventBase]) -> str:
-    (tag,) = get_args(wire.model_fields["type"].annotation)
-    return str(tag)
 
 
 # Model config the accept path reproduces: field strictness as in `_FIELD_CONFIG`, extra keys

@@ -2,7 +2,7 @@
 
 One JSON object per event: a common envelope (`EventBase`) plus a type-specific `data` object.
 `EventCreate` is the discriminated union over `type`; each member converts itself to the
-matching pure domain event with `to_domain()`.
+pure domain event of its `type` with `to_domain()`.
 
 Choices the issue leaves open, made here:
 - `data` is required for every type (it may be `{}` for `assessment.recorded`).
@@ -23,15 +23,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from pydantic_core import PydanticCustomError
 
 from remsguard.domain.admission import EARLIEST, LATEST
-from remsguard.domain.events import (
-    AssessmentRecorded,
-    DoseAdministered,
-    Event,
-    Medication,
-    SessionDischarged,
-    SessionOpened,
-    VitalsRecorded,
-)
+from remsguard.domain.events import EVENT_CLASSES_BY_TYPE, Event, Medication
 
 __all__ = [
     "DEFAULT_PROTOCOL",
@@ -164,56 +156,38 @@ class EventBase(BaseModel):
     )
     device_id: NonEmptyStr | None = Field(default=None, description="The sending device.")
 
-    def to_domain(self) -> Event:  # pragma: no cover - every member overrides it
-        raise NotImplementedError
-
-    def _fields(self) -> dict[str, Any]:
-        """The domain event's arguments: the envelope's fields but `type`, then the data's
-        (the domain events name theirs the same)."""
+    def to_domain(self) -> Event:
+        """The domain event of the member's `type`, from the envelope's other fields, then the
+        data's (the domain events name theirs the same)."""
         envelope = dict(self)
-        del envelope["type"]
+        kind = envelope.pop("type")
         data: BaseModel = envelope.pop("data")
-        return {**envelope, **dict(data)}
+        return EVENT_CLASSES_BY_TYPE[kind](**{**envelope, **dict(data)})
 
 
 class SessionOpenedEvent(EventBase):
     type: Literal["session.opened"]
     data: SessionOpenedData
 
-    def to_domain(self) -> SessionOpened:
-        return SessionOpened(**self._fields())
-
 
 class VitalsRecordedEvent(EventBase):
     type: Literal["vitals.recorded"]
     data: VitalsRecordedData
-
-    def to_domain(self) -> VitalsRecorded:
-        return VitalsRecorded(**self._fields())
 
 
 class DoseAdministeredEvent(EventBase):
     type: Literal["dose.administered"]
     data: DoseAdministeredData
 
-    def to_domain(self) -> DoseAdministered:
-        return DoseAdministered(**self._fields())
-
 
 class AssessmentRecordedEvent(EventBase):
     type: Literal["assessment.recorded"]
     data: AssessmentRecordedData
 
-    def to_domain(self) -> AssessmentRecorded:
-        return AssessmentRecorded(**self._fields())
-
 
 class SessionDischargedEvent(EventBase):
     type: Literal["session.discharged"]
     data: SessionDischargedData
-
-    def to_domain(self) -> SessionDischarged:
-        return SessionDischarged(**self._fields())
 
 
 EventCreate = Annotated[

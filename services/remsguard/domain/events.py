@@ -80,3 +80,4 @@ EVENT_TYPES_BY_CLASS: dict[type[Event], str] = {
     AssessmentRecorded: "assessment.recorded",
     SessionDischarged: "session.discharged",
 }
+EVENT_CLASSES_BY_TYPE: dict[str, type[Event]] = {t: c for c, t in EVENT_TYPES_BY_CLASS.items()}
