@@ -431,36 +431,43 @@ class AlertingService:
         self, alerts: list[Alert], now: datetime, save: bool
     ) -> list[tuple[Alert, AlertRow | None]]:
         """In a worker thread: store (if asked), then claim each still-open alert not yet
-        notified by writing its `alert.notified` record. Returns the claimed ones."""
+        notified by writing its `alert.notified` record. Returns the claimed ones. Two
+        reads for the whole batch (its rows, its claims already written), not two an alert."""
         if save:
             self.log.save_alerts(alerts)
+        rows = self.log.alert_store.rows([a.alert_id for a in alerts])
+        wanted: list[tuple[Alert, AlertRow | None, AuditRecord | None]] = []
+        for alert in alerts:
+            row = rows.get(alert.alert_id)
+            if row is None or row.status == AlertStatus.OPEN.value:
+                wanted.append((alert, row, self._notified_record(alert, now)))
+        claimed_before = self.log.audit.stored_ids([r.record_id for *_, r in wanted if r])
         out: list[tuple[Alert, AlertRow | None]] = []
         claims: list[AuditRecord] = []
-        for alert in alerts:
-            row = self.log.get_alert(alert.alert_id)
-            if row is not None and row.status != AlertStatus.OPEN.value:
-                continue
-            rec = records.record(
-                records.NOTIFIED,
-                id_parts=(alert.alert_id,),
-                subject_id=alert.alert_id,
-                session_id=alert.session_id,
-                clinic_id=alert.clinic_id,
-                occurred_at=now,
-                detail={
-                    "rule": alert.rule,
-                    "alert_severity": alert.severity.value,
-                    "channels": [c.name for c in self.channels],
-                },
-            )
+        for alert, row, rec in wanted:
             if rec is not None:
-                if self.log.get_record(rec.record_id) is not None:
+                if rec.record_id in claimed_before:
                     continue
                 claims.append(rec)
             out.append((alert, row))
         if claims:
             self.log.append_audit(claims)
         return out
+
+    def _notified_record(self, alert: Alert, now: datetime) -> AuditRecord | None:
+        return records.record(
+            records.NOTIFIED,
+            id_parts=(alert.alert_id,),
+            subject_id=alert.alert_id,
+            session_id=alert.session_id,
+            clinic_id=alert.clinic_id,
+            occurred_at=now,
+            detail={
+                "rule": alert.rule,
+                "alert_severity": alert.severity.value,
+                "channels": [c.name for c in self.channels],
+            },
+        )
 
     # -- delivery ----------------------------------------------------------------------------
 

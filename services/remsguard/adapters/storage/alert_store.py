@@ -260,6 +260,18 @@ class AlertStore:
         with Session(self.audit.reader) as s:
             return s.get(AlertRow, alert_id)
 
+    def rows(self, alert_ids: Sequence[str]) -> dict[str, AlertRow]:
+        """Each of these alerts that is stored, by id: a query a chunk, not one an alert."""
+        out: dict[str, AlertRow] = {}
+        with Session(self.audit.reader) as s:
+            for start in range(0, len(alert_ids), CHUNK):
+                chunk = list(alert_ids[start : start + CHUNK])
+                out.update(
+                    (r.alert_id, r)
+                    for r in s.scalars(select(AlertRow).where(ALERTS.c.alert_id.in_(chunk)))
+                )
+        return out
+
     def page(self, q: AlertQuery) -> Page[AlertRow]:
         return alert_page(self.audit.reader, q)
 
@@ -271,15 +283,7 @@ class AlertStore:
 
     def statuses(self, alert_ids: Sequence[str]) -> dict[str, str]:
         """The status of each of these alerts that exists."""
-        out: dict[str, str] = {}
-        with self.audit.reader.connect() as conn:
-            for start in range(0, len(alert_ids), CHUNK):
-                chunk = list(alert_ids[start : start + CHUNK])
-                for alert_id, status in conn.execute(
-                    select(ALERTS.c.alert_id, ALERTS.c.status).where(ALERTS.c.alert_id.in_(chunk))
-                ):
-                    out[alert_id] = status
-        return out
+        return {alert_id: row.status for alert_id, row in self.rows(alert_ids).items()}
 
     def open_counts(self) -> dict[tuple[str, str], int]:
         """Open alerts by (clinic, severity), whoever changed their status."""

@@ -15,7 +15,7 @@ row in the same transaction (``close_withdrawn``), whichever path carries the re
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -223,6 +223,11 @@ class AuditLog:
     def record(self, record_id: str) -> AuditRow | None:
         with Session(self.reader) as s:
             return s.scalars(select(AuditRow).where(AUDIT.c.record_id == record_id)).first()
+
+    def stored_ids(self, record_ids: Sequence[str]) -> set[str]:
+        """Which of these records the log holds."""
+        with self.reader.connect() as conn:
+            return set(existing(conn, AUDIT.c.record_id, list(record_ids)))
 
     def records(self, q: AuditQuery) -> Page[AuditRow]:
         return audit_page(self.reader, q)

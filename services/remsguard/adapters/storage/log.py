@@ -120,6 +120,12 @@ class ComplianceLog:
             migrate(engine)
         return cls(engine)
 
+    @property
+    def local(self) -> bool:
+        """The database is a local SQLite file: a short read costs less than handing it to a
+        worker thread, and never waits for a writer (WAL)."""
+        return self.engine.dialect.name == "sqlite"
+
     def close(self) -> None:
         self.engine.dispose()
 
