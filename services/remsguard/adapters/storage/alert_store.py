@@ -16,12 +16,13 @@ from typing import Any, Final
 
 import orjson
 from sqlalchemy import Connection, func, select, text, update
+from sqlalchemy.dialects import sqlite
 from sqlmodel import Session
 
 from remsguard.adapters.storage.audit_log import AuditLog, close_withdrawn
 from remsguard.adapters.storage.models import AlertRow, AlertStatus, utc
 from remsguard.adapters.storage.queries import AlertQuery, Page, alert_page
-from remsguard.adapters.storage.tables import ALERTS, AUDIT, CHUNK, existing, insert_for
+from remsguard.adapters.storage.tables import ALERTS, AUDIT, CHUNK, existing
 from remsguard.domain.decisions import (
     Alert,
     AuditKind,
@@ -83,12 +84,7 @@ class AlertStore:
             inserted = [row.alert_id for row in found]
         else:
             for start in range(0, len(rows), CHUNK):
-                stmt = insert_for(conn)(ALERTS).on_conflict_do_nothing(
-                    index_elements=[ALERTS.c.alert_id]
-                )
-                result = conn.execute(
-                    stmt.returning(ALERTS.c.alert_id), rows[start : start + CHUNK]
-                )
+                result = conn.execute(_INSERT_NEW_SQLITE, rows[start : start + CHUNK])
                 inserted += [row.alert_id for row in result]
         # Withdrawn before its row was stored (the audit sink and `replay --db` append
         # the records first): it is stored closed, as its chained record says.
@@ -317,6 +313,12 @@ _ALERT_COLUMNS: Final = (
 )
 # The whole batch as one JSON parameter: a multi-row VALUES of thousands of placeholders (or
 # a dozen arrays) costs more to build in Python than the statement costs to run.
+# Built once (`tables.py` says why): SQLite's insert of alerts not stored yet, returning ids.
+_INSERT_NEW_SQLITE: Final = (
+    sqlite.insert(ALERTS)
+    .on_conflict_do_nothing(index_elements=[ALERTS.c.alert_id])
+    .returning(ALERTS.c.alert_id)
+)
 _INSERT_ALERTS_JSON: Final = text(
     f"INSERT INTO alerts ({', '.join(_ALERT_COLUMNS)}) "
     f"SELECT {', '.join(_ALERT_COLUMNS)} FROM json_populate_recordset(NULL::alerts, :rows) "

@@ -15,6 +15,7 @@ row in the same transaction (``close_withdrawn``), whichever path carries the re
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import orjson
-from sqlalchemy import Connection, Engine, func, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
 from sqlmodel import Session
 
 from remsguard.adapters.storage.chain import (
@@ -44,6 +45,7 @@ from remsguard.adapters.storage.tables import (
     HEADS,
     NODES,
     TREE_HEADS,
+    dialect_insert,
     existing,
     insert_for,
     rows_where_in,
@@ -185,22 +187,13 @@ class AuditLog:
         chains = list({chain_of(r) for r in unique.values()})
         heads: dict[str, tuple[int, str]] = {
             chain_id: (seq, hash_)
-            for chain_id, seq, hash_ in rows_where_in(
-                conn,
-                select(HEADS.c.chain_id, HEADS.c.chain_seq, HEADS.c.hash),
-                HEADS.c.chain_id,
-                chains,
-            )
+            for chain_id, seq, hash_ in rows_where_in(conn, _HEADS, HEADS.c.chain_id, chains)
         }
         # The rows are built while they are copied (PostgreSQL inserts one batch while
         # the next is hashed); ``heads`` ends at each chain's last record.
         _insert_audit_rows(conn, _audit_rows(unique.values(), next_index, heads, self.now()))
-        insert = insert_for(conn)(HEADS)
         conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=[HEADS.c.chain_id],
-                set_={"chain_seq": insert.excluded.chain_seq, "hash": insert.excluded.hash},
-            ),
+            _move_heads(conn.dialect.name),
             [{"chain_id": c, "chain_seq": heads[c][0], "hash": heads[c][1]} for c in chains],
         )
         # A withdrawal is a lifecycle step: the row closes with its record, in this transaction.
@@ -216,9 +209,7 @@ class AuditLog:
 
     @staticmethod
     def size_in(conn: Connection) -> int:
-        return int(
-            conn.execute(select(func.coalesce(func.max(AUDIT.c.log_index) + 1, 0))).scalar_one()
-        )
+        return int(conn.execute(_SIZE).scalar_one())
 
     def record(self, record_id: str) -> AuditRow | None:
         with Session(self.reader) as s:
@@ -328,6 +319,32 @@ class AuditLog:
 
 
 _WITHDRAWABLE = [AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value, AlertStatus.SHELVED.value]
+# Built once (`tables.py` says why): every recorded step runs these.
+_SIZE: Final = select(func.coalesce(func.max(AUDIT.c.log_index) + 1, 0))
+_HEADS: Final = select(HEADS.c.chain_id, HEADS.c.chain_seq, HEADS.c.hash)
+_CLOSE_WITHDRAWN: Final = (
+    update(ALERTS)
+    .where(
+        ALERTS.c.alert_id.in_(bindparam("alert_ids", expanding=True)),
+        ALERTS.c.status.in_(_WITHDRAWABLE),
+    )
+    .values(
+        status=AlertStatus.WITHDRAWN.value,
+        shelved_until=None,
+        shelved_by=None,
+        shelve_reason=None,
+    )
+)
+
+
+@functools.lru_cache(maxsize=2)
+def _move_heads(dialect: str) -> Any:
+    """Upsert of chain heads (`chain_id`, `chain_seq`, `hash`) in `dialect`."""
+    insert = dialect_insert(dialect)(HEADS)
+    return insert.on_conflict_do_update(
+        index_elements=[HEADS.c.chain_id],
+        set_={"chain_seq": insert.excluded.chain_seq, "hash": insert.excluded.hash},
+    )
 
 
 def close_withdrawn(conn: Connection, alert_ids: list[str]) -> int:
@@ -335,20 +352,8 @@ def close_withdrawn(conn: Connection, alert_ids: list[str]) -> int:
     expiry must not reopen what the engine withdrew); a resolved one stays resolved."""
     closed = 0
     for start in range(0, len(alert_ids), CHUNK):
-        result = conn.execute(
-            update(ALERTS)
-            .where(
-                ALERTS.c.alert_id.in_(alert_ids[start : start + CHUNK]),
-                ALERTS.c.status.in_(_WITHDRAWABLE),
-            )
-            .values(
-                status=AlertStatus.WITHDRAWN.value,
-                shelved_until=None,
-                shelved_by=None,
-                shelve_reason=None,
-            )
-        )
-        closed += result.rowcount
+        chunk = alert_ids[start : start + CHUNK]
+        closed += conn.execute(_CLOSE_WITHDRAWN, {"alert_ids": chunk}).rowcount
     return closed
 
 

@@ -8,8 +8,10 @@ log, is reported by id and never used.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from sqlalchemy import Connection, select
@@ -25,7 +27,7 @@ from remsguard.adapters.storage.events import (
     event_to_json,
 )
 from remsguard.adapters.storage.models import AuditRow, SessionEventRow, utc
-from remsguard.adapters.storage.tables import AUDIT, CHUNK, EVENTS, insert_for
+from remsguard.adapters.storage.tables import AUDIT, CHUNK, EVENTS, dialect_insert
 from remsguard.domain.decisions import AuditKind, AuditRecord
 from remsguard.domain.events import Event
 
@@ -67,11 +69,8 @@ class SessionEvents:
         new: set[tuple[str, str]] = set()
         conn = change.conn
         for start in range(0, len(stored), CHUNK):
-            stmt = insert_for(conn)(EVENTS).on_conflict_do_nothing(
-                index_elements=[EVENTS.c.session_id, EVENTS.c.event_id]
-            )
             result = conn.execute(
-                stmt.returning(EVENTS.c.session_id, EVENTS.c.event_id),
+                _insert_new(conn.dialect.name),
                 [
                     {
                         "session_id": row.session_id,
@@ -122,6 +121,15 @@ class SessionEvents:
         good = [r for r in rows if digests.get(r.event_id) == content_digest(r.payload)]
         bad = sorted({r.event_id for r in rows} - {r.event_id for r in good})
         return VouchedEvents(good, bad)
+
+
+@functools.lru_cache(maxsize=2)
+def _insert_new(dialect: str) -> Any:
+    """Insert of events not stored yet, returning the keys of those inserted (built once a
+    dialect: `tables.py` says why)."""
+    insert = dialect_insert(dialect)(EVENTS)
+    keys = (EVENTS.c.session_id, EVENTS.c.event_id)
+    return insert.on_conflict_do_nothing(index_elements=list(keys)).returning(*keys)
 
 
 def unvouched_event_records(conn: Connection) -> list[AuditRecord]:
