@@ -221,3 +221,52 @@ def test_the_recorder_writes_queued_steps_together_oldest_first_after_a_failure(
     assert failures == [1]
     assert [ids for batch in written for ids in batch] == ["a", "b"]  # in order, once each
     assert recorded[-1] == Checkpoint(2, 0)
+
+
+def _recorder(written: list[list[str]], linger: float) -> DecisionRecorder:
+    def write(decisions: Decisions, _events: object) -> None:
+        written.append([r.record_id for r in decisions.audit])
+
+    return DecisionRecorder(write, lambda *_: None, lambda: None, linger=linger)
+
+
+def _step(record_id: str) -> Decisions:
+    record = AuditRecord(record_id, AuditKind.EVENT_ACCEPTED, record_id, "s1", "c1", NOW)
+    return Decisions(audit=[record])
+
+
+def test_steps_gather_for_the_linger_and_are_written_in_one_transaction() -> None:
+    written: list[list[str]] = []
+
+    async def run() -> None:
+        recorder = _recorder(written, linger=0.2)
+        recorder.start()
+        for n, name in enumerate("abc", 1):
+            recorder.queue(_step(name), [], Checkpoint(n, 0))
+            await asyncio.sleep(0.02)
+        assert written == []  # nobody waits: still gathering
+        await asyncio.sleep(0.4)
+        assert written == [["a", "b", "c"]]  # one write, after the linger
+        await recorder.stop()
+
+    asyncio.run(run())
+
+
+def test_a_waiting_reader_ends_the_linger_at_once() -> None:
+    written: list[list[str]] = []
+
+    async def run() -> None:
+        recorder = _recorder(written, linger=30.0)
+        recorder.start()
+        recorder.queue(_step("a"), [], Checkpoint(1, 0))
+        await asyncio.sleep(0.02)
+        started = asyncio.get_running_loop().time()
+        assert await asyncio.wait_for(recorder.caught_up(Checkpoint(1, 0)), timeout=2.0)
+        assert asyncio.get_running_loop().time() - started < 1.0
+        assert written == [["a"]]
+        recorder.queue(_step("b"), [], Checkpoint(2, 0))
+        await asyncio.wait_for(recorder.settled(), timeout=2.0)  # a snapshot's wait, too
+        assert written == [["a"], ["b"]]
+        await recorder.stop()
+
+    asyncio.run(run())
