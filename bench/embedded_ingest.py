@@ -276,6 +276,18 @@ def tokens(data: Path) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in lines if ": " in line)
 
 
+def auditor_token(data: Path) -> str:
+    """A new auditor principal's token, made as an operator would (`remsguard principals`)."""
+    create = ["principals", "create", "--role", "auditor", "--name", f"bench-{os.getpid()}"]
+    made = subprocess.run(
+        [sys.executable, "-m", "remsguard", *create, "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return next(w for w in made.stdout.split() if w.startswith("rg_"))
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
     try:
@@ -305,7 +317,7 @@ def main() -> None:
         process, base = start_up(data)
         try:
             token = tokens(data)
-            device, admin = token["device"], token["admin"]
+            device = token["device"]
             print(f"load average {os.getloadavg()[0]:.2f} at the start (2 shared cores)")
             with multiprocessing.Pool(args.workers) as pool:
                 worker = 0
@@ -331,7 +343,7 @@ def main() -> None:
                         _worker,
                         ((base, device, worker, 1, per_tick, args.seconds, 0.01),),
                     )
-                    queried = asyncio.run(_auditor(base, admin, args.seconds))
+                    queried = asyncio.run(_auditor(base, auditor_token(data), args.seconds))
                     sent, ingest_latencies, _ = job.get()
                     print(
                         f"auditor queries during ingest at {sent / args.seconds:,.0f} events/s "

@@ -25,10 +25,11 @@ from remsguard.adapters.storage.principals import PrincipalStore
 from remsguard.entrypoints.http.errors import ApiError
 from remsguard.identity import Principal, Role
 
-__all__ = ["UNAUTHENTICATED", "auth_errors", "current_principal", "require"]
+__all__ = ["UNAUTHENTICATED", "auth_errors", "caller", "current_principal", "require"]
 
 _CHALLENGE: Final = {"WWW-Authenticate": 'Bearer realm="remsguard"'}
 UNAUTHENTICATED: Final = "Missing or unknown bearer token."
+_CALLER: Final = "remsguard.principal"  # the ASGI scope's key for the caller once looked up
 
 
 def auth_errors(forbidden: str) -> dict[int | str, dict[str, Any]]:
@@ -48,7 +49,11 @@ def authenticate(log: ComplianceLog, token: str) -> Principal | None:
 
 
 def current_principal(request: Request) -> Principal:
-    """The caller, from `Authorization: Bearer TOKEN`; 401 when missing or unknown."""
+    """The caller, from `Authorization: Bearer TOKEN`; 401 when missing or unknown. Looked
+    up once a request (kept in the request's ASGI scope)."""
+    known = request.scope.get(_CALLER)
+    if isinstance(known, Principal):
+        return known
     header = request.headers.get("authorization")
     if not header:
         raise ApiError(401, "unauthenticated", "missing Authorization: Bearer token", _CHALLENGE)
@@ -59,7 +64,17 @@ def current_principal(request: Request) -> Principal:
     principal = authenticate(request.app.state.container.compliance, token)
     if principal is None:
         raise ApiError(401, "unauthenticated", "unknown, revoked or expired token", _CHALLENGE)
+    request.scope[_CALLER] = principal
     return principal
+
+
+async def caller(request: Request) -> Principal:
+    """`current_principal`, on the event loop when the log is a local SQLite file (cheaper
+    than a hop to a worker thread, and a WAL read never waits for a writer), else in the
+    thread pool."""
+    if request.app.state.container.compliance.local:
+        return current_principal(request)
+    return await run_in_threadpool(current_principal, request)
 
 
 def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
@@ -67,10 +82,7 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
     allowed = frozenset(roles)
 
     async def dependency(request: Request) -> Principal:
-        if request.app.state.container.compliance.local:
-            principal = current_principal(request)
-        else:
-            principal = await run_in_threadpool(current_principal, request)
+        principal = await caller(request)
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise ApiError(
