@@ -2,12 +2,15 @@
 auditor queries while ingest runs.
 
     python3 -m uv run --frozen python -m bench.embedded_ingest [--seconds 10] [--clients 8]
-        [--batch 100] [--rate 4000] [--workers 2]
+        [--batch 100] [--rate 4000] [--workers 2] [--only 1,n,wrk,batch,auditor,runtime]
 
 Starts `remsguard up` on a fresh data directory (REMS gate off), then runs, one after the
 other, each for `--seconds`:
 1. one client posting one event per request, back to back;
 2. `--clients` clients doing the same at once;
+2b. (`wrk`) `--clients` connections of `wrk` doing the same: a C load generator, so the
+   client's CPU does not crowd the server's (httpx costs about 0.8 ms of CPU a request);
+   prints the server's CPU per request too. Needs `wrk` (Debian: apt-get install wrk);
 3. one client posting `--batch` events per request;
 4. ingest paced at `--rate` events/s (batches of `--rate`/100 every 10 ms) while one auditor
    client asks, back to back, for the latest alerts of a clinic (`/v1/alerts`, 100) and one
@@ -44,6 +47,7 @@ from pathlib import Path
 import httpx
 import orjson
 
+from bench import _wrk
 from bench.engine_scale import session
 
 JSON = {"Content-Type": "application/json"}
@@ -288,6 +292,12 @@ def auditor_token(data: Path) -> str:
     return next(w for w in made.stdout.split() if w.startswith("rg_"))
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGTERM)
     try:
@@ -303,7 +313,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--rate", type=int, default=4000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", default="1,n,batch,auditor", help="phases to run")
+    parser.add_argument("--only", default="1,n,wrk,batch,auditor", help="phases to run")
     args = parser.parse_args()
     phases = set(args.only.split(","))
     if "runtime" in phases:
@@ -336,6 +346,17 @@ def main() -> None:
                     print(
                         f"{label}: {rate:,.0f} events/s; {_percentiles(latencies)}; "
                         f"client CPU {cpu:.1f} s; load {os.getloadavg()[0]:.2f}"
+                    )
+                if "wrk" in phases:
+                    cpu_before = _cpu_seconds(process.pid)
+                    rate, latency = _wrk.run(
+                        base, device, args.clients, args.seconds, events, worker + 100
+                    )
+                    cpu = (_cpu_seconds(process.pid) - cpu_before) / (rate * args.seconds)
+                    print(
+                        f"{args.clients} connections from wrk, single events: {rate:,.0f} "
+                        f"events/s; {latency}; server CPU {cpu * 1000:.2f} ms a request; "
+                        f"load {os.getloadavg()[0]:.2f}"
                     )
                 if "auditor" in phases:
                     per_tick = max(1, args.rate // 100)
