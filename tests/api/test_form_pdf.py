@@ -132,6 +132,23 @@ def test_pdf_is_clinic_scoped_and_audited(seeded: World) -> None:
     assert ("/v1/sessions/b-s1/monitoring-form.pdf", "pdf", 0) in formats
 
 
+def test_a_csv_timeline_query_that_finds_nothing_is_recorded_as_csv(seeded: World) -> None:
+    """A refused session query is audited in the format asked for (the timeline recorded
+    "json" for a CSV request that found nothing)."""
+    url = "/v1/sessions/b-s1/timeline"
+    refused = seeded.client.get(url, params={"format": "csv"}, headers=seeded.auth("staff-a"))
+    assert refused.status_code == 404
+    page = seeded.client.get(
+        "/v1/audit/records",
+        params={"kind": "api.query", "limit": 500},
+        headers=seeded.auth("admin"),
+    ).json()["records"]
+    found = [
+        (r["detail"]["format"], r["detail"]["rows"]) for r in page if r["detail"]["endpoint"] == url
+    ]
+    assert found == [("csv", 0)]
+
+
 def _png(pdf: bytes, out: Path) -> None:
     """Page 1 as PNG with Debian's poppler-utils (deploy/poppler/install.sh)."""
     pdftoppm = shutil.which("pdftoppm")

@@ -214,7 +214,8 @@ def get_timeline(
     session_id: str = SessionId,
     format: Format | None = Query(None, description="json (default) or csv"),
 ) -> Response:
-    log, clinic = queried_session(request, principal, session_id)
+    csv = wants_csv(request, format)
+    log, clinic = queried_session(request, principal, session_id, "csv" if csv else "json")
     records, alerts = log.session_timeline(session_id)
     _, wire, _ = vouched_events(log, session_id)
     entries: list[tuple[tuple[datetime, int, str], dict[str, Any]]] = []
@@ -249,7 +250,6 @@ def get_timeline(
         )
     entries.sort(key=lambda e: e[0])
     items = [e for _, e in entries]
-    csv = wants_csv(request, format)
     log_query(request, principal, {"session": session_id}, len(items), "csv" if csv else "json")
     if csv:
         header = ["at", "source", "kind", "id", "rule", "severity", "detail"]
