@@ -8,6 +8,7 @@ import asyncio
 
 import orjson
 import pytest
+from pydantic import SecretStr
 
 from remsguard.adapters.metrics import new_registry
 from remsguard.adapters.storage import AuditQuery, ComplianceLog
@@ -17,10 +18,11 @@ from remsguard.alerting import service as service_module
 from remsguard.alerting.factory import build_console_alerting
 from remsguard.alerting.policy import Policies
 from remsguard.alerting.service import AlertingService, NotShelvable
+from remsguard.alerting.webhook import verify_signature
 from remsguard.config import Settings
 from remsguard.domain.decisions import Severity
 
-from .support import Clock, Recorder, alert
+from .support import Clock, Receiver, Recorder, alert
 
 pytestmark = pytest.mark.skipif(
     not records.KINDS_AVAILABLE, reason="alerting audit kinds not registered"
@@ -141,3 +143,34 @@ def test_the_api_console_bounds_a_shelf_by_the_configured_limit(log: ComplianceL
         assert shelved.changed and shelved.row.status == "shelved"
 
     asyncio.run(scenario())
+
+
+def test_staff_actions_on_the_api_console_reach_the_webhook_and_relayed_alerts_do_not(
+    log: ComplianceLog,
+) -> None:
+    """In the Kafka deployment staff act on `remsguard api`'s console; the webhook (a pager)
+    hears the acknowledgement and resolution as it does in embedded mode, signed. New alerts
+    relayed to the consoles are the notifier's to send, not the console's (it sent neither)."""
+    secret = "hook-secret"
+
+    async def scenario(url: str) -> None:
+        settings = Settings(webhook_url=url, webhook_secret=SecretStr(secret))
+        console = build_console_alerting(settings, log)
+        await console.relay([alert("a1")])
+        assert (await console.acknowledge("a1", "staff-1", "rn-jane", frozenset({"c1"}))).changed
+        assert (await console.resolve("a1", "staff-1", "rn-jane", frozenset({"c1"}))).changed
+        await console.stop()  # waits for the deliveries
+
+    with Receiver([]) as receiver:
+        asyncio.run(scenario(receiver.url))
+    bodies = [body for _, _, body in receiver.requests]
+    kinds = [orjson.loads(body)["kind"] for body in bodies]
+    assert kinds == ["acknowledged", "resolved"]
+    for (_, headers, body), kind in zip(receiver.requests, kinds, strict=True):
+        assert verify_signature(secret.encode(), body, headers["X-Remsguard-Signature"]), kind
+        assert orjson.loads(body)["alert"]["alert_id"] == "a1"
+
+
+def test_the_api_console_refuses_a_webhook_without_its_secret(log: ComplianceLog) -> None:
+    with pytest.raises(ValueError, match="REMSGUARD_WEBHOOK_SECRET"):
+        build_console_alerting(Settings(webhook_url="http://127.0.0.1:9/hook"), log)

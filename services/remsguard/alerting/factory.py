@@ -27,7 +27,6 @@ def build_alerting(
     Raises `PolicyError` (a ValueError) for a bad policy file, and ValueError for a webhook
     URL without a secret."""
     policies = Policies.load(settings.alerting_policy_file)
-    channels: list[Channel] = []
     service = AlertingService(
         log,
         policies,
@@ -38,46 +37,58 @@ def build_alerting(
         max_shelf=timedelta(minutes=settings.alerting_max_shelf_minutes),
         group_window=timedelta(seconds=settings.alerting_group_seconds),
     )
-    if settings.webhook_url:
-        if settings.webhook_secret is None:
-            raise ValueError("REMSGUARD_WEBHOOK_URL needs REMSGUARD_WEBHOOK_SECRET (HMAC key)")
-
-        def attempted(_attempt: int, outcome: str) -> None:
-            if telemetry is not None:
-                telemetry.notified("webhook", outcome)
-
-        channels.append(
-            WebhookChannel(
-                settings.webhook_url,
-                settings.webhook_secret.get_secret_value().encode(),
-                max_attempts=settings.webhook_max_attempts,
-                base_delay=settings.webhook_backoff_seconds,
-                max_delay=settings.webhook_max_backoff_seconds,
-                timeout=settings.webhook_timeout_seconds,
-                dead_letter=service.dead_letter,
-                on_attempt=attempted,
-            )
-        )
-    service.channels.extend(channels)
+    service.channels.extend(_webhook(settings, service, telemetry))
     return service
 
 
 def build_console_alerting(settings: Settings, log: ComplianceLog) -> AlertingService:
     """The service of a process that serves consoles but does not notify (`remsguard api` in
     the Kafka deployment): its SSE hub, acknowledge, resolve and shelve, `relay` of live
-    alerts. No webhook, no escalation policy and no timer: the notifier owns escalation and
-    the shelf timer, and re-reads each alert's stored status before every escalation step, so
-    an acknowledgement or a shelf made here stops it; a shelf it ends reaches these consoles
-    with the stream's next snapshot of the stored alerts (every 2 s). Never `start` it:
-    start-up catch-up would claim notifications that are the notifier's, and its timer would
-    take the notifier's unshelving (and with it the notification and escalation). Shelves
-    made here are bounded by the same `alerting_max_shelf_minutes` as the notifier's."""
-    return AlertingService(
+    alerts, and the signed webhook (when `webhook_url` is set) for the staff actions made
+    here, as the notifier's would tell it. No escalation policy and no timer: the notifier
+    owns escalation and the shelf timer, and re-reads each alert's stored status before every
+    escalation step, so an acknowledgement or a shelf made here stops it; a shelf it ends
+    reaches these consoles with the stream's next snapshot of the stored alerts (every 2 s).
+    Never `start` it: start-up catch-up would claim notifications that are the notifier's,
+    and its timer would take the notifier's unshelving (and with it the notification and
+    escalation). Shelves made here are bounded by the same `alerting_max_shelf_minutes` as
+    the notifier's. Raises ValueError for a webhook URL without a secret."""
+    service = AlertingService(
         log,
         Policies(EscalationPolicy(), {}),
         hub=SseHub(),
         max_shelf=timedelta(minutes=settings.alerting_max_shelf_minutes),
     )
+    service.channels.extend(_webhook(settings, service, None))
+    return service
+
+
+def _webhook(
+    settings: Settings, service: AlertingService, telemetry: Telemetry | None
+) -> list[Channel]:
+    """The signed webhook of `settings` (none without `webhook_url`), dead-lettering into
+    `service`'s log."""
+    if not settings.webhook_url:
+        return []
+    if settings.webhook_secret is None:
+        raise ValueError("REMSGUARD_WEBHOOK_URL needs REMSGUARD_WEBHOOK_SECRET (HMAC key)")
+
+    def attempted(_attempt: int, outcome: str) -> None:
+        if telemetry is not None:
+            telemetry.notified("webhook", outcome)
+
+    return [
+        WebhookChannel(
+            settings.webhook_url,
+            settings.webhook_secret.get_secret_value().encode(),
+            max_attempts=settings.webhook_max_attempts,
+            base_delay=settings.webhook_backoff_seconds,
+            max_delay=settings.webhook_max_backoff_seconds,
+            timeout=settings.webhook_timeout_seconds,
+            dead_letter=service.dead_letter,
+            on_attempt=attempted,
+        )
+    ]
 
 
 class NotifyingLog:
