@@ -4,6 +4,8 @@ kept, each principal row is vouched for by its record (the token tests are in
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from remsguard.adapters.storage import AuditLog, PrincipalRole, verify_log
@@ -44,6 +46,22 @@ class PrincipalStoreContract(Backend):
         assert principals.for_token(rotated) is None
         assert principals.row_for_token(rotated) is None
         assert verify_log(principals.log.engine).ok
+
+    def test_a_token_lookup_reads_the_row_as_the_listing_does(
+        self, principals: PrincipalStore
+    ) -> None:
+        """`for_token` reads through `db.OneRow` (SQLite: the driver, each column through its
+        type's result processor); it gives what the ORM listing gives, times and all."""
+        expires = datetime.now(UTC).replace(microsecond=123456) + timedelta(days=3)
+        info, token = principals.create(
+            "rn", PrincipalRole.STAFF, ["clinic-2", "clinic-1"], expires_at=expires, by="admin"
+        )
+        found = principals.for_token(token)
+        [listed] = principals.listing()
+        assert found == info == listed
+        assert found.expires_at == expires and found.expires_at.tzinfo is not None
+        assert found.clinics == ("clinic-1", "clinic-2")
+        assert principals.for_token("rg_" + "x" * 43) is None
 
 
 class TestSQLite(SQLiteBackend, PrincipalStoreContract):

@@ -21,7 +21,6 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from remsguard.adapters.storage import ComplianceLog
-from remsguard.adapters.storage.principals import PrincipalStore
 from remsguard.entrypoints.http.errors import ApiError
 from remsguard.identity import Principal, Role
 
@@ -42,7 +41,7 @@ def authenticate(log: ComplianceLog, token: str) -> Principal | None:
     """The principal a bearer token belongs to (None: unknown, rotated away, revoked,
     expired or malformed). Reads the database every time: a revocation by another process
     holds from the next request on."""
-    info = PrincipalStore(log).for_token(token)
+    info = log.principals.for_token(token)
     if info is None:
         return None
     return Principal(info.principal_id, info.name, Role(info.role), frozenset(info.clinics))
