@@ -18,8 +18,10 @@ applied (so recovery re-applies each event at the same clock, and deadline decis
 the same), and the arrival order (`seq`). Contract rejections are journaled as well, so the
 compliance log's record of rejected input is as durable as the accepted events.
 
-One writer: the runtime's ingest task calls `append` from a worker thread, one call at a time;
-the connection is opened with `check_same_thread=False` for that reason.
+One writer: the runtime's ingest task calls `append` on the event loop (the commit's fsync
+releases the GIL; a hop to a worker thread cost more than the append itself, see
+`EmbeddedRuntime._ingest`) and journals eviction calls from a worker thread, one call at a
+time; the connection is opened with `check_same_thread=False` for that reason.
 """
 
 from __future__ import annotations
