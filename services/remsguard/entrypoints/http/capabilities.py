@@ -41,6 +41,7 @@ __all__ = [
     "Process",
     "ServedProcess",
     "StaffAlerting",
+    "ingest_of",
 ]
 
 log = structlog.get_logger(__name__)
@@ -144,6 +145,16 @@ def _part(name: str) -> Callable[[ServedProcess], Awaitable[Any]]:
         return part
 
     return dependency
+
+
+def ingest_of(request: Request) -> EventIngest:
+    """`Ingest` as a plain call, for the one route that resolves no dependencies (`POST
+    /v1/events`, see `events.py`): the process's JSON ingest, or the answer `Ingest` gives."""
+    process: ServedProcess = request.app.state.container
+    ingest = process.ingest
+    if ingest is None:
+        raise ApiError(*_LACKING["ingest"])
+    return ingest
 
 
 async def _reads_after_writes(
