@@ -270,3 +270,39 @@ def test_a_waiting_reader_ends_the_linger_at_once() -> None:
         await recorder.stop()
 
     asyncio.run(run())
+
+
+def test_a_snapshot_due_while_the_log_is_behind_holds_nothing_up_and_waits_to_be_published(
+    tmp_path: Path,
+) -> None:
+    """The log stalls (writes wait) and a snapshot is due after every event: each request is
+    answered at once (a snapshot used to hold ingest up to 5 s waiting for the recorder);
+    the snapshot waits as pending and is published only once the log holds its state."""
+    log = GatedLog()
+    runtime = _runtime(tmp_path, log, snapshots=True, every=1)
+    runtime.recover()
+    published = tmp_path / "engine.snapshot"
+
+    async def run() -> None:
+        await runtime.start()
+        log.gate.clear()
+        loop = asyncio.get_running_loop()
+        for n in range(3):
+            started = loop.time()
+            await asyncio.wait_for(_submit(runtime, n), 5.0)
+            assert loop.time() - started < 1.0
+        await asyncio.sleep(0.3)
+        assert not published.exists() and not log.alerts  # nothing recorded, nothing published
+        log.gate.set()
+        await _recorded(lambda: runtime.caught_up(timeout=5))
+        for _ in range(100):
+            if published.exists():
+                break
+            await asyncio.sleep(0.05)
+        assert published.exists()
+        await runtime.stop()
+
+    asyncio.run(run())
+    assert [a.rule for a in log.alerts] == ["SPO2_LOW"]
+    restarted = _runtime(tmp_path, GatedLog(), snapshots=True)
+    assert restarted.recover().snapshot is not None  # a restart starts from it

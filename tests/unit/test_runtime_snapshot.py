@@ -230,3 +230,23 @@ def test_a_snapshot_is_read_back_only_by_the_versions_that_wrote_it(tmp_path: Pa
     assert "engine" in str(SnapshotStore(tmp_path / "s", "engine-b", "protocols-a").read())
     assert "protocols" in str(SnapshotStore(tmp_path / "s", "engine-a", "protocols-b").read())
     assert not list(tmp_path.glob("s.*tmp"))
+
+
+def test_a_pending_snapshot_is_read_only_once_published(tmp_path: Path) -> None:
+    """Written before its state is recorded, a snapshot waits as pending: recovery does not
+    see it until `publish`, and one left by a killed process is discarded at start."""
+    engine = MonitoringEngine(load_protocols())
+    store = SnapshotStore(tmp_path / "s", "engine-a", "protocols-a")
+    store.write(Snapshot(Position(1, 0, 0), EngineImage.of(engine), {}))
+    store.write(Snapshot(Position(5, 0, 0), EngineImage.of(engine), {}), publish=False)
+    first = store.read()
+    assert isinstance(first, Snapshot) and first.position == Position(1, 0, 0)
+    assert store.publish()
+    published = store.read()
+    assert isinstance(published, Snapshot) and published.position == Position(5, 0, 0)
+    assert not store.publish()  # nothing pending any more
+
+    store.write(Snapshot(Position(9, 0, 0), EngineImage.of(engine), {}), publish=False)
+    assert store.discard_temporaries() == 1 and not store.pending.exists()
+    kept = store.read()
+    assert isinstance(kept, Snapshot) and kept.position == Position(5, 0, 0)

@@ -40,8 +40,10 @@ Every change to engine state happens in `_run`, one step at a time:
 6. **Snapshots** (`snapshot.py`). Every `snapshot_interval` seconds, or sooner once
    `snapshot_every_events` events were journaled since the last one, and on a graceful stop,
    the engine's state is pickled between two steps, with the journal position it covers, and
-   written atomically in the background. Only when the compliance log holds every decision
-   up to that position.
+   written atomically in the background as a pending snapshot. It is published (renamed into
+   place) once the compliance log holds every decision up to that position, so recovery only
+   ever starts from a recorded state; ingest never waits for that (a snapshot due while the
+   recorder was behind used to hold ingest up to 5 s).
 
 **Restart recovery** (`recover`) loads the snapshot if there is a usable one (else says why
 in `recovery.full_replay` and starts from an empty engine) and replays the journal after it
@@ -95,7 +97,7 @@ from remsguard.embedded.journal import (
     JournaledEviction,
     JournaledRejection,
 )
-from remsguard.embedded.recorder import DecisionRecorder, covers
+from remsguard.embedded.recorder import DecisionRecorder
 from remsguard.embedded.snapshot import EngineImage, Position, Snapshot, SnapshotStore, dump
 from remsguard.identity import Principal
 from remsguard.monitoring.clocks import Recorded, WallClock
@@ -125,7 +127,6 @@ _REPLAY_EVICTION_EVERY: Final = timedelta(hours=1)
 # 9,800 sessions here paused ingest 3.0-4.6 s (bench.embedded_restart's state, loaded 2-core
 # VM); the fork pauses it for the page tables' copy.
 _FORK: Final = hasattr(os, "fork")
-_SNAPSHOT_RETRY_SECONDS: Final = 30.0
 
 
 class DecisionLog(Protocol):
@@ -579,7 +580,6 @@ class EmbeddedRuntime:
         next_scan = time.monotonic() + self._scan_interval
         next_eviction = time.monotonic() + self._eviction_interval
         next_snapshot = time.monotonic() + self._snapshot_interval
-        snapshot_retry = 0.0  # after a snapshot the recorder could not make due in time
         done = False
         while not done:
             timeout = max(0.0, next_tick - time.monotonic())
@@ -618,20 +618,11 @@ class EmbeddedRuntime:
             if now >= next_eviction:
                 next_eviction = now + self._eviction_interval
                 await self._evict()
-            if (
-                self._snapshots is not None
-                and now >= snapshot_retry
-                and self._snapshot_wanted(now >= next_snapshot)
-            ):
-                # Only a recorded state is snapshotted: let the recorder finish (briefly);
-                # while the log's writes fail, or if they take longer, try again later.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._recorder.settled(), timeout=5.0)
-                if self._snapshot_due():
-                    next_snapshot = time.monotonic() + self._snapshot_interval
-                    self._begin_snapshot()
-                else:
-                    snapshot_retry = time.monotonic() + _SNAPSHOT_RETRY_SECONDS
+            if self._snapshots is not None and self._snapshot_wanted(now >= next_snapshot):
+                # Taken now, published once the log has recorded it (`_snapshot_written`):
+                # ingest never waits for the recorder here.
+                next_snapshot = now + self._snapshot_interval
+                self._begin_snapshot()
 
     # -- bounded state and snapshots ---------------------------------------------------------
 
@@ -667,28 +658,25 @@ class EmbeddedRuntime:
             return False
         return interval_passed or position.events - last.events >= self._snapshot_every
 
-    def _snapshot_due(self) -> bool:
-        """Whether the compliance log holds every decision up to the journal's end (only
-        such a state may be snapshotted: a restart replays nothing before it)."""
-        recorder = self._recorder
-        return recorder.idle and covers(recorder.recorded, self._journaled)
-
     def _begin_snapshot(self, forked: bool = _FORK) -> None:
         """Snapshot engine state now (between steps): from a forked child that pickles its
         copy-on-write image while the runtime goes on, or (`stop`, or where there is no fork)
-        pickled here, the file written in a thread."""
+        pickled here, the file written in a thread. It is written as pending, and published
+        once the compliance log holds every decision up to its position: a restart replays
+        nothing before a snapshot, so only a recorded state may be one."""
         assert self._snapshots is not None
         started = time.perf_counter()
         position = self._position()
         snapshot = Snapshot(position, EngineImage.of(self.engine), self._marked())
+        store = self._snapshots
         written: Awaitable[object]
         try:
             if forked:
-                pid = self._snapshots.write_forked(snapshot)
-                written = asyncio.to_thread(self._snapshots.wait, pid)
+                pid = store.write_forked(snapshot, publish=False)
+                written = asyncio.to_thread(store.wait, pid)
             else:
                 payload = dump(snapshot)
-                written = asyncio.to_thread(self._snapshots.write_payload, position, payload)
+                written = asyncio.to_thread(store.write_payload, position, payload, publish=False)
         except Exception:
             self._metrics.snapshot_failures.inc()
             log.exception("snapshot.failed")
@@ -715,6 +703,17 @@ class EmbeddedRuntime:
         if outcome is False:
             self._metrics.snapshot_failures.inc()
             log.error("snapshot.not_written", events=position.events)
+            return
+        through = Checkpoint(position.events, position.rejections)
+        if not await self._recorder.caught_up(through):  # the log's writes are failing
+            log.warning("snapshot.not_published", events=position.events)
+            return  # the next one (or the stop's, once recorded) takes its place
+        assert self._snapshots is not None
+        try:
+            await asyncio.to_thread(self._snapshots.publish)
+        except OSError:
+            self._metrics.snapshot_failures.inc()
+            log.exception("snapshot.not_published", events=position.events)
             return
         self._snapshot_at = position
         log.info(

@@ -147,19 +147,41 @@ def _collector_paused() -> Iterator[None]:
 
 
 class SnapshotStore:
-    """One snapshot file, replaced atomically; read back only by the same versions."""
+    """One snapshot file, replaced atomically; read back only by the same versions.
+
+    A snapshot may be written before the state it holds is recorded in the compliance log
+    (`publish=False`): it then waits beside the snapshot as `pending` until `publish` puts
+    it in place. Recovery only ever reads the published one."""
 
     def __init__(self, path: Path, engine: str, protocols: str) -> None:
         self.path = path
+        self.pending = path.with_name(f"{path.name}.pending")
         self._versions = {"engine": engine, "protocols": protocols}
 
-    def write(self, snapshot: Snapshot) -> int:
+    def write(self, snapshot: Snapshot, *, publish: bool = True) -> int:
         """Pickle, then write atomically (temp, fsync, rename, fsync the directory); bytes
         written. Pickling reads engine state: call it between steps, on the engine's owner."""
-        return self.write_payload(snapshot.position, dump(snapshot))
+        return self.write_payload(snapshot.position, dump(snapshot), publish=publish)
 
-    def write_payload(self, position: Position, payload: bytes) -> int:
-        """The file-writing half of `write` (any thread: touches no engine state)."""
+    def publish(self) -> bool:
+        """Put the pending snapshot in place (atomically); False if there is none."""
+        try:
+            os.replace(self.pending, self.path)
+        except FileNotFoundError:
+            return False
+        self._sync_directory()
+        return True
+
+    def _sync_directory(self) -> None:
+        directory = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    def write_payload(self, position: Position, payload: bytes, *, publish: bool = True) -> int:
+        """The file-writing half of `write` (any thread: touches no engine state); with
+        `publish=False` it is written as `pending`."""
         header = orjson.dumps(
             {
                 "format": _FORMAT,
@@ -179,15 +201,11 @@ class SnapshotStore:
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temporary, self.path)
-        directory = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        os.replace(temporary, self.path if publish else self.pending)
+        self._sync_directory()
         return len(_MAGIC) + len(header) + 1 + len(payload)
 
-    def write_forked(self, snapshot: Snapshot) -> int:
+    def write_forked(self, snapshot: Snapshot, *, publish: bool = True) -> int:
         """Write from a forked child, which pickles its copy-on-write image of the engine
         while this process goes on; the child's pid (`wait` for the outcome). The pause is
         the fork's, not the pickling's (seconds at 10,000 sessions). The child touches
@@ -197,7 +215,7 @@ class SnapshotStore:
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
-                self.write(snapshot)
+                self.write(snapshot, publish=publish)
                 code = 0
             finally:
                 os._exit(code)
@@ -244,11 +262,13 @@ class SnapshotStore:
         return snapshot
 
     def discard_temporaries(self) -> int:
-        """Remove temporary files left by writers that were killed; how many."""
+        """Remove temporary files left by writers that were killed, and a pending snapshot
+        never published (its state may not be recorded); how many."""
         removed = 0
-        for leftover in self.path.parent.glob(f"{self.path.name}.*.tmp"):
-            leftover.unlink(missing_ok=True)
-            removed += 1
+        for leftover in [*self.path.parent.glob(f"{self.path.name}.*.tmp"), self.pending]:
+            if leftover.exists():
+                leftover.unlink(missing_ok=True)
+                removed += 1
         return removed
 
     def discard(self) -> None:
