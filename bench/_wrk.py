@@ -54,5 +54,7 @@ def run(
     if "status " in done.stderr:
         raise SystemExit(f"ingest refused a post under wrk: {done.stderr.splitlines()[0]}")
     rate = float(done.stdout.split("Requests/sec:")[1].split()[0])
-    cut = {m[0]: _ms(m[1]) for m in re.findall(r"^\s+(50|99)%\s+(\S+)$", done.stdout, re.M)}
+    cut = {m[0]: _ms(m[1]) for m in re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", done.stdout, re.M)}
+    if set(cut) != {"50", "99"}:
+        raise SystemExit(f"could not read wrk's latency distribution:\n{done.stdout}")
     return rate, f"p50 {cut['50']:.1f} ms, p99 {cut['99']:.1f} ms"
