@@ -116,6 +116,7 @@ log = structlog.get_logger(__name__)
 
 SERVICE: Final = "up"
 _RECORD_CHUNK: Final = 20_000
+_SNAPSHOT_RETRY_SECONDS: Final = 30.0  # after a snapshot that was not written or published
 _SUMMARY_CHUNK: Final = 500  # sessions per refresh transaction (ingest's writes interleave)
 # Each eviction call looks at every session held (~5 us each: ~50 ms at 10,000), once a minute
 # live; a replay repeats them at most this often, or a 1M-event journal spends minutes on them
@@ -369,6 +370,7 @@ class EmbeddedRuntime:
         self._snapshot_every = snapshot_every_events
         self._snapshot_at = Position()  # what the last snapshot covered
         self._snapshot_write: asyncio.Task[None] | None = None
+        self._snapshot_retry_at = 0.0  # time.monotonic(): not before, after one that failed
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -653,6 +655,8 @@ class EmbeddedRuntime:
         last one, and no snapshot is being written."""
         if self._snapshot_write is not None and not self._snapshot_write.done():
             return False
+        if time.monotonic() < self._snapshot_retry_at:
+            return False  # the last one was not written or not published: not every step
         position, last = self._position(), self._snapshot_at
         if position == last:
             return False
@@ -703,17 +707,21 @@ class EmbeddedRuntime:
         if outcome is False:
             self._metrics.snapshot_failures.inc()
             log.error("snapshot.not_written", events=position.events)
+            self._snapshot_retry_at = time.monotonic() + _SNAPSHOT_RETRY_SECONDS
             return
         through = Checkpoint(position.events, position.rejections)
         if not await self._recorder.caught_up(through):  # the log's writes are failing
             log.warning("snapshot.not_published", events=position.events)
-            return  # the next one (or the stop's, once recorded) takes its place
+            # The next one (or the stop's, once recorded) takes its place, a while later.
+            self._snapshot_retry_at = time.monotonic() + _SNAPSHOT_RETRY_SECONDS
+            return
         assert self._snapshots is not None
         try:
             await asyncio.to_thread(self._snapshots.publish)
         except OSError:
             self._metrics.snapshot_failures.inc()
             log.exception("snapshot.not_published", events=position.events)
+            self._snapshot_retry_at = time.monotonic() + _SNAPSHOT_RETRY_SECONDS
             return
         self._snapshot_at = position
         log.info(
