@@ -33,6 +33,7 @@ import asyncio
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -313,8 +314,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--rate", type=int, default=4000)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--only", default="1,n,wrk,batch,auditor", help="phases to run")
+    parser.add_argument("--only", help="phases to run (default: 1,n,wrk,batch,auditor)")
     args = parser.parse_args()
+    if args.only is None:
+        args.only = "1,n,wrk,batch,auditor"
+        if shutil.which("wrk") is None:
+            print("no wrk on PATH: the wrk phase is skipped (Debian: apt-get install wrk)")
+            args.only = "1,n,batch,auditor"
     phases = set(args.only.split(","))
     if "runtime" in phases:
         for clients in (1, args.clients):
