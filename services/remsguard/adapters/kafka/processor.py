@@ -205,11 +205,28 @@ class _Worker:
                 ends[(tp.topic, tp.partition)] = end
         unknown = [tp for tp in tps if not processor.has_consumed(tp.topic, tp.partition)]
         if unknown:
-            found = await asyncio.gather(*(consumer.position(tp) for tp in unknown))
-            for tp, position in zip(unknown, found, strict=True):
-                if position is not None:
-                    processor.note_position(tp.topic, tp.partition, position)
+            rebalances = self.app.rebalancing_count
+            starts = await self._starts(unknown)
+            if self.app.rebalancing or rebalances != self.app.rebalancing_count:
+                return ends  # noted for the next assignment's partitions, not these
+            for tp, start in starts.items():
+                processor.note_position(tp.topic, tp.partition, start)
         return ends
+
+    async def _starts(self, tps: list[TP]) -> dict[TP, int]:
+        """Where the agent's processing of `tps` starts: the committed offset (the assignment
+        seeks there; faust keeps what it read and what it committed since), else the log's
+        start (`auto_offset_reset=earliest`). Not the consumer's position: that is the fetch
+        position, up to a stream buffer ahead of the agent, and taken for the processed
+        position it made an input with readings still queued look caught up, so the clock
+        went to the wall clock and decided deadlines without them (a takeover under load)."""
+        committed = self.app.consumer._committed_offset  # type: ignore[attr-defined]
+        starts = {tp: committed.get(tp) for tp in tps}
+        missing = [tp for tp, start in starts.items() if start is None]
+        if missing:
+            earliest = await self.app.consumer.earliest_offsets(*missing)
+            starts.update({tp: earliest.get(tp) for tp in missing})
+        return {tp: start for tp, start in starts.items() if start is not None}
 
     def _evict(self) -> None:
         """Every `session_eviction_seconds`: finished sessions past the retention leave (their
