@@ -67,3 +67,18 @@ def test_a_bad_inhibition_is_refused_naming_it(table: str, message: str) -> None
     source = SPRAVATO[:start] + "[inhibitions]\n" + table + SPRAVATO[end:]
     with pytest.raises(ProtocolError, match=message):
         parse_protocol(source)
+
+
+def test_a_crisis_that_arrived_before_the_dose_still_carries_the_rise() -> None:
+    """Found by the arrival-order property test: the crisis reading comes in before the dose
+    (within the lateness), so the crisis is raised at once and the rise only when the dose
+    arrives. The rise is about the crisis's reading and is inhibited as when both came
+    together: the same alerts for either order."""
+    s = Session()
+    pre, dose, reading = s.bp(-5, 120, 80), s.dose(0), s.bp(1, 200, 120)
+    in_order = run([pre, dose, reading], until=20)
+    late_dose = run([pre, reading, dose], until=20)
+    [crisis] = only(late_dose, "BP_CRISIS")
+    [rise] = only(late_dose, "BP_RISE")
+    assert rise.inhibited_by == crisis.alert_id
+    assert sorted(late_dose, key=lambda a: a.alert_id) == sorted(in_order, key=lambda a: a.alert_id)

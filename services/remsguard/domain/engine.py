@@ -13,6 +13,7 @@ import sys
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from datetime import datetime, timedelta
+from functools import partial
 from itertools import count
 from operator import itemgetter
 
@@ -682,7 +683,7 @@ class MonitoringEngine:
             return
         protocol = self.protocol_of(session)
         fired = session.fired
-        raised: list[Alert] = []
+        raised: list[tuple[Alert, str]] = []
         for finding in findings:
             key = f"{finding.rule}:{finding.key}"
             if key in fired:
@@ -706,12 +707,21 @@ class MonitoringEngine:
                 protocol=protocol.name,
                 protocol_version=protocol.version,
             )
-            raised.append(alert)
-        if protocol.inhibitions and len(raised) > 1:
-            raised = inhibit(raised, protocol.inhibitions)
-        for alert in raised:
+            raised.append((alert, finding.key))
+        alerts = [alert for alert, _ in raised]
+        if protocol.inhibitions:
+            alerts = inhibit(raised, protocol.inhibitions, partial(_standing, session))
+        for alert in alerts:
             decisions.alerts.append(alert)
             decisions.audit.append(alert_raised(alert))
+
+
+def _standing(session: Session, rule: str, subject: str) -> str | None:
+    """The id of the session's alert of `rule` about `subject`, if raised and not withdrawn."""
+    key = f"{rule}:{subject}"
+    if key not in session.fired or key in session.withdrawn:
+        return None
+    return _alert_id(session, rule, subject)
 
 
 def _alert_id(session: Session, rule: str, subject: str) -> str:
