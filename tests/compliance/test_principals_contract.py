@@ -4,11 +4,12 @@ kept, each principal row is vouched for by its record (the token tests are in
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from remsguard.adapters.storage import AuditLog, PrincipalRole, verify_log
+from remsguard.adapters.storage import AuditLog, PrincipalRole, make_engine, verify_log
 from remsguard.adapters.storage.principals import PrincipalStore
 
 from .backends import Backend, PostgresBackend, SQLiteBackend
@@ -62,6 +63,29 @@ class PrincipalStoreContract(Backend):
         assert found.expires_at == expires and found.expires_at.tzinfo is not None
         assert found.clinics == ("clinic-1", "clinic-2")
         assert principals.for_token("rg_" + "x" * 43) is None
+
+    def test_a_change_made_elsewhere_holds_from_the_next_lookup_in_every_thread(
+        self, principals: PrincipalStore
+    ) -> None:
+        """Another process (here another engine on the same database) rotates and revokes:
+        the next lookup sees it, in the thread that looked up first (on SQLite it keeps a
+        connection of its own) and in any other (a pooled one)."""
+        info, token = principals.create("rn", PrincipalRole.STAFF, ["clinic-1"], by="admin")
+        elsewhere_engine = make_engine(self.url())
+        elsewhere = PrincipalStore(AuditLog(elsewhere_engine))
+        try:
+            in_thread = lambda t: ThreadPoolExecutor(1).submit(principals.for_token, t).result()  # noqa: E731
+            assert principals.for_token(token) == info == in_thread(token)
+            _, rotated = elsewhere.rotate("rn", by="admin")
+            assert principals.for_token(token) is None and in_thread(token) is None
+            assert principals.for_token(rotated) is not None
+            assert in_thread(rotated) == principals.for_token(rotated)
+            elsewhere.revoke("rn", by="admin")
+            assert principals.for_token(rotated) is None and in_thread(rotated) is None
+        finally:
+            elsewhere.close()
+            elsewhere_engine.dispose()
+            principals.close()
 
 
 class TestSQLite(SQLiteBackend, PrincipalStoreContract):

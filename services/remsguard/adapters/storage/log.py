@@ -127,6 +127,7 @@ class ComplianceLog:
         return self.engine.dialect.name == "sqlite"
 
     def close(self) -> None:
+        self.principals.close()
         self.engine.dispose()
 
     def __enter__(self) -> ComplianceLog:

@@ -30,7 +30,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Final, NamedTuple, Protocol
+from functools import lru_cache
+from typing import Any, Final, NamedTuple, Protocol
 
 import orjson
 from sqlalchemy import Connection, bindparam, select, update
@@ -144,6 +145,17 @@ class PrincipalInfo:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
+@lru_cache(maxsize=1024)
+def _info_of(found: tuple[Any, ...]) -> PrincipalInfo | None:
+    """A `_BY_TOKEN` row as a principal (None: a role this version does not know), kept
+    for the same row: the lookup still reads the database every request (a revocation or a
+    rotation is a different row, or none), only the conversion is saved."""
+    row = _Found(*found)
+    if row.role not in _ROLES:
+        return None
+    return PrincipalInfo.of(row)
+
+
 class PrincipalStore:
     """Create, look up, list, rotate and revoke principals; ``now`` is the wall clock."""
 
@@ -162,11 +174,11 @@ class PrincipalStore:
         found = self._by_token.first({"token_hash": hash_token(token)})
         if found is None:
             return None
-        row = _Found(*found)
-        if row.role not in _ROLES:
-            return None
-        info = PrincipalInfo.of(row)
-        return info if info.active(utc(self._now())) else None
+        info = _info_of(found)
+        return info if info is not None and info.active(utc(self._now())) else None
+
+    def close(self) -> None:
+        self._by_token.close()
 
     def exist(self) -> bool:
         with Session(self.log.reader) as s:
