@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
+import time
 from dataclasses import replace
 from datetime import timedelta
 
@@ -13,7 +15,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine, MetaData, text
+from sqlalchemy import Engine, MetaData, event, text
 from sqlalchemy.exc import DatabaseError
 from sqlmodel import SQLModel
 
@@ -22,6 +24,7 @@ from remsguard.adapters.storage import (
     AuditQuery,
     CursorError,
     HeadSigner,
+    make_engine,
     migrate,
     verify_log,
 )
@@ -199,6 +202,46 @@ class AuditLogContract(Backend):
         self.tamper(audit.engine, "DELETE FROM audit_tree_heads")
         report = verify_log(audit.engine, signer.public_key)
         assert "deleted" in (report.problem or ""), report
+
+    def test_signing_a_head_reads_the_records_without_holding_the_writers(
+        self, audit: AuditLog, signer: HeadSigner
+    ) -> None:
+        """While one signer reads the records since the last head, another process (another
+        engine on the database) appends records and signs a head of its own: the append
+        does not wait for the first signer, and the first signer then starts again from the
+        new head. Every head verifies."""
+        audit.append([record(i) for i in range(300)])
+        audit.sign_head(signer)
+        audit.append([record(i) for i in range(300, 600)])
+        elsewhere_engine = make_engine(self.url())
+        elsewhere = AuditLog(elsewhere_engine)
+        meanwhile: list[float] = []
+
+        def during_the_read(conn: object, cursor: object, statement: str, *_: object) -> None:
+            if meanwhile or "FROM audit_records" not in statement or "hash" not in statement:
+                return
+            started = time.monotonic()
+            worker = threading.Thread(
+                target=lambda: (
+                    elsewhere.append([record(i) for i in range(600, 650)]),
+                    elsewhere.sign_head(signer),
+                )
+            )
+            worker.start()
+            worker.join(timeout=10)
+            meanwhile.append(time.monotonic() - started if not worker.is_alive() else 999.0)
+
+        event.listen(audit.engine, "after_cursor_execute", during_the_read)
+        try:
+            head = audit.sign_head(signer)
+        finally:
+            event.remove(audit.engine, "after_cursor_execute", during_the_read)
+            elsewhere_engine.dispose()
+        assert meanwhile and meanwhile[0] < 5.0, meanwhile  # the other writer never waited
+        assert [h.tree_size for h in audit.heads()] == [300, 650]
+        assert head.tree_size == 650 and head == audit.latest_head()
+        report = verify_log(audit.engine, signer.public_key)
+        assert report.ok and report.heads == 2, report
 
     def test_signed_heads_inclusion_and_consistency_proofs(
         self, audit: AuditLog, signer: HeadSigner

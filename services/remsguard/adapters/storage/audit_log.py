@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import orjson
-from sqlalchemy import Connection, Dialect, Engine, bindparam, func, select, text, update
+from sqlalchemy import Connection, Dialect, Engine, Row, bindparam, func, select, text, update
 from sqlmodel import Session
 
 from remsguard.adapters.storage.chain import (
@@ -240,57 +240,47 @@ class AuditLog:
             return list(s.scalars(select(TreeHead).order_by(TREE_HEADS.c.tree_size)))
 
     def sign_head(self, signer: HeadSigner) -> TreeHead:
-        """Sign a head over every record now in the log (returns the latest if nothing new).
+        """Sign a head over every record in the log when it is called (returns the latest if
+        nothing is new).
 
         Only the records since the previous head are read: its stored frontier resumes the
-        tree, and the interior nodes completed on the way are cached for proofs."""
-        with self.engine.begin() as conn:
-            self.lock(conn)
-            size = self.size_in(conn)
-            last = conn.execute(
-                select(TREE_HEADS).order_by(TREE_HEADS.c.tree_size.desc()).limit(1)
-            ).first()
-            if last is not None and last.tree_size == size:
-                return TreeHead.model_validate(last._asdict())
-            acc = (
-                merkle.CompactRange(
-                    last.tree_size, [bytes.fromhex(h) for h in orjson.loads(last.frontier)]
-                )
-                if last is not None
-                else merkle.CompactRange()
-            )
-            nodes: list[dict[str, Any]] = []
-            result = conn.execute(
-                select(AUDIT.c.hash)
-                .where(AUDIT.c.log_index >= acc.size, AUDIT.c.log_index < size)
-                .order_by(AUDIT.c.log_index)
-                .execution_options(yield_per=20_000)
-            )
-            for (hash_,) in result:
-                for level, index, node in acc.append(merkle.leaf_hash(bytes.fromhex(hash_))):
-                    if level >= NODE_LEVEL:
-                        nodes.append({"level": level, "index": index, "hash": node})
-            if acc.size != size:
-                raise RuntimeError(f"log_index is not gapless: {acc.size} records below {size}")
-            if nodes:
-                conn.execute(
-                    insert_for(conn)(NODES).on_conflict_do_nothing(
-                        index_elements=[NODES.c.level, NODES.c.index]
-                    ),
-                    nodes,
-                )
-            root = acc.root().hex()
-            signed_at = self.now()
-            head = {
-                "tree_size": size,
-                "root_hash": root,
-                "signed_at": signed_at,
-                "key_id": signer.key_id,
-                "signature": signer.sign(size, root, signed_at),
-                "frontier": orjson.dumps([h.hex() for h in acc.stack]).decode(),
-            }
-            conn.execute(TREE_HEADS.insert(), [head])
-        return TreeHead.model_validate(head)
+        tree, and the interior nodes completed on the way are cached for proofs. They are
+        read outside the writers' lock (records never change once appended), which is taken
+        only to store the head: a burst of 100,000 records had held every writer, ingest's
+        recorder and each auditor query's access record among them, for ~350 ms. If another
+        head was stored meanwhile, it starts again from that one."""
+        for _ in range(_SIGN_ATTEMPTS):
+            with self.reader.connect() as conn, conn.begin():  # one snapshot of the log
+                last = _latest_head(conn)
+                size = self.size_in(conn)
+                if last is not None and last.tree_size == size:
+                    return TreeHead.model_validate(last._asdict())
+                acc, nodes = _extend_tree(conn, last, size)
+            with self.engine.begin() as conn:
+                self.lock(conn)
+                latest = _latest_head(conn)
+                if _size_of(latest) != _size_of(last):
+                    continue  # another signer stored a head meanwhile
+                if nodes:
+                    conn.execute(
+                        insert_for(conn)(NODES).on_conflict_do_nothing(
+                            index_elements=[NODES.c.level, NODES.c.index]
+                        ),
+                        nodes,
+                    )
+                root = acc.root().hex()
+                signed_at = self.now()
+                head = {
+                    "tree_size": size,
+                    "root_hash": root,
+                    "signed_at": signed_at,
+                    "key_id": signer.key_id,
+                    "signature": signer.sign(size, root, signed_at),
+                    "frontier": orjson.dumps([h.hex() for h in acc.stack]).decode(),
+                }
+                conn.execute(TREE_HEADS.insert(), [head])
+            return TreeHead.model_validate(head)
+        raise RuntimeError(f"no head stored: other signers stored one {_SIGN_ATTEMPTS} times")
 
     def inclusion_proof(
         self, record_id: str, tree_size: int | None = None
@@ -321,6 +311,45 @@ class AuditLog:
 _WITHDRAWABLE = [AlertStatus.OPEN.value, AlertStatus.ACKNOWLEDGED.value, AlertStatus.SHELVED.value]
 # Built once (`tables.py` says why): every recorded step runs these.
 _SIZE: Final = select(func.coalesce(func.max(AUDIT.c.log_index) + 1, 0))
+
+
+_SIGN_ATTEMPTS: Final = 5
+
+
+def _latest_head(conn: Connection) -> Row[Any] | None:
+    return conn.execute(select(TREE_HEADS).order_by(TREE_HEADS.c.tree_size.desc()).limit(1)).first()
+
+
+def _size_of(head: Row[Any] | None) -> int | None:
+    return None if head is None else int(head.tree_size)
+
+
+def _extend_tree(
+    conn: Connection, last: Row[Any] | None, size: int
+) -> tuple[merkle.CompactRange, list[dict[str, Any]]]:
+    """The tree of the first `size` records, from `last`'s frontier, and the interior nodes
+    completed on the way (to cache for proofs)."""
+    acc = (
+        merkle.CompactRange(last.tree_size, [bytes.fromhex(h) for h in orjson.loads(last.frontier)])
+        if last is not None
+        else merkle.CompactRange()
+    )
+    nodes: list[dict[str, Any]] = []
+    result = conn.execute(
+        select(AUDIT.c.hash)
+        .where(AUDIT.c.log_index >= acc.size, AUDIT.c.log_index < size)
+        .order_by(AUDIT.c.log_index)
+        .execution_options(yield_per=20_000)
+    )
+    for (hash_,) in result:
+        for level, index, node in acc.append(merkle.leaf_hash(bytes.fromhex(hash_))):
+            if level >= NODE_LEVEL:
+                nodes.append({"level": level, "index": index, "hash": node})
+    if acc.size != size:
+        raise RuntimeError(f"log_index is not gapless: {acc.size} records below {size}")
+    return acc, nodes
+
+
 _HEADS: Final = select(HEADS.c.chain_id, HEADS.c.chain_seq, HEADS.c.hash)
 _CLOSE_WITHDRAWN: Final = (
     update(ALERTS)
