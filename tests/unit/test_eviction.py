@@ -141,9 +141,9 @@ def test_an_event_of_another_clinic_is_still_refused() -> None:
 def test_the_tombstone_is_forgotten_after_forget_after() -> None:
     e, _ = _evicted()
     e.evict_finished(at(125) + 30 * DAY)
-    assert "s1" in e._evicted
+    assert "s1" in e.tombstones
     e.evict_finished(at(125) + 32 * DAY)
-    assert "s1" not in e._evicted
+    assert "s1" not in e.tombstones
     fresh = Session()
     e.handle(fresh.bp(45_000))  # a new session under the old id
     assert "s1" in e.sessions

@@ -155,7 +155,7 @@ def test_a_restart_from_a_snapshot_equals_a_full_replay(tmp_path: Path, every: i
 
     asyncio.run(second_then_crash())
     crashed = live[0].engine
-    assert crashed._evicted, "finished sessions were evicted live"
+    assert crashed.tombstones, "finished sessions were evicted live"
 
     from_snapshot = _runtime(tmp_path, clock)
     summary = from_snapshot.recover()

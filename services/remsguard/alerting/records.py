@@ -54,14 +54,14 @@ KINDS: Final = (NOTIFIED, ESCALATED, ACKNOWLEDGED, RESOLVED, DEAD_LETTERED)
 
 def audit_kind(value: str) -> AuditKind | None:
     """The kind as the compliance log stores it: an engine kind, or one of the log's
-    service kinds (`adapters.storage.chain.SERVICE_KINDS`, when that registry exists)."""
+    service kinds (`adapters.storage.chain.SERVICE_KINDS`)."""
     try:
         return AuditKind(value)
     except ValueError:
         pass
     from remsguard.adapters.storage import chain
 
-    if value in getattr(chain, "SERVICE_KINDS", ()):
+    if value in chain.SERVICE_KINDS:
         return cast(AuditKind, value)
     return None
 

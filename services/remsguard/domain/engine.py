@@ -87,7 +87,9 @@ class MonitoringEngine:
         self.clock: datetime | None = None
         self._queue: list[tuple[datetime, int, str]] = []
         self._order = count()
-        self._evicted: dict[str, tuple[str, datetime]] = {}  # id -> (clinic, end), see evict
+        # Evicted sessions: id -> (clinic, end) (`evict_finished`); the stream processor keeps
+        # them in its store, which writes them to the changelog.
+        self.tombstones: MutableMapping[str, tuple[str, datetime]] = {}
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -96,7 +98,7 @@ class MonitoringEngine:
         session_id, event_id = event.session_id, event.event_id
         session = self.sessions.get(session_id)
         if session is None:
-            if session_id in self._evicted:
+            if session_id in self.tombstones:
                 return self._after_eviction(event)
             # The clinic id interned: compared on every event, one string per clinic stays
             # warm in memory where each session's own copy went cold.
@@ -602,7 +604,7 @@ class MonitoringEngine:
         persists (a changelog tombstone, a snapshot without them).
         """
         horizon, forget = now - retention, now - forget_after
-        evicted = self._evicted
+        evicted = self.tombstones
         for session_id in [s for s, (_, end) in evicted.items() if end < forget]:
             del evicted[session_id]
         gone: list[str] = []
@@ -624,7 +626,7 @@ class MonitoringEngine:
     def _after_eviction(self, event: Event) -> Decisions:
         """An event naming an evicted session: recorded, judged by no rule (`evict_finished`)."""
         session_id, event_id = event.session_id, event.event_id
-        if self._evicted[session_id][0] != event.clinic_id:
+        if self.tombstones[session_id][0] != event.clinic_id:
             detail = f"session {session_id!r} belongs to another clinic"
             return self._refuse(event, SESSION_OF_ANOTHER_CLINIC, detail)
         accepted = AuditRecord(

@@ -28,7 +28,7 @@ import hashlib
 import os
 import pickle
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -78,7 +78,7 @@ class EngineImage:
     sessions: dict[str, Session]
     clock: datetime | None
     queue: list[Wake]
-    evicted: dict[str, tuple[str, datetime]]
+    evicted: MutableMapping[str, tuple[str, datetime]]
 
     @classmethod
     def of(cls, engine: MonitoringEngine) -> EngineImage:
@@ -87,7 +87,7 @@ class EngineImage:
             dict(engine.sessions),
             engine.clock,
             engine._queue,  # private: there is no export method in domain/ (module doc)
-            engine._evicted,
+            engine.tombstones,
         )
 
     def into(self, engine: MonitoringEngine) -> None:
@@ -97,7 +97,7 @@ class EngineImage:
         engine.clock = self.clock
         engine._queue = self.queue
         engine._order = count(max((order for _, order, _ in self.queue), default=-1) + 1)
-        engine._evicted = self.evicted
+        engine.tombstones = self.evicted
 
 
 @dataclass(slots=True)

@@ -27,6 +27,7 @@ from typing import Annotated
 
 import typer
 import uvicorn
+from fastapi.routing import APIRoute
 
 from remsguard.adapters.heap import settle_heap
 from remsguard.config import get_settings
@@ -104,7 +105,9 @@ async def _serve(
     app = create_app(container)
     settle_heap()  # after the journal replay: the restored sessions are long-lived too
     has_console = any(
-        getattr(route, "path", None) == "/console" for router in ROUTERS for route in router.routes
+        isinstance(route, APIRoute) and route.path == "/console"
+        for router in ROUTERS
+        for route in router.routes
     )
     config = uvicorn.Config(
         app,

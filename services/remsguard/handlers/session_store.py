@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from datetime import datetime
-from typing import Any
 
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.session import Session
@@ -158,11 +157,7 @@ class SessionStore(MutableMapping[str, Session]):
 def keep_tombstones_in(engine: MonitoringEngine, store: SessionStore) -> None:
     """Make `store.evicted` the engine's tombstones, so they are written to the changelog and
     recovered with the sessions (a late event for an evicted session must not open a new one
-    on the next worker). The engine takes `sessions` as a parameter but has no such door for
-    its tombstones yet: this sets its private mapping (`_evicted`), checked to exist."""
-    current: Any = getattr(engine, "_evicted", None)
-    if not isinstance(current, dict):
-        raise TypeError("MonitoringEngine keeps its tombstones elsewhere: update this door")
-    for session_id, value in current.items():
+    on the next worker); the ones the engine held already are taken over as recovered."""
+    for session_id, value in engine.tombstones.items():
         store.evicted.recovered(session_id, Evicted(*value))
-    engine._evicted = store.evicted
+    engine.tombstones = store.evicted
