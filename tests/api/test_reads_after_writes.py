@@ -72,3 +72,26 @@ def test_without_a_valid_token_the_route_answers_401_as_before(process: _Process
     bad = client.get("/history", headers={"Authorization": "Bearer rg_nope"})
     assert bad.status_code == 401
     assert client.get("/history", headers=_token(process, Role.DEVICE)).status_code == 403
+
+
+def test_a_token_is_looked_up_once_a_request_refused_or_not(
+    process: _Process, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The route's role check and `READS_AFTER_WRITES` both ask who is calling; the store is
+    read once a request, for a refused token as for a known one."""
+    principals = process.compliance.principals
+    looked_up: list[str] = []
+    real = principals.for_token
+
+    def counted(token: str) -> object:
+        looked_up.append(token)
+        return real(token)
+
+    monkeypatch.setattr(principals, "for_token", counted)
+    client = TestClient(_app(process))
+    bad = client.get("/history", headers={"Authorization": "Bearer rg_nope"})
+    assert bad.status_code == 401 and bad.json()["error"] == "unauthenticated"
+    assert looked_up == ["rg_nope"]
+    staff = _token(process, Role.STAFF)
+    assert client.get("/history", headers=staff).status_code == 200
+    assert len(looked_up) == 2

@@ -49,10 +49,23 @@ def authenticate(log: ComplianceLog, token: str) -> Principal | None:
 
 def current_principal(request: Request) -> Principal:
     """The caller, from `Authorization: Bearer TOKEN`; 401 when missing or unknown. Looked
-    up once a request (kept in the request's ASGI scope)."""
+    up once a request, refusals included (kept in the request's ASGI scope): a read route's
+    own check and `READS_AFTER_WRITES` both ask."""
     known = request.scope.get(_CALLER)
     if isinstance(known, Principal):
         return known
+    if isinstance(known, ApiError):
+        raise known
+    try:
+        principal = _bearer(request)
+    except ApiError as refused:
+        request.scope[_CALLER] = refused
+        raise
+    request.scope[_CALLER] = principal
+    return principal
+
+
+def _bearer(request: Request) -> Principal:
     header = request.headers.get("authorization")
     if not header:
         raise ApiError(401, "unauthenticated", "missing Authorization: Bearer token", _CHALLENGE)
@@ -63,7 +76,6 @@ def current_principal(request: Request) -> Principal:
     principal = authenticate(request.app.state.container.compliance, token)
     if principal is None:
         raise ApiError(401, "unauthenticated", "unknown, revoked or expired token", _CHALLENGE)
-    request.scope[_CALLER] = principal
     return principal
 
 
