@@ -22,7 +22,7 @@ from sqlmodel import Session
 from remsguard.adapters.storage.audit_log import AuditLog, close_withdrawn
 from remsguard.adapters.storage.models import AlertRow, AlertStatus, utc
 from remsguard.adapters.storage.queries import AlertQuery, Page, alert_page
-from remsguard.adapters.storage.tables import ALERTS, AUDIT, CHUNK, existing
+from remsguard.adapters.storage.tables import ALERTS, AUDIT, CHUNK, existing, rows_where_in
 from remsguard.domain.decisions import (
     Alert,
     AuditKind,
@@ -278,8 +278,10 @@ class AlertStore:
             return list(session.execute(query.order_by(ALERTS.c.alert_id)).scalars())
 
     def statuses(self, alert_ids: Sequence[str]) -> dict[str, str]:
-        """The status of each of these alerts that exists."""
-        return {alert_id: row.status for alert_id, row in self.rows(alert_ids).items()}
+        """The status of each of these alerts that exists (two columns, not whole rows)."""
+        with self.audit.reader.connect() as conn:
+            found = rows_where_in(conn, _STATUSES, ALERTS.c.alert_id, list(alert_ids))
+            return {alert_id: status for alert_id, status in found}
 
     def open_counts(self) -> dict[tuple[str, str], int]:
         """Open alerts by (clinic, severity), whoever changed their status."""
@@ -290,6 +292,9 @@ class AlertStore:
         )
         with self.audit.reader.connect() as conn:
             return {(clinic, severity): n for clinic, severity, n in conn.execute(query)}
+
+
+_STATUSES: Final = select(ALERTS.c.alert_id, ALERTS.c.status)  # built once (`rows_where_in`)
 
 
 def _by_alert_id(alert: Alert) -> str:
