@@ -100,6 +100,7 @@ class OneRow:
         # An in-memory database lives in its connection: the pool's, never one of our own.
         self._may_keep = self._direct and database not in (None, "", ":memory:")
         self._kept: tuple[int, Any] | None = None  # (thread id, DBAPI connection)
+        self._keeping = threading.Lock()  # two first callers at once keep one connection
         compiled = stmt.compile(dialect=dialect)
         self._sql = str(compiled)
         self._order = list(compiled.positiontup or ())
@@ -116,9 +117,7 @@ class OneRow:
         args = [params[name] for name in self._order]
         kept = self._kept
         if kept is None and self._may_keep:
-            pooled = self._engine.raw_connection()
-            pooled.detach()  # ours from now on: `close` closes it
-            kept = self._kept = (threading.get_ident(), pooled.dbapi_connection)
+            kept = self._keep()
         if kept is not None and kept[0] == threading.get_ident():
             found = self._fetch(kept[1], args)
         else:
@@ -130,6 +129,14 @@ class OneRow:
         if found is None:
             return None
         return tuple(v if f is None else f(v) for f, v in zip(self._convert, found, strict=True))
+
+    def _keep(self) -> tuple[int, Any]:
+        with self._keeping:
+            if self._kept is None:
+                pooled = self._engine.raw_connection()
+                pooled.detach()  # ours from now on: `close` closes it
+                self._kept = (threading.get_ident(), pooled.dbapi_connection)
+            return self._kept
 
     def _fetch(self, connection: Any, args: list[Any]) -> Any:
         cursor = connection.cursor()
