@@ -47,12 +47,17 @@ class Stack:
     def topics(self) -> Topics:
         return Topics.named(f"{self.name}-")
 
+    @property
+    def group(self) -> str:
+        """The workers' consumer group (faust's group id is the app id)."""
+        return f"{self.name}-app"
+
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             REMSGUARD_KAFKA_BOOTSTRAP=self.bootstrap,
             REMSGUARD_TOPIC_PREFIX=f"{self.name}-",
-            REMSGUARD_PROCESSOR_APP_ID=f"{self.name}-app",
+            REMSGUARD_PROCESSOR_APP_ID=self.group,
             REMSGUARD_TOPIC_PARTITIONS=str(PARTITIONS),
             REMSGUARD_METRICS_PORT="0",
             REMSGUARD_LOG_FORMAT="json",
@@ -90,6 +95,29 @@ class Stack:
     def stop_all(self) -> None:
         for worker in self.workers:
             worker.stop()
+
+    def input_partitions(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t in self.topics.inputs for p in range(PARTITIONS)]
+
+    def committed(self) -> dict[TopicPartition, int]:
+        """The group's committed offsets on the input topics, as the broker has them: where a
+        worker taking a partition over starts reading it (0: nothing committed, the start)."""
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            offsets = admin.list_group_offsets({self.group: self.input_partitions()})
+        finally:
+            admin.close()
+        got = offsets.get(self.group, {})
+        return {tp: max(0, got[tp].offset) if tp in got else 0 for tp in self.input_partitions()}
+
+    def input_ends(self) -> dict[TopicPartition, int]:
+        """The log-end offsets of the input topics."""
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None)
+        try:
+            ends: dict[TopicPartition, int] = consumer.end_offsets(self.input_partitions())
+        finally:
+            consumer.close()
+        return ends
 
 
 @dataclass
