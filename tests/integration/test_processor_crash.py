@@ -144,8 +144,10 @@ def test_two_workers_one_killed_the_other_takes_over(kafka_bootstrap: str, tmp_p
         expected = replay_alerts(lines, until)
         got = wait_for_alerts(deployment, ids(expected), timeout=180, quiet=3)
         assert a.process.poll() is None
+        # For a failure: where the survivor stood (alerts missing after the wait, once).
+        state = f"a: {a.processed():.0f} input events, {a.partitions()} partitions\n{a.tail(30)}"
     alerts, duplicates = _deduplicated(got)
-    assert ids(alerts) == ids(expected), _diff(alerts, expected)
+    assert ids(alerts) == ids(expected), f"{_diff(alerts, expected)}\n{state}"
     assert as_set(alerts) == as_set(expected)
     print(
         f"alerts {len(alerts)}, duplicates {duplicates}, rules {Counter(a['rule'] for a in alerts)}"
