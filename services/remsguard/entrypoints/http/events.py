@@ -21,7 +21,7 @@ from typing import Any, Final
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, _effective_route_context_var
 
 from remsguard.embedded.ingest import SUPPORTED_TYPES, Incoming, body_kind, decode_body
 from remsguard.embedded.runtime import EventResult, Unavailable
@@ -44,7 +44,12 @@ class _IngestRoute(APIRoute):
     (paired runs, wrk, on top of the kept token-lookup connection)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        if self.dependencies or self.dependant.dependencies:
+        # As `APIRoute.get_route_handler` does: an included route is built in the context of
+        # its inclusion (FastAPI's private context variable; an upgrade that drops it fails
+        # at import, not silently), which carries dependencies given to `include_router`.
+        included = _effective_route_context_var.get()
+        route = included if included is not None and included.original_route is self else self
+        if route.dependant.dependencies:
             raise TypeError(f"{self.path} resolves no dependencies; it was given some")
 
         async def handle(request: Request) -> Response:
