@@ -91,6 +91,28 @@ class MonitoringEngine:
         # them in its store, which writes them to the changelog.
         self.tombstones: MutableMapping[str, tuple[str, datetime]] = {}
 
+    # -- state, for snapshots ----------------------------------------------------------------
+
+    @property
+    def protocols(self) -> Mapping[str, MonitoringProtocol]:
+        """The protocols the engine was built with, by name."""
+        return self._protocols
+
+    @property
+    def default_protocol(self) -> str:
+        return self._default
+
+    def wakes(self) -> list[tuple[datetime, int, str]]:
+        """The wake queue as it is (stale entries included), shared, not copied: a snapshot
+        pickles it before the next step. Restored as it was, deadlines are decided in the
+        same order after a restart as without one."""
+        return self._queue
+
+    def restore_wakes(self, queue: list[tuple[datetime, int, str]]) -> None:
+        """Take over a snapshot's wake queue; wakes queued from now on are ordered after it."""
+        self._queue = queue
+        self._order = count(max((order for _, order, _ in queue), default=-1) + 1)
+
     # -- inputs ------------------------------------------------------------------------------
 
     def handle(self, event: Event) -> Decisions:

@@ -15,10 +15,9 @@ one. `SnapshotStore.read` refuses, with its reason, a snapshot that is missing, 
 pickled sessions would be read by code that may judge them differently): the caller then
 replays the whole journal.
 
-The engine offers no export/import of its state, so `EngineImage` reads and sets the
-engine's private wake queue and tombstones here (named in one place; a domain method would be
-the cleaner home). The queue is kept as it was, stale entries included, so deadlines are
-decided in the same order after a restart as without one.
+`EngineImage` reads and sets the engine's state through its public doors (`sessions`,
+`clock`, `wakes`/`restore_wakes`, `tombstones`). The wake queue is kept as it was, stale
+entries included, so deadlines are decided in the same order after a restart as without one.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
-from itertools import count
 from pathlib import Path
 from typing import Final
 
@@ -86,7 +84,7 @@ class EngineImage:
         return cls(
             dict(engine.sessions),
             engine.clock,
-            engine._queue,  # private: there is no export method in domain/ (module doc)
+            engine.wakes(),
             engine.tombstones,
         )
 
@@ -95,8 +93,7 @@ class EngineImage:
         engine.sessions.clear()
         engine.sessions.update(self.sessions)
         engine.clock = self.clock
-        engine._queue = self.queue
-        engine._order = count(max((order for _, order, _ in self.queue), default=-1) + 1)
+        engine.restore_wakes(self.queue)
         engine.tombstones = self.evicted
 
 
@@ -120,9 +117,9 @@ def engine_version() -> str:
 
 def protocols_version(engine: MonitoringEngine) -> str:
     """A digest of the protocols in force (names and content digests) and the default one."""
-    protocols = engine._protocols  # what the engine was built with (private, module doc)
+    protocols = engine.protocols  # what the engine was built with
     named = sorted((name, protocol.version) for name, protocol in protocols.items())
-    text = orjson.dumps({"default": engine._default, "protocols": named})
+    text = orjson.dumps({"default": engine.default_protocol, "protocols": named})
     return hashlib.sha256(text).hexdigest()[:32]
 
 
