@@ -65,12 +65,14 @@ def _settled_commits(deployment: Stack) -> int:
     """The group's committed offsets on the input topics, summed, once two reads half a
     second apart agree (a commit the killed worker had already sent may still land)."""
     committed = deployment.committed()
-    while True:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
         time.sleep(0.5)
         again = deployment.committed()
         if again == committed:
             return sum(committed.values())
         committed = again
+    raise AssertionError(f"the group's commits kept moving after the kill: {committed}")
 
 
 def test_kill_9_mid_stream_then_restart(kafka_bootstrap: str, tmp_path: Path) -> None:
