@@ -75,6 +75,25 @@ def _settled_commits(deployment: Stack) -> int:
     raise AssertionError(f"the group's commits kept moving after the kill: {committed}")
 
 
+def _survivor_state(deployment: Stack, survivor: Worker) -> str:
+    """For a failure: where the survivor stood (alerts were missing after the wait, twice
+    in ~20 runs): its input count, partitions, the broker's committed and end offsets per
+    input partition (a partition not read to its end, or read and its alerts not out), its
+    lag and clock metrics, and its log's tail."""
+    committed, ends = deployment.committed(), deployment.input_ends()
+    offsets = {f"{tp.topic}[{tp.partition}]": (committed[tp], ends[tp]) for tp in ends}
+    gauges = {
+        name: value
+        for name, value in survivor.metrics().items()
+        if any(word in name for word in ("lag", "clock", "watermark", "behind", "held"))
+    }
+    return (
+        f"survivor: {survivor.processed():.0f} input events, {survivor.partitions()} "
+        f"partitions\ncommitted/end by input partition: {offsets}\nmetrics: {gauges}\n"
+        f"{survivor.tail(30)}"
+    )
+
+
 def test_kill_9_mid_stream_then_restart(kafka_bootstrap: str, tmp_path: Path) -> None:
     lines = _stream(100_000, hours_ago=60, seed=31)
     assert len(lines) == 100_000
@@ -147,7 +166,7 @@ def test_two_workers_one_killed_the_other_takes_over(kafka_bootstrap: str, tmp_p
         got = wait_for_alerts(deployment, ids(expected), timeout=180, quiet=3)
         assert a.process.poll() is None
         # For a failure: where the survivor stood (alerts missing after the wait, once).
-        state = f"a: {a.processed():.0f} input events, {a.partitions()} partitions\n{a.tail(30)}"
+        state = _survivor_state(deployment, a)
     alerts, duplicates = _deduplicated(got)
     assert ids(alerts) == ids(expected), f"{_diff(alerts, expected)}\n{state}"
     assert as_set(alerts) == as_set(expected)
