@@ -381,43 +381,34 @@ def main() -> None:
             print(f"load average {os.getloadavg()[0]:.2f} at the start (2 shared cores)")
             with multiprocessing.Pool(args.workers) as pool:
                 worker = 0
-                runs: list[tuple[str, int, int, float | None]] = []
-                if "1" in phases:
-                    runs.append(("1 client, single events", 1, 1, None))
-                if "n" in phases:
-                    runs.append((f"{args.clients} clients, single events", args.clients, 1, None))
-                for label, clients, batch, pace in runs:
+                # Phases of clients posting back to back, by name: label, clients, batch.
+                posting = {
+                    "1": ("1 client, single events", 1, 1),
+                    "n": (f"{args.clients} clients, single events", args.clients, 1),
+                    "batch": (f"1 client, batches of {args.batch}", 1, args.batch),
+                }
+                for name in [p for p in ("1", "n", "wrk", "batch") if p in phases]:
                     _settle(base, token["admin"])
+                    if name == "wrk":
+                        cpu_before = _cpu_seconds(process.pid)
+                        rate, latency = _wrk.run(
+                            base, device, args.clients, args.seconds, events, worker + 100
+                        )
+                        cpu = (_cpu_seconds(process.pid) - cpu_before) / (rate * args.seconds)
+                        print(
+                            f"{args.clients} connections from wrk, single events: {rate:,.0f} "
+                            f"events/s; {latency}; server CPU {cpu * 1000:.2f} ms a request; "
+                            f"load {os.getloadavg()[0]:.2f}"
+                        )
+                        continue
+                    label, clients, batch = posting[name]
                     rate, latencies, cpu = _phase(
-                        pool, base, device, clients, batch, args.seconds, args.workers, worker, pace
+                        pool, base, device, clients, batch, args.seconds, args.workers, worker, None
                     )
                     worker += args.workers
                     print(
                         f"{label}: {rate:,.0f} events/s; {_percentiles(latencies)}; "
                         f"client CPU {cpu:.1f} s; load {os.getloadavg()[0]:.2f}"
-                    )
-                if "wrk" in phases:
-                    _settle(base, token["admin"])
-                    cpu_before = _cpu_seconds(process.pid)
-                    rate, latency = _wrk.run(
-                        base, device, args.clients, args.seconds, events, worker + 100
-                    )
-                    cpu = (_cpu_seconds(process.pid) - cpu_before) / (rate * args.seconds)
-                    print(
-                        f"{args.clients} connections from wrk, single events: {rate:,.0f} "
-                        f"events/s; {latency}; server CPU {cpu * 1000:.2f} ms a request; "
-                        f"load {os.getloadavg()[0]:.2f}"
-                    )
-                if "batch" in phases:
-                    _settle(base, token["admin"])
-                    rate, latencies, cpu = _phase(
-                        pool, base, device, 1, args.batch, args.seconds, args.workers, worker, None
-                    )
-                    worker += args.workers
-                    print(
-                        f"1 client, batches of {args.batch}: {rate:,.0f} events/s; "
-                        f"{_percentiles(latencies)}; client CPU {cpu:.1f} s; "
-                        f"load {os.getloadavg()[0]:.2f}"
                     )
                 if "auditor" in phases:
                     _settle(base, token["admin"])
