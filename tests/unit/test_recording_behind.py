@@ -9,12 +9,15 @@ writes and a switch that makes them fail."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import orjson
+import pytest
 
 from remsguard.adapters.metrics import new_registry
 from remsguard.adapters.storage import DecisionsRecorded
@@ -313,3 +316,75 @@ def test_a_snapshot_due_while_the_log_is_behind_holds_nothing_up_and_waits_to_be
     assert [a.rule for a in log.alerts] == ["SPO2_LOW"]
     restarted = _runtime(tmp_path, GatedLog(), snapshots=True)
     assert restarted.recover().snapshot is not None  # a restart starts from it
+
+
+def _recovered(path: Path) -> tuple[GatedLog, EmbeddedRuntime]:
+    log = GatedLog()
+    runtime = _runtime(path, log)
+    runtime.recover()
+    return log, runtime
+
+
+def _access(record_id: str, detail: dict[str, object]) -> AuditRecord:
+    kind = cast(AuditKind, "api.query")  # a service kind, as `log_query` makes it
+    return AuditRecord(record_id, kind, "principal-1", None, None, NOW, detail)
+
+
+def test_a_service_record_is_durable_before_the_log_writes_it_and_reads_do_not_wait_for_it(
+    tmp_path: Path,
+) -> None:
+    log, runtime = _recovered(tmp_path)
+    access = _access("q1", {"endpoint": "/v1/audit/records", "filters": {"kind": "x"}})
+
+    async def run() -> None:
+        await runtime.start()
+        await _submit(runtime, 0)
+        assert await runtime.caught_up(timeout=2)
+        log.gate.clear()  # the compliance log stalls
+        await asyncio.wait_for(runtime.record(access), 2)  # answered all the same
+        assert [r.record_id for r in runtime.journal.service_records()] == ["q1"]
+        assert await asyncio.wait_for(runtime.caught_up(timeout=5), 0.5)  # not held by it
+        with pytest.raises(ValueError, match="not JSON"):  # fails alone, journals nothing
+            await runtime.record(_access("q2", {"at": NOW}))
+        log.gate.set()
+        await _recorded(lambda: _holds(log, "q1"))
+        await runtime.stop()
+
+    asyncio.run(run())
+    written = next(r for r in log.audit if r.record_id == "q1")
+    assert written == access  # the same record the journal was given
+    assert runtime.journal.recorded_through() == runtime.journal.last()
+    assert runtime.journal.last().service_records == 1
+
+
+async def _holds(log: MemoryLog, record_id: str) -> bool:
+    return any(r.record_id == record_id for r in log.audit)
+
+
+def test_recovery_records_the_service_records_the_log_lost_and_survives_a_bad_one(
+    tmp_path: Path,
+) -> None:
+    log, runtime = _recovered(tmp_path)
+
+    async def run() -> None:
+        await runtime.start()
+        log.failing = True  # nothing reaches the log: as a crash right after the answers
+        await runtime.record(_access("q1", {"rows": 3}))
+        await runtime.record(_access("q2", {"rows": 0}))
+        await runtime.stop()
+
+    asyncio.run(run())
+    assert not log.audit
+    runtime.journal.close()
+    with sqlite3.connect(tmp_path / "journal.db") as journal:  # a row edited by hand
+        journal.execute("UPDATE service_records SET detail = '{broken' WHERE record_id = 'q2'")
+
+    healthy, restarted = _recovered(tmp_path)
+    assert [(r.record_id, r.detail) for r in healthy.audit] == [
+        ("q1", {"rows": 3}),
+        ("q2", {"unreadable_detail": "{broken"}),
+    ]
+    assert restarted.journal.recorded_through().service_records == 2
+    restarted.journal.close()
+    again, _ = _recovered(tmp_path)  # recorded through them: not written again
+    assert not again.audit

@@ -35,13 +35,14 @@ from remsguard.alerting.service import AlertingService
 from remsguard.auditing.deadlines import FormDeadlineTask
 from remsguard.bootstrap import build_telemetry, event_time_bounds, load_protocols
 from remsguard.config import Settings
+from remsguard.domain.decisions import AuditRecord
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.protocol import MonitoringProtocol
 from remsguard.doors.embedded import EmbeddedEventDoor
 from remsguard.embedded.compliance import create_principal, has_principals
 from remsguard.embedded.head_signing import HeadSigningTask, signing_key
 from remsguard.embedded.journal import EventJournal
-from remsguard.embedded.runtime import EmbeddedRuntime, RecoverySummary
+from remsguard.embedded.runtime import EmbeddedRuntime, RecoverySummary, Unavailable
 from remsguard.embedded.snapshot import (
     SNAPSHOT_FILE,
     SnapshotStore,
@@ -58,6 +59,7 @@ __all__ = ["TOKENS_FILE", "EmbeddedContainer", "ensure_first_run_tokens"]
 log = structlog.get_logger(__name__)
 
 TOKENS_FILE = "first-run-tokens.txt"
+_RECORD_ACCESS_SECONDS = 30.0  # an auditor query waits this long for its access record
 JOURNAL_FILE = "journal.db"
 COMPLIANCE_FILE = "remsguard.db"
 
@@ -103,6 +105,7 @@ class EmbeddedContainer:
     hl7: MLLPListener | None = field(default=None)  # `--hl7-port`: devices' HL7 v2 over MLLP
     heads: HeadSigningTask | None = field(default=None)  # signed tree heads (head_signing.py)
     protocols: Mapping[str, MonitoringProtocol] = field(default_factory=dict)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def open(
@@ -217,6 +220,22 @@ class EmbeddedContainer:
         just behind ingest); False if still behind after a few seconds."""
         return await self.runtime.caught_up()
 
+    def record_access(self, record: AuditRecord) -> None:
+        """Journaled with the runtime's next group and recorded just behind it
+        (`EmbeddedRuntime.record`), so a query waits for an fsync of the journal, not for
+        the compliance log's writer. From a worker thread; before the runtime's loop runs,
+        written to the log at once. `Unavailable` if it is not journaled in time."""
+        loop = self._loop
+        if loop is None:
+            self.compliance.append_audit([record])
+            return
+        done = asyncio.run_coroutine_threadsafe(self.runtime.record(record), loop)
+        try:
+            done.result(timeout=_RECORD_ACCESS_SECONDS)
+        except TimeoutError:
+            done.cancel()
+            raise Unavailable("the access record was not journaled in time") from None
+
     def registry_changed(self) -> None:
         """Re-read the REMS registry (after a change through the API): the engine judges
         doses by it from the next event on. A dose already judged is not judged again."""
@@ -224,6 +243,7 @@ class EmbeddedContainer:
             self.runtime.engine.registry = RegistryStore(self.compliance).load()
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         registry = self.runtime.engine.registry
         log.info(
             "embedded.rems_gate",
@@ -251,6 +271,7 @@ class EmbeddedContainer:
             await self.hl7.start()
 
     async def stop(self) -> None:
+        self._loop = None  # access records from here on go to the log at once
         if self.hl7 is not None:
             await self.hl7.stop()  # first: no message is taken that cannot be journaled
         if self.deadlines is not None:

@@ -16,7 +16,9 @@ The journal keeps the raw event bytes as received (re-decoded on recovery, so re
 through the same contract code as live ingest), the engine clock just before the event was
 applied (so recovery re-applies each event at the same clock, and deadline decisions come out
 the same), and the arrival order (`seq`). Contract rejections are journaled as well, so the
-compliance log's record of rejected input is as durable as the accepted events.
+compliance log's record of rejected input is as durable as the accepted events. So are the
+records the service appends of its own accord (`service_records`: an auditor query's access
+record), journaled with the next group instead of waiting for the compliance log's writer.
 
 One writer: the runtime's ingest task calls `append` on the event loop (the commit's fsync
 releases the GIL; a hop to a worker thread cost more than the append itself, see
@@ -26,19 +28,23 @@ time; the connection is opened with `check_same_thread=False` for that reason.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
+
+from remsguard.domain.decisions import AuditKind, AuditRecord
 
 __all__ = [
     "Checkpoint",
     "EventJournal",
     "JournaledEvent",
     "JournaledEviction",
+    "JournaledRecord",
     "JournaledRejection",
 ]
 
@@ -62,6 +68,16 @@ CREATE TABLE IF NOT EXISTS rejections (
     clinic_id   TEXT,
     clock_us    INTEGER,
     received_us INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS service_records (
+    seq         INTEGER PRIMARY KEY,
+    record_id   TEXT    NOT NULL UNIQUE,
+    kind        TEXT    NOT NULL,
+    subject_id  TEXT    NOT NULL,
+    session_id  TEXT,
+    clinic_id   TEXT,
+    occurred_us INTEGER,
+    detail      TEXT    NOT NULL  -- JSON
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     seq         INTEGER PRIMARY KEY,  -- the events row that could not be applied
@@ -105,10 +121,11 @@ def from_us(value: int | None) -> datetime | None:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """Sequence numbers in the journal: the last event row and the last rejection row."""
+    """Sequence numbers in the journal: the last event, rejection and service record row."""
 
     events: int = 0
     rejections: int = 0
+    service_records: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +150,26 @@ class JournaledRejection:
     session_id: str | None
     clinic_id: str | None
     clock: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class JournaledRecord:
+    """An audit record the service appends of its own accord (an auditor query's access
+    record), journaled so that it is durable before the query is answered. `detail` is the
+    record's detail as JSON, encoded by `of` before the record joins a group (one that
+    cannot be encoded fails alone, not its group)."""
+
+    record: AuditRecord
+    detail: str
+
+    @classmethod
+    def of(cls, record: AuditRecord) -> JournaledRecord:
+        """`ValueError` for a detail that is not JSON."""
+        try:
+            detail = json.dumps(record.detail, separators=(",", ":"), allow_nan=False)
+        except TypeError as exc:
+            raise ValueError(f"the record's detail is not JSON: {exc}") from None
+        return cls(record, detail)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +205,7 @@ class EventJournal:
         events: Sequence[JournaledEvent],
         rejections: Sequence[JournaledRejection] = (),
         checkpoint: Checkpoint | None = None,
+        records: Sequence[JournaledRecord] = (),
     ) -> Checkpoint:
         """Append in order, in one transaction; durable on return.
 
@@ -202,6 +240,22 @@ class EventJournal:
                         for r in rejections
                     ],
                 )
+                db.executemany(
+                    "INSERT OR IGNORE INTO service_records (record_id, kind, subject_id, "
+                    "session_id, clinic_id, occurred_us, detail) VALUES (?,?,?,?,?,?,?)",
+                    [
+                        (
+                            r.record.record_id,
+                            r.record.kind,
+                            r.record.subject_id,
+                            r.record.session_id,
+                            r.record.clinic_id,
+                            to_us(r.record.occurred_at),
+                            r.detail,
+                        )
+                        for r in records
+                    ],
+                )
                 if checkpoint is not None:
                     self._store_checkpoint(checkpoint)
                 last = self._last()
@@ -212,9 +266,12 @@ class EventJournal:
         return last
 
     def _last(self) -> Checkpoint:
-        events = self._db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-        rejected = self._db.execute("SELECT coalesce(max(seq), 0) FROM rejections").fetchone()
-        return Checkpoint(int(events), int(rejected[0]))
+        events, rejections, records = self._db.execute(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM events), "
+            "(SELECT coalesce(max(seq), 0) FROM rejections), "
+            "(SELECT coalesce(max(seq), 0) FROM service_records)"
+        ).fetchone()
+        return Checkpoint(int(events), int(rejections), int(records))
 
     def _store_checkpoint(self, checkpoint: Checkpoint) -> None:
         self._db.executemany(
@@ -223,6 +280,7 @@ class EventJournal:
             [
                 ("recorded_events", checkpoint.events),
                 ("recorded_rejections", checkpoint.rejections),
+                ("recorded_service_records", checkpoint.service_records),
             ],
         )
 
@@ -242,7 +300,11 @@ class EventJournal:
         what comes after (re-recording more would be harmless, only slower)."""
         with self._lock:
             rows = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        return Checkpoint(rows.get("recorded_events", 0), rows.get("recorded_rejections", 0))
+        return Checkpoint(
+            rows.get("recorded_events", 0),
+            rows.get("recorded_rejections", 0),
+            rows.get("recorded_service_records", 0),
+        )
 
     def events(self, batch: int = 10_000, after: int = 0) -> Iterator[JournaledEvent]:
         """Every journaled event after `after` in arrival order, except the quarantined ones."""
@@ -372,6 +434,29 @@ class EventJournal:
             for source, reason, detail, eid, sid, cid, clock in rows
         ]
 
+    def service_records(self, after: int = 0) -> list[AuditRecord]:
+        """The service records journaled after the row `after`, in order. A detail that is
+        not a JSON object (a journal edited by hand) is kept as text: recovery never stops
+        on one record."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT record_id, kind, subject_id, session_id, clinic_id, occurred_us, detail "
+                "FROM service_records WHERE seq > ? ORDER BY seq",
+                (after,),
+            ).fetchall()
+        return [
+            AuditRecord(
+                str(record_id),
+                cast(AuditKind, kind),  # a service kind (`storage.chain.SERVICE_KINDS`)
+                str(subject),
+                session,
+                clinic,
+                _clock(at),
+                _detail(str(detail)),
+            )
+            for record_id, kind, subject, session, clinic, at, detail in rows
+        ]
+
     def count(self) -> int:
         """Journaled events, quarantined ones included."""
         with self._lock:
@@ -384,6 +469,14 @@ class EventJournal:
 
 def _clock(value: object) -> datetime | None:
     return from_us(value) if isinstance(value, int) else None
+
+
+def _detail(text: str) -> dict[str, object]:
+    try:
+        detail = json.loads(text)
+    except ValueError:
+        detail = None
+    return detail if isinstance(detail, dict) else {"unreadable_detail": text[:500]}
 
 
 def _bytes(value: object) -> bytes:

@@ -47,7 +47,11 @@ Write = Callable[[Decisions, Sequence[Event]], object]
 
 def covers(recorded: Checkpoint, wanted: Checkpoint) -> bool:
     """Whether a recorded position includes every journal row of `wanted`."""
-    return recorded.events >= wanted.events and recorded.rejections >= wanted.rejections
+    return (
+        recorded.events >= wanted.events
+        and recorded.rejections >= wanted.rejections
+        and recorded.service_records >= wanted.service_records
+    )
 
 
 @dataclass(slots=True)

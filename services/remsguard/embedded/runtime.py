@@ -22,7 +22,11 @@ Every change to engine state happens in `_run`, one step at a time:
    recorder (`recorder.py`), which writes every step queued meanwhile in one transaction
    (idempotent by id) while the next steps run, and moves the journal's `recorded_through`
    checkpoint after it. Reads wait for it (`caught_up`: the HTTP layer calls it before every
-   read), so a client that got its 2xx can read the alerts its events raised.
+   read), so a client that got its 2xx can read the alerts its events raised. The records
+   the service makes of its own accord (an auditor query's access record, `record`) take the
+   same way: journaled with the next group, so durable before the query is answered, and
+   written by the recorder just behind, instead of each waiting for the log's writer while
+   the recorder holds it (bench.embedded_ingest, auditor phase).
 4. **Session summaries.** The sessions a recorded step touched are marked, with their
    patient_ref and protocol from engine state; a second task refreshes their summaries (and
    monitoring-form rows) with `ComplianceLog.refresh_sessions`, every marked session at once,
@@ -95,6 +99,7 @@ from remsguard.embedded.journal import (
     EventJournal,
     JournaledEvent,
     JournaledEviction,
+    JournaledRecord,
     JournaledRejection,
 )
 from remsguard.embedded.recorder import DecisionRecorder
@@ -182,6 +187,7 @@ class _Batch:
     source: str
     future: asyncio.Future[list[EventResult]]
     received: float  # unix seconds
+    records: list[JournaledRecord] = field(default_factory=list)  # the service's own (`record`)
 
 
 _WALL_CLOCK: Final = WallClock()  # events never move the clock; `_step` moves it to now
@@ -468,6 +474,8 @@ class EmbeddedRuntime:
             )
             monitor(engine, rejection, rejected.source, clock, record)
             summary.rejections += 1
+        after = recorded.service_records
+        pending.audit.extend(self.journal.service_records(after=after))
         advance(engine, self._now(), record)
         flush(final=True)
         # A crash may have come between records and their summaries' refresh: refresh every
@@ -569,11 +577,28 @@ class EmbeddedRuntime:
         await self._queue.put(batch)
         return await future
 
+    async def record(self, record: AuditRecord) -> None:
+        """Append a record the service makes of its own accord (an auditor query's access
+        record): journaled with the next group, so durable on return, and written to the
+        compliance log just behind, as decisions are. When the runtime is not running, it is
+        written to the log at once. `ValueError` for a detail that is not JSON."""
+        journaled = JournaledRecord.of(record)
+        if not self.running:
+            await asyncio.to_thread(self._record_now, Decisions(audit=[record]))
+            return
+        future: asyncio.Future[list[EventResult]] = asyncio.get_running_loop().create_future()
+        source = f"record:{record.record_id}"
+        await self._queue.put(_Batch([], None, source, future, time.time(), [journaled]))
+        await future
+
     async def caught_up(self, timeout: float = 5.0) -> bool:
         """Wait until the compliance log holds what every answered request decided (False:
         still behind after `timeout` seconds, or its writes are failing)."""
+        # Not the service's own records (an auditor's earlier access record): they are
+        # durable in the journal, and a read need not wait for the log to show them.
+        through = Checkpoint(self._journaled.events, self._journaled.rejections)
         try:
-            return await asyncio.wait_for(self._recorder.caught_up(self._journaled), timeout)
+            return await asyncio.wait_for(self._recorder.caught_up(through), timeout)
         except TimeoutError:
             return False
 
@@ -757,6 +782,7 @@ class EmbeddedRuntime:
         plans: list[list[_Planned]] = []
         journal_events: list[JournaledEvent] = []
         journal_rejections: list[JournaledRejection] = []
+        records = [record for batch in batches for record in batch.records]
         for batch in batches:
             plan: list[_Planned] = []
             for index, item in enumerate(batch.items):
@@ -800,7 +826,9 @@ class EmbeddedRuntime:
             # hop cost more than the append. A worker thread has to win the GIL back from
             # the busy loop after each of its SQLite calls: 8 single-event clients went from
             # about 910 to 1,650 requests/s this way (bench.embedded_ingest, wrk phase).
-            self._journaled = self.journal.append(journal_events, journal_rejections, checkpoint)
+            self._journaled = self.journal.append(
+                journal_events, journal_rejections, checkpoint, records
+            )
         except Exception as exc:
             self._metrics.journal_failures.inc()
             log.exception("journal.append_failed", events=len(journal_events))
@@ -811,6 +839,7 @@ class EmbeddedRuntime:
             self._stored_checkpoint = checkpoint
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
         self._metrics.group_events.observe(sum(len(b.items) for b in batches))
+        decisions.audit.extend(journaled.record for journaled in records)
 
         telemetry = self.telemetry
         answers: list[tuple[_Batch, list[EventResult]]] = []

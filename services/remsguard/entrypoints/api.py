@@ -36,6 +36,7 @@ from remsguard.alerting.service import AlertingService
 from remsguard.auditing.deadlines import FormDeadlineTask
 from remsguard.bootstrap import build_telemetry, event_time_bounds, load_protocols
 from remsguard.config import Settings, compliance_log_url, get_settings
+from remsguard.domain.decisions import AuditRecord
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.protocol import MonitoringProtocol, ProtocolError
 from remsguard.doors.kafka import KafkaEventDoor
@@ -126,6 +127,9 @@ class ApiContainer:
 
     async def caught_up(self) -> bool:
         return True  # the audit sink records the topics; a read sees what it has written
+
+    def record_access(self, record: AuditRecord) -> None:
+        self.compliance.append_audit([record])
 
     def registry_changed(self) -> None:
         """The processor re-reads the registry itself (`registry_refresh_seconds`)."""

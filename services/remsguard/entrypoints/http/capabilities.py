@@ -23,6 +23,7 @@ from remsguard.adapters.storage import ComplianceLog
 from remsguard.adapters.telemetry import Telemetry
 from remsguard.alerting.service import AlertingService
 from remsguard.config import Settings
+from remsguard.domain.decisions import AuditRecord
 from remsguard.domain.engine import MonitoringEngine
 from remsguard.domain.protocol import MonitoringProtocol
 from remsguard.doors import EventDoor
@@ -108,6 +109,11 @@ class ServedProcess(Protocol):
     async def caught_up(self) -> bool:
         """Wait until the compliance log holds what every answered write decided (embedded
         mode records just behind ingest); False if it is still behind after a bound."""
+        ...
+
+    def record_access(self, record: AuditRecord) -> None:
+        """Append an API query's access record to the compliance log; durable on return.
+        Called from a worker thread (the routes that read the log are sync)."""
         ...
 
     async def start(self) -> None: ...

@@ -22,6 +22,7 @@ from remsguard.adapters.storage import ComplianceLog, CursorError
 from remsguard.adapters.storage.chain import API_QUERY
 from remsguard.domain.decisions import AuditKind, AuditRecord
 from remsguard.domain.protocol import MonitoringProtocol
+from remsguard.embedded.runtime import Unavailable
 from remsguard.entrypoints.http.auth import auth_errors
 from remsguard.entrypoints.http.capabilities import ServedProcess
 from remsguard.entrypoints.http.errors import ApiError
@@ -183,10 +184,11 @@ def log_query(
     rows: int,
     fmt: str = "json",
 ) -> None:
-    """Append the API query to the compliance log: who, what, when, how many rows."""
+    """Append the API query to the compliance log: who, what, when, how many rows; durable
+    before the answer goes out (503 if it cannot be)."""
     at = now(request)
-    compliance(request).append_audit(
-        [
+    try:
+        _process(request).record_access(
             AuditRecord(
                 record_id=uuid.uuid4().hex,
                 kind=cast(AuditKind, API_QUERY),  # a service kind (see storage.chain)
@@ -204,5 +206,6 @@ def log_query(
                     "format": fmt,
                 },
             )
-        ]
-    )
+        )
+    except Unavailable as exc:
+        raise ApiError(503, "unavailable", f"the query could not be recorded: {exc}") from None
