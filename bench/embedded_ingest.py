@@ -3,6 +3,7 @@ auditor queries while ingest runs.
 
     python3 -m uv run --frozen python -m bench.embedded_ingest [--seconds 10] [--clients 8]
         [--batch 100] [--rate 4000] [--workers 2] [--only 1,n,wrk,batch,auditor,runtime]
+        [--auditor-qps 0]
 
 Starts `remsguard up` on a fresh data directory (REMS gate off), then runs, one after the
 other, each for `--seconds` and each once the compliance log and its session summaries have
@@ -14,8 +15,8 @@ caught up with the one before (it says how long that took; after the batches, se
    prints the server's CPU per request too. Needs `wrk` (Debian: apt-get install wrk);
 3. one client posting `--batch` events per request;
 4. ingest paced at `--rate` events/s (batches of `--rate`/100 every 10 ms) while one auditor
-   client asks, back to back, for the latest alerts of a clinic (`/v1/alerts`, 100) and one
-   session's audit records (`/v1/audit`).
+   client asks, back to back (or `--auditor-qps` a second), for the latest alerts of a clinic
+   (`/v1/alerts`, 100) and one session's audit records (`/v1/audit/records`).
 5. (`--only runtime`) the same single-event clients in process, straight to
    `EmbeddedRuntime.submit` of a real container (no HTTP, no token check), with the time of
    each part of a step: the journal append (answered after it), and the compliance log's
@@ -133,13 +134,19 @@ def _worker(
     return asyncio.run(_ingest(*args))
 
 
-async def _auditor(base: str, token: str, seconds: float) -> list[float]:
+async def _auditor(base: str, token: str, seconds: float, per_second: float) -> list[float]:
+    """Queries back to back, or `per_second` of them at a steady pace (a closed loop asks
+    more the faster it is answered, and takes that CPU from ingest)."""
     headers = {"Authorization": f"Bearer {token}"}
     latencies: list[float] = []
     rng = random.Random(1)
     async with httpx.AsyncClient(timeout=30.0) as client:
         until = time.monotonic() + seconds
+        next_at = time.monotonic()
         while time.monotonic() < until:
+            if per_second > 0:
+                next_at += 1 / per_second
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             if rng.random() < 0.5:
                 params = {"clinic_id": f"clinic-{rng.randrange(40):02d}", "limit": "100"}
                 url = f"{base}/v1/alerts"
@@ -359,6 +366,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=4000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--only", help="phases to run (default: 1,n,wrk,batch,auditor)")
+    parser.add_argument(
+        "--auditor-qps", type=float, default=0.0, help="auditor queries/s (0: back to back)"
+    )
     args = parser.parse_args()
     if args.only is None:
         args.only = "1,n,wrk,batch,auditor"
@@ -417,10 +427,12 @@ def main() -> None:
                         _worker,
                         ((base, device, worker, 1, per_tick, args.seconds, 0.01),),
                     )
-                    queried = asyncio.run(_auditor(base, auditor_token(data), args.seconds))
+                    auditor = auditor_token(data)
+                    queried = asyncio.run(_auditor(base, auditor, args.seconds, args.auditor_qps))
                     sent, ingest_latencies, _ = job.get()
                     print(
-                        f"auditor queries during ingest at {sent / args.seconds:,.0f} events/s "
+                        f"auditor queries ({len(queried) / args.seconds:,.0f}/s) during "
+                        f"ingest at {sent / args.seconds:,.0f} events/s "
                         f"(asked {args.rate:,}): {_percentiles(queried)}; ingest "
                         f"{_percentiles(ingest_latencies)}; load {os.getloadavg()[0]:.2f}"
                     )
