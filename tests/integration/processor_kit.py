@@ -61,7 +61,8 @@ class Stack:
             REMSGUARD_TOPIC_PARTITIONS=str(PARTITIONS),
             REMSGUARD_METRICS_PORT="0",
             REMSGUARD_LOG_FORMAT="json",
-            REMSGUARD_LOG_LEVEL="warning",
+            # REMSGUARD_TEST_WORKER_LOG_LEVEL=info: the workers' "processor state" lines too
+            REMSGUARD_LOG_LEVEL=os.environ.get("REMSGUARD_TEST_WORKER_LOG_LEVEL", "warning"),
             REMSGUARD_REMS_GATE="false",  # not about the gate: patients are not enrolled
             REMSGUARD_CLOCK_IDLE_GRACE_SECONDS="2",
             REMSGUARD_CLOCK_TICK_SECONDS="0.25",

@@ -9,7 +9,9 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
+from kafka.partitioner.default import murmur2
 
 from .processor_kit import (
     PARTITIONS,
@@ -19,6 +21,7 @@ from .processor_kit import (
     clinic_day,
     ids,
     in_time_order,
+    read_until,
     replay_alerts,
     stack,
     to_lines,
@@ -45,11 +48,19 @@ def _deduplicated(alerts: list[dict[str, object]]) -> tuple[list[dict[str, objec
     return list(by_id.values()), len(alerts) - len(by_id)
 
 
+def _partition(alert: dict[str, object]) -> int:
+    """The input partition of the alert's session (the default partitioner's)."""
+    return (murmur2(str(alert["session_id"]).encode("utf-8")) & 0x7FFFFFFF) % PARTITIONS
+
+
 def _diff(alerts: list[dict[str, object]], expected: list[dict[str, object]]) -> str:
     missing = [a for a in expected if a["alert_id"] not in ids(alerts)]
     extra = [a for a in alerts if a["alert_id"] not in ids(expected)]
     return (
         f"missing {len(missing)} {Counter(a['rule'] for a in missing)}, "
+        f"by partition {sorted(Counter(_partition(a) for a in missing).items())} "
+        f"of {sorted(Counter(_partition(a) for a in expected).items())}, "
+        f"sessions {len({a['session_id'] for a in missing})}; "
         f"extra {len(extra)} {Counter(a['rule'] for a in extra)}"
     )
 
@@ -92,6 +103,25 @@ def _survivor_state(deployment: Stack, survivor: Worker) -> str:
         f"partitions\ncommitted/end by input partition: {offsets}\nmetrics: {gauges}\n"
         f"{survivor.tail(30)}"
     )
+
+
+def _keep(
+    deployment: Stack, into: Path, lines: list[bytes], expected: list[dict[str, object]]
+) -> None:
+    """The events, the replay's alerts and every record of the output topics, as files."""
+    (into / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    (into / "expected.jsonl").write_bytes(b"".join(orjson.dumps(a) + b"\n" for a in expected))
+    topics = deployment.topics
+    for name in (topics.alerts, topics.deadletter):
+        records = read_until(deployment.bootstrap, name, lambda _: True, timeout=20, quiet=2)
+        rows = [
+            orjson.dumps(
+                {"partition": r.partition, "offset": r.offset, "key": r.key, "value": r.value},
+                default=lambda b: b.decode("utf-8", "replace"),
+            )
+            for r in records
+        ]
+        (into / f"{name}.jsonl").write_bytes(b"".join(row + b"\n" for row in rows))
 
 
 def test_kill_9_mid_stream_then_restart(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -167,6 +197,8 @@ def test_two_workers_one_killed_the_other_takes_over(kafka_bootstrap: str, tmp_p
         assert a.process.poll() is None
         # For a failure: where the survivor stood (alerts missing after the wait, once).
         state = _survivor_state(deployment, a)
+        if ids(got) != ids(expected):  # kept beside the workers' logs, to be looked into
+            _keep(deployment, tmp_path, lines, expected)
     alerts, duplicates = _deduplicated(got)
     assert ids(alerts) == ids(expected), f"{_diff(alerts, expected)}\n{state}"
     assert as_set(alerts) == as_set(expected)
