@@ -94,6 +94,9 @@ class _Worker:
         self.counted = MessageCounts(metrics, telemetry, self.logical)
         self._inputs = frozenset(self.topics.inputs)
         self._kinds = {name: "input" for name in self.topics.inputs} | {self.topics.ticks: "tick"}
+        self._sources = frozenset((*self.topics.inputs, self.topics.ticks))  # the agent's
+        self._held: set[TP] = set()  # source partitions faust resumed during a rebalance
+        self._holding = False  # `consumer.resume_partitions` wrapped (`_hold_sources`)
         self._rebalances = -1  # `app.rebalancing_count` when the assignment was last taken
         self._sessions_counted = 0.0
         self._evicted = time.monotonic()
@@ -121,6 +124,16 @@ class _Worker:
         if not processor.owns(partition):
             return  # buffered before a revocation: its new owner processes it
         started = time.perf_counter()
+        if message.topic in self._inputs:  # faust lost messages (see `_hold_sources`)
+            expected = processor.consumed(message.topic, partition)
+            if expected is not None and message.offset > expected:
+                log.warning(
+                    "processor.input_skipped",
+                    topic=message.topic,
+                    partition=partition,
+                    expected=expected,
+                    got=message.offset,
+                )
         if message.topic == self.topics.ticks and message.value == FLUSH:
             self.health.heartbeat_seen(partition)
         result = processor.process(
@@ -163,7 +176,9 @@ class _Worker:
         health.timer_ran(bool(app.rebalancing))
         self.telemetry.up("processor", health.check() is None)
         if app.rebalancing:
+            self._log_rebalancing()
             return
+        self._release_sources()
         owned = self._follow_assignment()
         if not owned:
             return
@@ -174,6 +189,52 @@ class _Worker:
         self._observe(ends, wall)
         await self._send_ticks()
         await self._request_flushes(owned)
+
+    def _log_rebalancing(self) -> None:
+        """Every STATE_LOG_SECONDS while a rebalance lasts: where the consumer and the table
+        recovery stand (diagnostics, for a recovery that does not end: once, the changelog
+        partitions taken over delivered nothing for minutes; faust's and aiokafka's private
+        state, read defensively)."""
+        now = time.monotonic()
+        if now - self._logged < STATE_LOG_SECONDS:
+            return
+        self._logged = now
+        try:
+            consumer: Any = self.app.consumer
+            inner = consumer._thread._consumer
+            fetcher = inner._fetcher
+            assignment = inner._subscription.subscription.assignment
+            states = {tp: assignment.state_value(tp) for tp in assignment.tps}
+            recovery: Any = self.app.tables._recovery  # type: ignore[attr-defined]
+
+            def named(tps: Any) -> list[str]:
+                return sorted(f"{tp.topic}/{tp.partition}" for tp in tps)
+
+            log.info(
+                "processor.rebalancing",
+                positions={
+                    f"{tp.topic}/{tp.partition}": (st.position if st.has_valid_position else None)
+                    for tp, st in states.items()
+                },
+                awaiting_reset=named(tp for tp, st in states.items() if st.awaiting_reset),
+                status={f"{tp.topic}/{tp.partition}": st._status.name for tp, st in states.items()},
+                paused_in_client=named(tp for tp, st in states.items() if st.paused),
+                fetched=named(fetcher._records),
+                active=named(consumer._active_partitions or ()),
+                paused=named(consumer._paused_partitions),
+                flow_active=consumer.flow_active,
+                recovery_active=named(recovery.active_tps),
+                recovery_offsets={
+                    f"{tp.topic}/{tp.partition}": o for tp, o in recovery.active_offsets.items()
+                },
+                recovery_highwaters={
+                    f"{tp.topic}/{tp.partition}": o for tp, o in recovery.active_highwaters.items()
+                },
+                in_recovery=recovery.in_recovery,
+                **self._debug(),
+            )
+        except Exception as exc:  # diagnostics only
+            log.info("processor.rebalancing", unreadable=repr(exc)[:300])
 
     def _follow_assignment(self) -> set[int]:
         """The input partitions actively owned now; the processor takes them (rebuilding its
@@ -187,6 +248,13 @@ class _Worker:
             self.health.revoked(lost)
             self.outbox.rebalanced()
             processor.assign(owned)
+            log.info(
+                "processor.took_assignment",
+                owned=sorted(owned),
+                sessions=len(processor.store),
+                table=len(self.table.data),
+                **self._debug(),
+            )
             self._rebalances = app.rebalancing_count
             self.metrics.partitions.set(len(owned))
         return owned
@@ -211,6 +279,11 @@ class _Worker:
                 return ends  # noted for the next assignment's partitions, not these
             for tp, start in starts.items():
                 processor.note_position(tp.topic, tp.partition, start)
+            log.info(
+                "processor.starts",
+                starts={f"{tp.topic}/{tp.partition}": o for tp, o in starts.items()},
+                **self._debug(),
+            )
         return ends
 
     async def _starts(self, tps: list[TP]) -> dict[TP, int]:
@@ -280,12 +353,87 @@ class _Worker:
 
     # -- rebalances ------------------------------------------------------------------------
 
+    def _hold_sources(self) -> None:
+        """Work around faust-streaming 0.15.3 losing messages at the end of every rebalance.
+
+        `Recovery.on_recovery_completed` (faust/tables/recovery.py) resumes the stream
+        partitions, then awaits `consumer.perform_seek()` (a committed-offset lookup per
+        partition), then calls `app.flow_control.resume()`, which clears every agent's queue
+        (channels are `FlowControlQueue(clear_on_resume=True)`). The consumer's flow is
+        already active (recovery resumed it to read the changelogs), so during the seek the
+        fetcher hands the resumed partitions' messages to the agent's queue and records them
+        as read (`Consumer._read_offset`); the clear drops those the agent had not taken
+        yet, the fetch batch goes on being delivered past them (counted as a gap, so
+        committable), and when the sought position is fetched again faust drops everything
+        below its read offset as already read. The dropped messages are never processed, and
+        their offsets get committed over (a one-message hole: faust's head-gap check in
+        `Consumer._new_offset` is off by one), or the partition's commits stop at the hole
+        for good (a longer one). faust-streaming issue #596 (open) describes the race.
+        Seen in the takeover test: the survivor never saw some readings (PRE_DOSE_BP_MISSING
+        instead of PRE_DOSE_BP_ELEVATED; commits stuck at the hole starts), and a restarted
+        worker skipped offset 2749 of an input (it processed 2748, then 2750).
+
+        So while a rebalance is in progress, faust's resumes of the agent's source
+        partitions (inputs and ticks) are held back; the timer resumes them once the
+        rebalance is over (`_release_sources`), when the seek and the queue clearing are
+        done: fetching starts at the committed offsets and nothing is dropped."""
+        if self._holding:
+            return
+        app = self.app
+        consumer: Any = app.consumer
+        resume = consumer.resume_partitions
+        sources, held = self._sources, self._held
+
+        def resume_partitions(tps: Any) -> None:
+            tps = set(tps)
+            if app.rebalancing:
+                keep = {tp for tp in tps if tp.topic in sources}
+                held.update(keep)
+                tps -= keep
+            resume(tps)
+
+        consumer.resume_partitions = resume_partitions
+        self._holding = True
+
+    def _release_sources(self) -> None:
+        """After a rebalance: resume the source partitions faust resumed during it."""
+        if not self._held:
+            return
+        consumer: Any = self.app.consumer
+        assigned = consumer.assignment()
+        release = {tp for tp in self._held if tp in assigned}
+        self._held.clear()
+        if release:
+            consumer.resume_partitions(release)
+
     def assigned(self, got: set[TP]) -> None:
         """Accept the new partitions' messages now (their state may still be recovering)."""
-        self.processor.adopt({tp.partition for tp in got if tp.topic in self._inputs})
+        self._hold_sources()
+        partitions = {tp.partition for tp in got if tp.topic in self._inputs}
+        log.info("processor.assigned", partitions=sorted(partitions), **self._debug())
+        self.processor.adopt(partitions)
+
+    def _debug(self) -> dict[str, Any]:
+        """Where faust and the processor stand on the inputs, for the rebalance log lines:
+        faust's committed and read offsets (private), the processor's next offsets."""
+        consumer = self.app.consumer
+        return {
+            "committed": {
+                f"{tp.topic}/{tp.partition}": o
+                for tp, o in consumer._committed_offset.items()  # type: ignore[attr-defined]
+            },
+            "read": {
+                f"{tp.topic}/{tp.partition}": o
+                for tp, o in consumer._read_offset.items()  # type: ignore[attr-defined]
+            },
+            "consumed": self.processor.stats()["consumed"],
+            "generation": self.app.consumer_generation_id,
+            "rebalances": self.app.rebalancing_count,
+        }
 
     def revoked(self, revoked: set[TP]) -> None:
         lost = {tp.partition for tp in revoked if tp.topic in self._inputs}
+        log.info("processor.revoked", partitions=sorted(lost), **self._debug())
         self.health.revoked(lost)
         self.pending.drop(lost)
         self.processor.revoke(lost)
