@@ -96,7 +96,7 @@ class _Worker:
         self._kinds = {name: "input" for name in self.topics.inputs} | {self.topics.ticks: "tick"}
         self._sources = frozenset((*self.topics.inputs, self.topics.ticks))  # the agent's
         self._held: set[TP] = set()  # source partitions faust resumed during a rebalance
-        self._holding = False  # `consumer.resume_partitions` wrapped (`_hold_sources`)
+        self._holding: Any = None  # the consumer whose resumes are wrapped (`_hold_sources`)
         self._rebalances = -1  # `app.rebalancing_count` when the assignment was last taken
         self._sessions_counted = 0.0
         self._evicted = time.monotonic()
@@ -377,10 +377,10 @@ class _Worker:
         partitions (inputs and ticks) are held back; the timer resumes them once the
         rebalance is over (`_release_sources`), when the seek and the queue clearing are
         done: fetching starts at the committed offsets and nothing is dropped."""
-        if self._holding:
-            return
         app = self.app
         consumer: Any = app.consumer
+        if self._holding is consumer:
+            return
         resume = consumer.resume_partitions
         sources, held = self._sources, self._held
 
@@ -393,7 +393,7 @@ class _Worker:
             resume(tps)
 
         consumer.resume_partitions = resume_partitions
-        self._holding = True
+        self._holding = consumer
 
     def _release_sources(self) -> None:
         """After a rebalance: resume the source partitions faust resumed during it."""
