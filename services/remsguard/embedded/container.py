@@ -80,6 +80,14 @@ def ensure_first_run_tokens(data_dir: Path, log: ComplianceLog) -> Path | None:
     return path
 
 
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -229,6 +237,8 @@ class EmbeddedContainer:
         if loop is None:
             self.compliance.append_audit([record])
             return
+        if _in_event_loop():  # it would wait for the loop it blocks, for the full timeout
+            raise RuntimeError("record_access blocks: call it from a worker thread")
         done = asyncio.run_coroutine_threadsafe(self.runtime.record(record), loop)
         try:
             done.result(timeout=_RECORD_ACCESS_SECONDS)
