@@ -153,17 +153,16 @@ def test_kill_9_mid_stream_then_restart(kafka_bootstrap: str, tmp_path: Path) ->
     assert as_set(alerts) == as_set(expected)
     # State came back from the changelog: the restarted worker went on from the committed
     # offsets instead of reading the stream again from the start. It reads every input
-    # message from the committed offsets to the end, so it processes `owed` of them, plus
-    # redeliveries: faust may hand each input partition's last delivered message to the
-    # agent once more, all at one moment (traced once: at the worker's first commit; not a
-    # re-fetch, the consumer's positions were already past them): 0 or 9 extra in 10 runs,
-    # never another figure. Such a message is one the engine has applied, so it counts as
-    # a duplicate. A pass from the start would add the `committed` events (thousands).
+    # message from the committed offsets to the end, so it processes `owed` of them, each
+    # once. (faust used to hand each input partition's last delivered message to the agent
+    # once more, 0 or 9 extra in 10 runs: messages it delivered while seeking to the
+    # committed offsets at the end of the rebalance, the race that also lost messages, once
+    # 8 extra with an input offset never processed; see `_Worker._hold_sources`.) A pass
+    # from the start would add the `committed` events (thousands).
     assert published == len(lines)
     assert committed > 0
     extra = redone - owed
-    assert 0 <= extra <= len(deployment.input_partitions()), (redone, owed, committed)
-    assert extra <= seen_before, (extra, seen_before)
+    assert extra == 0, (redone, owed, committed, seen_before)
     assert "Traceback" not in before
     print(
         f"alerts {len(alerts)}, duplicates on the topic {duplicates}, committed {committed}, "
