@@ -157,8 +157,8 @@ def test_kill_9_mid_stream_then_restart(kafka_bootstrap: str, tmp_path: Path) ->
     # once. (faust used to hand each input partition's last delivered message to the agent
     # once more, 0 or 9 extra in 10 runs: messages it delivered while seeking to the
     # committed offsets at the end of the rebalance, the race that also lost messages, once
-    # 8 extra with an input offset never processed; see `_Worker._hold_sources`.) A pass
-    # from the start would add the `committed` events (thousands).
+    # 8 extra with an input offset never processed; see `HeldResumes`, kafka/rebalance.py.)
+    # A pass from the start would add the `committed` events (thousands).
     assert published == len(lines)
     assert committed > 0
     extra = redone - owed

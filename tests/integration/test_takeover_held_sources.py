@@ -1,5 +1,5 @@
 """The workaround for faust-streaming 0.15.3 dropping messages at the end of a rebalance
-(`_Worker._hold_sources` in `remsguard.adapters.kafka.processor`).
+(`HeldResumes` in `remsguard.adapters.kafka.rebalance`).
 
 faust's `Recovery.on_recovery_completed` resumes the stream partitions, awaits the seek to the
 committed offsets (the consumer's flow is already active), then resumes flow control, which
@@ -61,7 +61,7 @@ def test_faust_does_not_resume_the_sources_during_a_rebalance(tmp_path: Path) ->
     # The rebalance is over (the seek is done, the queues are cleared): the worker resumes
     # the sources itself; from the committed offsets, nothing delivered and then dropped.
     app.on_rebalance_end()
-    worker._release_sources()
+    worker.resumes.release()
     assert consumer._get_active_partitions() == assignment
     assert not consumer._paused_partitions
 
@@ -75,7 +75,7 @@ def test_outside_a_rebalance_resumes_pass_through(tmp_path: Path) -> None:
     app.on_rebalance_start()
     worker.assigned({tp})
     app.on_rebalance_end()
-    worker._release_sources()  # nothing was held
+    worker.resumes.release()  # nothing was held
     consumer.pause_partitions({tp})
     consumer.resume_partitions({tp})
     assert tp in consumer._get_active_partitions()
@@ -86,5 +86,5 @@ def test_outside_a_rebalance_resumes_pass_through(tmp_path: Path) -> None:
     assert tp not in consumer._get_active_partitions()
     consumer.assignment = set
     app.on_rebalance_end()
-    worker._release_sources()
+    worker.resumes.release()
     assert tp not in consumer._get_active_partitions()

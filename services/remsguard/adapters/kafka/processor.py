@@ -39,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from remsguard.adapters.kafka.health import WorkerHealth
 from remsguard.adapters.kafka.outbox import Outbox
+from remsguard.adapters.kafka.rebalance import HeldResumes, positions, recovery_state
 from remsguard.adapters.kafka.topics import Topics
 from remsguard.adapters.kafka.worker_metrics import LeanMonitor, MessageCounts, ProcessorMetrics
 from remsguard.adapters.kafka.write_behind import WriteBehind
@@ -94,9 +95,8 @@ class _Worker:
         self.counted = MessageCounts(metrics, telemetry, self.logical)
         self._inputs = frozenset(self.topics.inputs)
         self._kinds = {name: "input" for name in self.topics.inputs} | {self.topics.ticks: "tick"}
-        self._sources = frozenset((*self.topics.inputs, self.topics.ticks))  # the agent's
-        self._held: set[TP] = set()  # source partitions faust resumed during a rebalance
-        self._holding: Any = None  # the consumer whose resumes are wrapped (`_hold_sources`)
+        # faust's resumes of the agent's sources, held back during a rebalance (rebalance.py)
+        self.resumes = HeldResumes(app, (*self.topics.inputs, self.topics.ticks))
         self._rebalances = -1  # `app.rebalancing_count` when the assignment was last taken
         self._sessions_counted = 0.0
         self._evicted = time.monotonic()
@@ -124,7 +124,7 @@ class _Worker:
         if not processor.owns(partition):
             return  # buffered before a revocation: its new owner processes it
         started = time.perf_counter()
-        if message.topic in self._inputs:  # faust lost messages (see `_hold_sources`)
+        if message.topic in self._inputs:  # faust lost messages (see `HeldResumes`)
             expected = processor.consumed(message.topic, partition)
             if expected is not None and message.offset > expected:
                 log.warning(
@@ -178,7 +178,7 @@ class _Worker:
         if app.rebalancing:
             self._log_rebalancing()
             return
-        self._release_sources()
+        self.resumes.release()
         owned = self._follow_assignment()
         if not owned:
             return
@@ -192,49 +192,11 @@ class _Worker:
 
     def _log_rebalancing(self) -> None:
         """Every STATE_LOG_SECONDS while a rebalance lasts: where the consumer and the table
-        recovery stand (diagnostics, for a recovery that does not end: once, the changelog
-        partitions taken over delivered nothing for minutes; faust's and aiokafka's private
-        state, read defensively)."""
+        recovery stand."""
         now = time.monotonic()
-        if now - self._logged < STATE_LOG_SECONDS:
-            return
-        self._logged = now
-        try:
-            consumer: Any = self.app.consumer
-            inner = consumer._thread._consumer
-            fetcher = inner._fetcher
-            assignment = inner._subscription.subscription.assignment
-            states = {tp: assignment.state_value(tp) for tp in assignment.tps}
-            recovery: Any = self.app.tables._recovery  # type: ignore[attr-defined]
-
-            def named(tps: Any) -> list[str]:
-                return sorted(f"{tp.topic}/{tp.partition}" for tp in tps)
-
-            log.info(
-                "processor.rebalancing",
-                positions={
-                    f"{tp.topic}/{tp.partition}": (st.position if st.has_valid_position else None)
-                    for tp, st in states.items()
-                },
-                awaiting_reset=named(tp for tp, st in states.items() if st.awaiting_reset),
-                status={f"{tp.topic}/{tp.partition}": st._status.name for tp, st in states.items()},
-                paused_in_client=named(tp for tp, st in states.items() if st.paused),
-                fetched=named(fetcher._records),
-                active=named(consumer._active_partitions or ()),
-                paused=named(consumer._paused_partitions),
-                flow_active=consumer.flow_active,
-                recovery_active=named(recovery.active_tps),
-                recovery_offsets={
-                    f"{tp.topic}/{tp.partition}": o for tp, o in recovery.active_offsets.items()
-                },
-                recovery_highwaters={
-                    f"{tp.topic}/{tp.partition}": o for tp, o in recovery.active_highwaters.items()
-                },
-                in_recovery=recovery.in_recovery,
-                **self._debug(),
-            )
-        except Exception as exc:  # diagnostics only
-            log.info("processor.rebalancing", unreadable=repr(exc)[:300])
+        if now - self._logged >= STATE_LOG_SECONDS:
+            self._logged = now
+            log.info("processor.rebalancing", **recovery_state(self.app), **self._positions())
 
     def _follow_assignment(self) -> set[int]:
         """The input partitions actively owned now; the processor takes them (rebuilding its
@@ -253,7 +215,7 @@ class _Worker:
                 owned=sorted(owned),
                 sessions=len(processor.store),
                 table=len(self.table.data),
-                **self._debug(),
+                **self._positions(),
             )
             self._rebalances = app.rebalancing_count
             self.metrics.partitions.set(len(owned))
@@ -282,7 +244,7 @@ class _Worker:
             log.info(
                 "processor.starts",
                 starts={f"{tp.topic}/{tp.partition}": o for tp, o in starts.items()},
-                **self._debug(),
+                **self._positions(),
             )
         return ends
 
@@ -353,87 +315,20 @@ class _Worker:
 
     # -- rebalances ------------------------------------------------------------------------
 
-    def _hold_sources(self) -> None:
-        """Work around faust-streaming 0.15.3 losing messages at the end of every rebalance.
-
-        `Recovery.on_recovery_completed` (faust/tables/recovery.py) resumes the stream
-        partitions, then awaits `consumer.perform_seek()` (a committed-offset lookup per
-        partition), then calls `app.flow_control.resume()`, which clears every agent's queue
-        (channels are `FlowControlQueue(clear_on_resume=True)`). The consumer's flow is
-        already active (recovery resumed it to read the changelogs), so during the seek the
-        fetcher hands the resumed partitions' messages to the agent's queue and records them
-        as read (`Consumer._read_offset`); the clear drops those the agent had not taken
-        yet, the fetch batch goes on being delivered past them (counted as a gap, so
-        committable), and when the sought position is fetched again faust drops everything
-        below its read offset as already read. The dropped messages are never processed, and
-        their offsets get committed over (a one-message hole: faust's head-gap check in
-        `Consumer._new_offset` is off by one), or the partition's commits stop at the hole
-        for good (a longer one). faust-streaming issue #596 (open) describes the race.
-        Seen in the takeover test: the survivor never saw some readings (PRE_DOSE_BP_MISSING
-        instead of PRE_DOSE_BP_ELEVATED; commits stuck at the hole starts), and a restarted
-        worker skipped offset 2749 of an input (it processed 2748, then 2750).
-
-        So while a rebalance is in progress, faust's resumes of the agent's source
-        partitions (inputs and ticks) are held back; the timer resumes them once the
-        rebalance is over (`_release_sources`), when the seek and the queue clearing are
-        done: fetching starts at the committed offsets and nothing is dropped."""
-        app = self.app
-        consumer: Any = app.consumer
-        if self._holding is consumer:
-            return
-        resume = consumer.resume_partitions
-        sources, held = self._sources, self._held
-
-        def resume_partitions(tps: Any) -> None:
-            tps = set(tps)
-            if app.rebalancing:
-                keep = {tp for tp in tps if tp.topic in sources}
-                held.update(keep)
-                tps -= keep
-            resume(tps)
-
-        consumer.resume_partitions = resume_partitions
-        self._holding = consumer
-
-    def _release_sources(self) -> None:
-        """After a rebalance: resume the source partitions faust resumed during it."""
-        if not self._held:
-            return
-        consumer: Any = self.app.consumer
-        assigned = consumer.assignment()
-        release = {tp for tp in self._held if tp in assigned}
-        self._held.clear()
-        if release:
-            consumer.resume_partitions(release)
-
     def assigned(self, got: set[TP]) -> None:
         """Accept the new partitions' messages now (their state may still be recovering)."""
-        self._hold_sources()
+        self.resumes.install()
         partitions = {tp.partition for tp in got if tp.topic in self._inputs}
-        log.info("processor.assigned", partitions=sorted(partitions), **self._debug())
+        log.info("processor.assigned", partitions=sorted(partitions), **self._positions())
         self.processor.adopt(partitions)
 
-    def _debug(self) -> dict[str, Any]:
-        """Where faust and the processor stand on the inputs, for the rebalance log lines:
-        faust's committed and read offsets (private), the processor's next offsets."""
-        consumer = self.app.consumer
-        return {
-            "committed": {
-                f"{tp.topic}/{tp.partition}": o
-                for tp, o in consumer._committed_offset.items()  # type: ignore[attr-defined]
-            },
-            "read": {
-                f"{tp.topic}/{tp.partition}": o
-                for tp, o in consumer._read_offset.items()  # type: ignore[attr-defined]
-            },
-            "consumed": self.processor.stats()["consumed"],
-            "generation": self.app.consumer_generation_id,
-            "rebalances": self.app.rebalancing_count,
-        }
+    def _positions(self) -> dict[str, Any]:
+        """Where faust and the processor stand on the inputs, for the rebalance log lines."""
+        return {**positions(self.app), "consumed": self.processor.stats()["consumed"]}
 
     def revoked(self, revoked: set[TP]) -> None:
         lost = {tp.partition for tp in revoked if tp.topic in self._inputs}
-        log.info("processor.revoked", partitions=sorted(lost), **self._debug())
+        log.info("processor.revoked", partitions=sorted(lost), **self._positions())
         self.health.revoked(lost)
         self.pending.drop(lost)
         self.processor.revoke(lost)
