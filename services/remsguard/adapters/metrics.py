@@ -8,14 +8,117 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable, Iterable
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_asgi_app, make_wsgi_app
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-__all__ = ["MetricsServer", "metrics_asgi_app", "new_registry", "serve_metrics"]
+__all__ = [
+    "MetricsServer",
+    "PerMessageCounter",
+    "PerMessageHistogram",
+    "metrics_asgi_app",
+    "new_registry",
+    "serve_metrics",
+]
+
+# The families below are for what is counted once per message or event. prometheus_client's
+# own take a lock and check their state on every call (0.6-0.7 µs warm, and more in a busy
+# worker whose caches they share: the Kafka worker's per-message counting cost ~16 µs of its
+# ~175 µs per event against faust's floor, docs/PERFORMANCE.md). These keep plain numbers
+# and build their families when scraped. One thread updates them (the event loop's); a
+# scrape from another thread reads numbers that are at most one update behind.
+
+
+class _Count:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("a counter only goes up")
+        self.value += amount
+
+
+class PerMessageCounter(Collector):
+    """A counter with labels (`labels(*values).inc()`), exposed as `<name>_total`. Its
+    `_name`, `_type` and `_labelnames` are those a prometheus_client metric has (the
+    dashboards' lint reads them from every family of the catalogue)."""
+
+    _type = "counter"
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+    ) -> None:
+        self._name = name.removesuffix("_total")
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], _Count] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Count:
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name}: labels {self._labelnames}, got {values}")
+            child = self._children[values] = _Count()
+        return child
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, child in list(self._children.items()):
+            family.add_metric(list(values), child.value)
+        yield family
+
+
+class PerMessageHistogram(Collector):
+    """A histogram without labels. `observe` bisects into a list of counts (0.1 µs against
+    0.6 µs warm for prometheus_client's); the count scraped is the buckets' total, so it
+    never disagrees with them."""
+
+    _type = "histogram"
+    _labelnames: tuple[str, ...] = ()
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._bounds = tuple(float(b) for b in buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # the last: above every bound
+        self._sum = 0.0
+        registry.register(self)
+
+    def observe(self, amount: float) -> None:
+        self._counts[bisect_left(self._bounds, amount)] += 1
+        self._sum += amount
+
+    def collect(self) -> Iterator[Metric]:
+        counts, total = list(self._counts), self._sum
+        cumulative, running = [], 0
+        for bound, count in zip((*self._bounds, float("inf")), counts, strict=True):
+            running += count
+            cumulative.append((_le(bound), float(running)))
+        yield HistogramMetricFamily(
+            self._name, self._documentation, buckets=cumulative, sum_value=total
+        )
+
+
+def _le(bound: float) -> str:
+    """A bucket's `le` label as prometheus_client writes it (`0.001`, `1.0`, `+Inf`)."""
+    return "+Inf" if bound == float("inf") else repr(bound)
+
 
 _StartResponse = Callable[..., Any]
 _WSGIApp = Callable[[dict[str, Any], _StartResponse], Iterable[bytes]]

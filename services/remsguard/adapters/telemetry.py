@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from remsguard.adapters.metrics import PerMessageCounter, PerMessageHistogram
 from remsguard.domain.deadlines import due_checks
 from remsguard.domain.decisions import Decisions, Outcome
 from remsguard.domain.events import Event, SessionOpened
@@ -161,7 +162,7 @@ class Series:
     """`metric.labels(*values)` looked up once per label set: prometheus_client validates and
     locks on every `labels()` call, which shows on per-event paths."""
 
-    def __init__(self, metric: Counter | Gauge | Histogram) -> None:
+    def __init__(self, metric: Counter | Gauge | Histogram | PerMessageCounter) -> None:
         self._metric = metric
         self._known: dict[tuple[str, ...], Any] = {}
 
@@ -185,7 +186,7 @@ class Telemetry:
         self.clinics = ClinicLabels() if clinics is None else clinics
 
         # -- ingest -------------------------------------------------------------------------
-        self.events_consumed = Counter(
+        self.events_consumed = PerMessageCounter(  # once per event: see adapters/metrics.py
             "remsguard_events_consumed_total",
             "Input events read, by source topic (or `http`) and event type "
             "(`invalid` when the bytes broke the contract).",
@@ -225,13 +226,13 @@ class Telemetry:
             ["clinic", "rule", "severity"],
             registry=registry,
         )
-        self.event_to_decision = Histogram(
+        self.event_to_decision = PerMessageHistogram(
             "remsguard_event_to_decision_seconds",
             "From an event's own time (occurred_at) to the engine's decision on it.",
             registry=registry,
             buckets=EVENT_TIME_BUCKETS,
         )
-        self.ingest_to_decision = Histogram(
+        self.ingest_to_decision = PerMessageHistogram(
             "remsguard_ingest_to_decision_seconds",
             "From ingest (Kafka record timestamp or HTTP receipt) to the engine's decision.",
             registry=registry,

@@ -8,8 +8,9 @@ from typing import Any
 
 from faust.sensors import Monitor
 from faust.types import TP, EventT, Message, StreamT
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from remsguard.adapters.metrics import PerMessageCounter, PerMessageHistogram
 from remsguard.adapters.telemetry import Series, Telemetry
 from remsguard.handlers.stream import PROCESSING_ERROR, Result
 
@@ -20,7 +21,7 @@ class ProcessorMetrics:
     """Counts and latencies of the processor, registered on an explicit registry."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.messages = Counter(
+        self.messages = PerMessageCounter(  # once per message: see adapters/metrics.py
             "remsguard_processor_messages_total",
             "Messages processed, by topic kind and outcome.",
             ["kind", "outcome"],
@@ -38,7 +39,7 @@ class ProcessorMetrics:
             ["reason"],
             registry=registry,
         )
-        self.latency = Histogram(
+        self.latency = PerMessageHistogram(
             "remsguard_processor_message_seconds",
             "Time to process one message (decode, engine, queue outputs).",
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0),
