@@ -377,12 +377,14 @@ def test_recovery_records_the_service_records_the_log_lost_and_survives_a_bad_on
     assert not log.audit
     runtime.journal.close()
     with sqlite3.connect(tmp_path / "journal.db") as journal:  # a row edited by hand
-        journal.execute("UPDATE service_records SET detail = '{broken' WHERE record_id = 'q2'")
+        journal.execute(
+            "UPDATE service_records SET detail = '{broken', clinic_id = 7 WHERE record_id = 'q2'"
+        )
 
     healthy, restarted = _recovered(tmp_path)
-    assert [(r.record_id, r.detail) for r in healthy.audit] == [
-        ("q1", {"rows": 3}),
-        ("q2", {"unreadable_detail": "{broken"}),
+    assert [(r.record_id, r.clinic_id, r.detail) for r in healthy.audit] == [
+        ("q1", None, {"rows": 3}),
+        ("q2", "7", {"unreadable_detail": "{broken"}),
     ]
     assert restarted.journal.recorded_through().service_records == 2
     restarted.journal.close()

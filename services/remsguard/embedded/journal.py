@@ -449,8 +449,8 @@ class EventJournal:
                 str(record_id),
                 cast(AuditKind, kind),  # a service kind (`storage.chain.SERVICE_KINDS`)
                 str(subject),
-                session,
-                clinic,
+                _text(session),
+                _text(clinic),
                 _clock(at),
                 _detail(str(detail)),
             )
@@ -469,6 +469,10 @@ class EventJournal:
 
 def _clock(value: object) -> datetime | None:
     return from_us(value) if isinstance(value, int) else None
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def _detail(text: str) -> dict[str, object]:
