@@ -162,7 +162,7 @@ class Series:
     """`metric.labels(*values)` looked up once per label set: prometheus_client validates and
     locks on every `labels()` call, which shows on per-event paths."""
 
-    def __init__(self, metric: Counter | Gauge | Histogram | PerMessageCounter) -> None:
+    def __init__(self, metric: Counter | Gauge | Histogram) -> None:
         self._metric = metric
         self._known: dict[tuple[str, ...], Any] = {}
 
@@ -193,7 +193,6 @@ class Telemetry:
             ["topic", "type"],
             registry=registry,
         )
-        self._consumed = Series(self.events_consumed)
         self.events_rejected = Counter(
             "remsguard_events_rejected_total",
             "Input events that broke the event contract, by source and rejection reason.",
@@ -371,7 +370,7 @@ class Telemetry:
                 if dead_lettered:
                     self.dead_letters.labels(topic, reason).inc()
             else:
-                self._consumed(topic, event.type if event else "unknown").inc()
+                self.events_consumed.labels(topic, event.type if event else "unknown").inc()
                 if decisions.outcome is Outcome.DUPLICATE:
                     self.events_duplicate.labels(topic).inc()
         now = time.time() if decided_at is None else decided_at

@@ -102,7 +102,7 @@ class MessageCounts:
     (topics labelled without the environment's prefix, `logical` characters)."""
 
     def __init__(self, metrics: ProcessorMetrics, telemetry: Telemetry, logical: int) -> None:
-        self._messages = Series(metrics.messages)
+        self._messages = metrics.messages.labels  # looked up once per label set already
         self._alerts = Series(metrics.alerts)
         self._dead_letters = Series(metrics.dead_letters)
         self._telemetry = telemetry
